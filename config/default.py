@@ -1,0 +1,77 @@
+# Every config key, its default and what it means. This file is itself a valid config (it changes nothing);
+# configurator.py reads it to know which keys exist and what type each one has. Paper symbols in brackets:
+# N steps, S sequences per step, U unique target sequences, e epochs, γ target share, ρ, α, δ.
+
+# ---- I/O and logging ---------------------------------------------------------------------------------------
+out_dir = 'out'                   # run directory: log.jsonl, summary.json, ckpt.pt
+generic_dir = 'data/demo_generic' # generic source (pre-training data, e.g. C4): train.bin, val.bin, meta.json
+target_dir = 'data/demo_target'   # target source (the scarce fine-tuning domain): same layout
+log_interval = 10                 # steps between train log records (the only regular host-device syncs)
+eval_interval = 200               # steps between full validation passes on both domains (0 = only at the end)
+val_tokens = 1048576              # validation uses the first val_tokens tokens of each val.bin, in whole windows
+spike_eval_interval = 2           # denser evals right after stage 2 starts, for the initial loss spike ...
+spike_eval_steps = 0              # ... during this many steps (0 = off)
+checkpoint_interval = 200         # steps between checkpoints (ckpt.pt, atomically replaced); 0 = only at the end
+checkpoint_steps = []             # extra steps whose checkpoint is kept as ckpt_<step>.pt (sweep.py forks from them)
+log_batch_ids = False             # log, per step, the first token of every sequence fed (tests decode ids from it)
+wandb_log = False
+wandb_project = 'replay'
+wandb_run_name = ''
+
+# ---- initialisation -----------------------------------------------------------------------------------------
+init_from = 'scratch'             # 'scratch' | 'resume' (continue this run exactly) | path to another run's
+                                  # checkpoint (weights only: fresh optimizer, this run's plan from step 0)
+resume_from = ''                  # with init_from='resume': a checkpoint of ANOTHER run whose plan equals this
+                                  # run's up to the checkpoint's step (a fork; sweep.py uses it). '' = out_dir/ckpt.pt
+force_resume = False              # resume even when the schedule/data fingerprint changed
+seed = 1337                       # model init and dropout
+data_seed = 1337                  # target pool, per-epoch target order, generic permutation
+
+# ---- the data schedule (schedule.py) --------------------------------------------------------------------------
+max_iters = 1000                  # N: optimizer steps
+batch_size = 12                   # sequences per micro-step per rank
+gradient_accumulation_steps = 1   # micro-steps per step, over all ranks: S = batch_size * this (global)
+block_size = 256                  # tokens per sequence
+target_tokens = 0                 # unique target tokens; U = target_tokens // block_size (0 = plain pre-training)
+target_epochs = 1                 # e: times each unique target sequence is seen. γ = U*e / (N*S)
+replay_fraction = None            # ρ: generic share of stage 2
+stage2_allocation = None          # α: share of the target slots placed in stage 2 (the rest go to stage 1)
+stage2_fraction = None            # δ: stage-2 length / N. Give two of (ρ, α, δ); δ(1-ρ) = γα fixes the third
+generic_offset = 0                # generic windows already used before step 0 (train.py sets it from an init_from
+                                  # checkpoint, so replayed generic data is fresh)
+
+# ---- learning rate and optimizer ------------------------------------------------------------------------------
+mode = 'midtrain'                 # 'midtrain': one LR schedule, one optimizer; 'finetune': stage 2 restarts the
+                                  # schedule at stage2_learning_rate and resets the optimizer
+reset_optimizer = None            # ablation: override the mode's default (finetune True, midtrain False)
+stage2_schedule = None            # ablation: 'restart' | 'continue' (default: finetune restart, midtrain continue)
+lr_schedule = 'cosine'            # 'cosine' | 'wsd' | 'constant'
+learning_rate = 1e-3              # peak LR (stage 1, or the whole run in one-schedule mode)
+stage2_learning_rate = 3e-4       # peak LR of a restarted stage-2 schedule
+min_lr = 0.0                      # LR at the end of a decay (the paper decays to 0)
+warmup_fraction = 0.01            # warmup = max(1, round(warmup_fraction * schedule length)) steps, linear
+cooldown_fraction = 0.1           # WSD: linear decay to min_lr over this last fraction of the schedule
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+adam_eps = 1e-8
+grad_clip = 1.0                   # 0 = off
+
+# ---- model (model.py) ---------------------------------------------------------------------------------------
+arch = 'gpt2'                     # 'gpt2' (learned positions, LayerNorm, GELU, tied head) | 'llama' (rotary,
+                                  # RMSNorm, SwiGLU, untied head)
+n_layer = 12
+n_head = 12
+n_embd = 768
+intermediate_size = 0             # MLP hidden width; 0 = 4*n_embd (gpt2) or the Llama rule (llama)
+dropout = 0.0
+bias = False                      # biases in linears and LayerNorm (gpt2 only)
+rope_theta = 10000.0
+norm_eps = 1e-5
+init_std = 0.02
+
+# ---- system ---------------------------------------------------------------------------------------------------
+device = 'auto'                   # 'auto' = cuda if available else cpu
+dtype = 'auto'                    # 'auto' = bfloat16 on GPUs that support it, else float16; float32 on cpu
+compile = 'auto'                  # torch.compile; 'auto' = on for cuda, off on cpu
+backend = 'auto'                  # DDP backend; 'auto' = nccl on cuda, gloo on cpu

@@ -1,0 +1,99 @@
+"""
+The tiny configurator, nanoGPT-style: config files are plain Python assignments, executed in order, then
+`--key=value` overrides. Every key must exist in config/default.py (which documents them all); a value must have
+the type of its default. Usage from a script:
+
+    config = load_config(sys.argv[1:])        # dict of every key
+
+User mistakes raise UserError; scripts wrap main() in `run_main(main)`, which prints the one-line message and exits
+with status 2 instead of a traceback.
+"""
+import ast
+import difflib
+import os
+import sys
+
+DEFAULTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'config', 'default.py')
+
+
+class UserError(Exception):
+    """A mistake the user can fix (bad key, bad value, missing file). Printed as one line, exit status 2."""
+
+
+def run_main(main):
+    """Run main(); a UserError becomes 'error: <message>' on stderr and exit status 2, with no traceback."""
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def read_config_file(path):
+    """Execute a config file and return the plain values it assigns (modules and _private names are dropped)."""
+    if not os.path.isfile(path):
+        raise UserError(f"config file {path} not found")
+    namespace = {}
+    try:
+        exec(compile(open(path).read(), path, 'exec'), namespace)
+    except Exception as e:  # a config file is user input: report where it broke, briefly
+        raise UserError(f"config file {path} failed to run: {type(e).__name__}: {e}")
+    return {k: v for k, v in namespace.items()
+            if not k.startswith('_') and not callable(v) and type(v).__name__ != 'module'}
+
+
+DEFAULTS = read_config_file(DEFAULTS_FILE)
+
+
+def check_value(key, value, where, defaults=DEFAULTS):
+    """Raise UserError unless key is known and value has the default's type (int is accepted for float)."""
+    if key not in defaults:
+        close = difflib.get_close_matches(key, defaults.keys(), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else " (config/default.py lists every key)"
+        raise UserError(f"unknown config key '{key}' in {where}{hint}")
+    default = defaults[key]
+    if default is None or value is None:
+        return value  # keys that default to None take a number or None; their own checks live where they are used
+    if key == 'compile':  # 'auto' or a bool
+        ok = value == 'auto' or isinstance(value, bool)
+    elif isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(value, bool) and isinstance(default, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float))
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int)
+    elif isinstance(default, str) and isinstance(value, str):
+        ok = True
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise UserError(f"config key '{key}' in {where} must be {type(default).__name__} "
+                        f"(like its default {default!r}), got {value!r}")
+    return value
+
+
+def parse_value(text):
+    """'--key=value' text -> Python value: a literal if it parses as one, else the string itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def load_config(argv, defaults=DEFAULTS, extra_keys=None):
+    """argv: config files and --key=value items, applied left to right. Returns a dict with every key.
+    extra_keys: a script's own keys and defaults (e.g. schedule.py's --format), merged into the known keys."""
+    known = dict(defaults)
+    known.update(extra_keys or {})
+    config = dict(known)
+    for arg in argv:
+        if arg.startswith('--'):
+            if '=' not in arg:
+                raise UserError(f"argument {arg} must look like --key=value")
+            key, text = arg[2:].split('=', 1)
+            config[key] = check_value(key, parse_value(text), f"argument {arg}", known)
+        else:
+            for key, value in read_config_file(arg).items():
+                config[key] = check_value(key, value, f"config file {arg}", known)
+    return config

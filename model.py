@@ -1,0 +1,261 @@
+"""
+The model: one GPT class with two architectures behind `arch`.
+
+- 'gpt2':  token + learned position embeddings, pre-LN blocks (LayerNorm), GELU MLP, output head tied to the
+           token embedding.
+- 'llama': no position table; rotary embeddings on q and k, RMSNorm, SwiGLU MLP, untied output head, no biases.
+           The paper's "150m" shape is n_layer=6, n_embd=512, n_head=8, intermediate_size=1792 (22.8M parameters
+           without embeddings).
+
+forward(idx, targets) returns the PER-SEQUENCE mean cross entropy, shape (B,), so train.py can split the loss by
+data source; the training loss is its .mean().
+"""
+import inspect
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    arch: str = 'gpt2'            # 'gpt2' | 'llama'
+    block_size: int = 256
+    vocab_size: int = 50304       # GPT-2's 50257 padded up to a multiple of 64
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    intermediate_size: int = 0    # MLP hidden width; 0 = 4*n_embd (gpt2) or the Llama rule (llama)
+    dropout: float = 0.0
+    bias: bool = False            # gpt2 only: biases in linears and LayerNorms
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    init_std: float = 0.02
+
+    def __post_init__(self):
+        if self.arch not in ('gpt2', 'llama'):
+            raise ValueError(f"arch must be 'gpt2' or 'llama', got {self.arch!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        if self.arch == 'llama' and (self.n_embd // self.n_head) % 2:
+            raise ValueError("rotary embeddings need an even head dimension")
+
+    @property
+    def mlp_hidden(self):
+        if self.intermediate_size:
+            return self.intermediate_size
+        if self.arch == 'gpt2':
+            return 4 * self.n_embd
+        # Llama: SwiGLU has three matrices, so 2/3 of 4*n_embd keeps the MLP's size; rounded up to 256
+        return -(-(8 * self.n_embd // 3) // 256) * 256
+
+    @property
+    def use_bias(self):
+        return self.bias and self.arch == 'gpt2'
+
+
+def model_config_from(config: dict, vocab_size: int) -> GPTConfig:
+    """The model's keys out of a full run config (configurator.load_config); vocab_size comes from the data."""
+    return GPTConfig(vocab_size=vocab_size, **{f.name: config[f.name] for f in fields(GPTConfig)
+                                               if f.name != 'vocab_size'})
+
+
+def make_norm(config):
+    if config.arch == 'llama':
+        return nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
+
+
+def rotary_tables(config):
+    """cos and sin of position * frequency, each (block_size, head_dim/2)."""
+    head_dim = config.n_embd // config.n_head
+    inv_freq = 1.0 / config.rope_theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(config.block_size, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x, cos, sin):
+    """Rotate x (B, T, H, Q) pairwise by position; pairs are (i, i + Q/2) ("rotate half"). float32 math."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    cos, sin = cos[:, None, :], sin[:, None, :]  # broadcast over heads
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.use_bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.use_bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, rope=None):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).unbind(dim=2)
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, Q)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=True)
+        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        hidden = config.mlp_hidden
+        self.fc = nn.Linear(config.n_embd, hidden, bias=config.use_bias)
+        self.gate = nn.Linear(config.n_embd, hidden, bias=False) if config.arch == 'llama' else None
+        self.proj = nn.Linear(hidden, config.n_embd, bias=config.use_bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        h = F.gelu(self.fc(x)) if self.gate is None else F.silu(self.gate(x)) * self.fc(x)
+        return self.dropout(self.proj(h))
+
+
+class Block(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.norm1, self.attn = make_norm(config), CausalSelfAttention(config)
+        self.norm2, self.mlp = make_norm(config), MLP(config)
+
+    def forward(self, x, rope=None):
+        x = x + self.attn(self.norm1(x), rope)
+        return x + self.mlp(self.norm2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.arch == 'gpt2' else None
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.norm_f = make_norm(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.arch == 'gpt2':
+            self.lm_head.weight = self.wte.weight  # tied: one tensor, counted and decayed once
+        else:
+            # recomputed from the config on construction, so kept out of the state_dict
+            cos, sin = rotary_tables(config)
+            self.register_buffer('rope_cos', cos, persistent=False)
+            self.register_buffer('rope_sin', sin, persistent=False)
+
+        self.apply(self._init_weights)
+        # GPT-2: each block adds two projections to the residual stream, so scale them to keep its variance flat
+        # with depth. Applied to llama too (its reference init is unspecified here; this is the nanoGPT choice).
+        for name, p in self.named_parameters():
+            if name.endswith('proj.weight'):
+                nn.init.normal_(p, mean=0.0, std=config.init_std / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, idx, targets=None):
+        """idx, targets: (B, T) int64. Returns (logits (B, T, V), loss (B,)) with targets, where loss is each
+        sequence's mean cross entropy over its targets != -1; without targets, (logits (B, 1, V), None)."""
+        B, T = idx.shape
+        assert T <= self.config.block_size, f"sequence of {T} tokens > block_size {self.config.block_size}"
+        x = self.wte(idx)
+        rope = None
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(T, device=idx.device))
+        else:
+            rope = (self.rope_cos[:T], self.rope_sin[:T])
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x, rope)
+        x = self.norm_f(x)
+
+        if targets is None:  # generation only needs the last position
+            return self.lm_head(x[:, [-1], :]), None
+        logits = self.lm_head(x)
+        token_loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1,
+                                     reduction='none').view(B, T)
+        counted = (targets != -1).sum(dim=1)
+        return logits, token_loss.sum(dim=1) / counted.clamp(min=1)
+
+    def get_num_params(self, non_embedding=True):
+        """Parameter count, tied weights once. non_embedding=True leaves out every embedding and unembedding
+        matrix (gpt2: token table = tied head, and position table; llama: token table and the untied head), the
+        way the paper counts (22.8M for its "150m" model). The FLOP estimate adds the head back: see
+        flops_per_token."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.wte.weight.numel()
+            if self.wpe is not None:
+                n -= self.wpe.weight.numel()
+            if self.lm_head.weight is not self.wte.weight:
+                n -= self.lm_head.weight.numel()
+        return n
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, eps, device_type):
+        """AdamW with two groups: [0] decayed matrices, [1] everything else (norms, biases, ...).
+        llama (the paper's rule): every matrix but the token embedding is decayed; the untied head is decayed.
+        gpt2 (as nanoGPT): every matrix is decayed, including the tied embedding/head and the position table."""
+        exempt = self.wte.weight if self.config.arch == 'llama' else None
+        params = list(self.parameters())  # tied weights appear once
+        decay = [p for p in params if p.dim() >= 2 and p is not exempt]
+        no_decay = [p for p in params if p.dim() < 2 or p is exempt]
+        fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
+        return torch.optim.AdamW([{'params': decay, 'weight_decay': weight_decay},
+                                  {'params': no_decay, 'weight_decay': 0.0}],
+                                 lr=learning_rate, betas=betas, eps=eps, fused=fused)
+
+    def estimate_flops_per_token(self):
+        """Training FLOPs per token (forward + backward): see flops_per_token."""
+        return flops_per_token(self.config, self.get_num_params(non_embedding=True))
+
+    def estimate_mfu(self, tokens_per_second, device_name):
+        """Model FLOPs utilisation of ONE device processing tokens_per_second (per device, not summed over DDP
+        ranks), as a fraction of its dense bf16 peak; None where the peak is unknown (CPU, other GPUs)."""
+        peak = peak_flops(device_name)
+        return None if peak is None else self.estimate_flops_per_token() * tokens_per_second / peak
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+        """Append max_new_tokens sampled tokens to idx (B, T); the context is cropped to block_size."""
+        for _ in range(max_new_tokens):
+            logits, _ = self(idx[:, -self.config.block_size:])
+            logits = logits[:, -1, :].float() / temperature
+            if top_k is not None:
+                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                logits = logits.masked_fill(logits < kth, float('-inf'))
+            next_token = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            idx = torch.cat((idx, next_token), dim=1)
+        return idx
+
+
+def flops_per_token(config: GPTConfig, non_embedding_params: int) -> int:
+    """6N + 12*L*H*Q*T (PaLM appendix B, as nanoGPT): 6N for the matmuls with the weights (2 forward, 4
+    backward), plus attention's QK^T and AV over a full context of T = block_size. N = the parameters that take
+    part in a matmul per token: the non-embedding parameters plus the output head (n_embd*vocab), as nanoGPT's N
+    includes its tied head; embedding lookups cost no matmul and are left out."""
+    L, H, T = config.n_layer, config.n_head, config.block_size
+    Q = config.n_embd // config.n_head
+    N = non_embedding_params + config.n_embd * config.vocab_size
+    return 6 * N + 12 * L * H * Q * T
+
+
+# Dense (no sparsity) bf16 tensor-core peaks, FLOP/s. First match wins, so the specific names come first.
+PEAK_BF16_FLOPS = [
+    ('H100 PCIE', 756e12),
+    ('H100 NVL', 835e12),
+    ('H100', 989e12),   # SXM, e.g. 'NVIDIA H100 80GB HBM3'
+    ('H200', 989e12),   # also GH200
+    ('A100', 312e12),   # SXM and PCIe alike
+]
+
+
+def peak_flops(device_name: str):
+    """Dense bf16 peak FLOP/s for a torch.cuda.get_device_name() string, or None when unknown (CPU included)."""
+    name = ' '.join(str(device_name).upper().replace('-', ' ').replace('_', ' ').split())
+    return next((peak for key, peak in PEAK_BF16_FLOPS if key in name), None)

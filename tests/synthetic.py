@@ -1,0 +1,30 @@
+"""Synthetic sources for tests: every token of window w is `base + w`, so the first token of a fed sequence
+says which window (and, by base, which source) train.py actually read."""
+import json
+import os
+
+import numpy as np
+
+TARGET_BASE = 20000  # target windows are tokens 20000+w; generic windows are tokens w (< 20000)
+VOCAB = 32768
+
+
+def write_source(path, n_windows, block_size, base, val_windows=8):
+    os.makedirs(path, exist_ok=True)
+    for split, n in (('train', n_windows), ('val', val_windows)):
+        tokens = np.repeat(base + np.arange(n + 1), block_size)[:n * block_size + 1].astype(np.uint16)
+        tokens.tofile(os.path.join(path, f'{split}.bin'))
+    meta = dict(tokenizer='synthetic', vocab_size=VOCAB, eot_token=VOCAB - 1, dtype='uint16')
+    with open(os.path.join(path, 'meta.json'), 'w') as f:
+        json.dump(meta, f)
+    return path
+
+
+def make_sources(root, block_size=32, generic_windows=400, target_windows=40):
+    return (write_source(os.path.join(root, 'generic'), generic_windows, block_size, 0),
+            write_source(os.path.join(root, 'target'), target_windows, block_size, TARGET_BASE))
+
+
+def read_log(out_dir):
+    with open(os.path.join(out_dir, 'log.jsonl')) as f:
+        return [json.loads(line) for line in f]
