@@ -33,7 +33,7 @@ def read_config_file(path):
     """Execute a config file and return the plain values it assigns (modules and _private names are dropped)."""
     if not os.path.isfile(path):
         raise UserError(f"config file {path} not found")
-    namespace = {}
+    namespace = {'__file__': os.path.abspath(path)}  # lets a config include a sibling file (see config/*_replay.py)
     try:
         exec(compile(open(path).read(), path, 'exec'), namespace)
     except Exception as e:  # a config file is user input: report where it broke, briefly

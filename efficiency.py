@@ -1,0 +1,241 @@
+"""
+Data efficiency of replay, after the paper's "Data efficiency" analysis (Kotha & Liang, arXiv 2603.04964).
+
+Reference runs (no replay, target spread over the whole run, 32 epochs) at unique target budgets D give the law
+L(D) = A·D^(−B) + C; a run reaching final target loss L is worth D_eff = (A / (L − C))^(1/B) target tokens, and the
+headline multiplier is D_eff(with replay) / D_eff(same protocol without replay) (paper, Flan: 1.87x fine-tuning,
+2.06x mid-training). Where the paper's unconstrained fit broke (FineMath, StarCoder: B ≈ 1e-4, C hugely negative)
+we enforce A > 0, B > 0, 0 ≤ C < min L, refuse degenerate fits and never extrapolate beyond the fitted loss range.
+
+    python efficiency.py SWEEP_DIR     # reads SWEEP_DIR/results.csv (+ results.jsonl for evals)
+
+results.csv: one row per run, empty cell = missing, reference == 1 marks a reference run; columns named val_* are
+results, every other column but NOT_SETTINGS is a setting (runs equal in all settings are seeds of one).
+"""
+import csv
+import json
+import math
+import os
+import sys
+
+import numpy as np
+
+MIN_EXPONENT = 1e-3      # B at or below this: L barely depends on D and D_eff explodes (the paper's degenerate fits)
+MIN_R2 = 0.9             # the law must explain this share of the loss variance across budgets, else it fits noise
+RANGE_TOLERANCE = 0.01   # effective_data accepts L up to this fraction of the fitted loss span beyond either end
+TEXT_COLUMNS = ('run', 'protocol', 'mode', 'lr_schedule', 'forked_from', 'out_dir')
+# not settings, so runs differing only in these are seeds of one setting; nor are the results (columns named val_*)
+NOT_SETTINGS = ('run', 'seed', 'data_seed', 'evals', 'rho_realised', 'steps_computed', 'forked_from', 'fork_step',
+                'out_dir')  # the last five: sweep.py's per-run bookkeeping
+SCHEDULE_KNOBS = ('replay_fraction', 'stage2_allocation', 'stage2_fraction', 'stage2_start')  # ρ, α, δ and its step
+
+# ---- reading a sweep ------------------------------------------------------------------------------------------
+
+def parse_cell(column, text):
+    """A results.csv cell: None when empty or not finite, float when numeric, else the stripped text."""
+    text = (text or '').strip()
+    if text == '' or column in TEXT_COLUMNS:
+        return text or None
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return value if math.isfinite(value) else None
+
+
+def load_sweep(sweep_dir):
+    """Rows of SWEEP_DIR/results.csv as dicts, each with 'evals' ([[step, target, generic], ...]) from
+    results.jsonl matched by run name ([] when the file or the run is absent)."""
+    csv_path, jsonl_path = os.path.join(sweep_dir, 'results.csv'), os.path.join(sweep_dir, 'results.jsonl')
+    if not os.path.isfile(csv_path):
+        raise ValueError(f"{csv_path} not found (is {sweep_dir} a sweep directory?)")
+    with open(csv_path, newline='') as f:
+        rows = [{k: parse_cell(k, v) for k, v in row.items() if k is not None} for row in csv.DictReader(f)]
+    evals, lines = {}, open(jsonl_path).read().splitlines() if os.path.isfile(jsonl_path) else []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line) if line.strip() else {}
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{jsonl_path} line {number} is not JSON: {e.msg}")
+        if isinstance(record, dict) and 'run' in record:
+            evals[str(record['run'])] = record.get('evals') or []
+    for row in rows:
+        row['evals'] = evals.get(str(row.get('run')), [])
+    return rows
+
+
+def seed_average(rows, column):
+    """Per setting (all columns but run/seed names and results), the mean/min/max of `column` over its seeds, in
+    first-seen order; rows where `column` is missing are skipped."""
+    groups = {}
+    for row in rows:
+        if isinstance(row.get(column), float):
+            key = tuple((k, v) for k, v in row.items() if k not in NOT_SETTINGS and not k.startswith('val_'))
+            groups.setdefault(key, []).append(row)
+    averaged = []
+    for key, members in groups.items():
+        values = np.array([row[column] for row in members])
+        averaged.append(dict(settings=dict(key), mean=float(values.mean()), min=float(values.min()),
+                             max=float(values.max()), n=len(values), runs=[row['run'] for row in members]))
+    return averaged
+
+
+def format_value(value):
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
+    return str(value)
+
+
+def describe(settings, keys):
+    return ', '.join(f"{key}={format_value(settings.get(key))}" for key in keys)
+
+
+def describe_schedule(settings):  # in the paper's symbols
+    return describe(dict(ρ=settings.get('replay_fraction'), α=settings.get('stage2_allocation')), ('ρ', 'α'))
+
+
+def varying_keys(settings_list, exclude=()):
+    """The setting keys whose value differs between some of the given settings dicts (they label series/groups)."""
+    keys = dict.fromkeys(k for settings in settings_list for k in settings if k not in exclude)
+    return [k for k in keys if len({format_value(settings.get(k)) for settings in settings_list}) > 1]
+
+# ---- the fit ----------------------------------------------------------------------------------------------------
+
+def _fit_given_offset(log_D, L, C):
+    """For a fixed C: least squares of log(L − C) on log D gives log A and −B. Returns (A, B, squared error in L)."""
+    slope, intercept = np.polyfit(log_D, np.log(L - C), 1)
+    A, B = math.exp(intercept), -slope
+    error = float(np.sum((A * np.exp(-B * log_D) + C - L) ** 2)) if B > 0 else math.inf
+    return A, B, error
+
+
+def fit_power_law(D, L):
+    """Fit L(D) = A·D^(−B) + C with A > 0, B > 0, 0 ≤ C < min L. C is searched on a grid over [0, min L) then refined
+    by golden section, choosing the C of least squared error in L (loss) space; A and B come, for each C, from a
+    linear fit in log space. Returns dict(A, B, C, residuals (L − fitted, per point), loss_range (min L, max L),
+    r2, C_at_zero). Raises ValueError when fewer than 3 distinct D, when L does not decrease with D, or when the fit is
+    degenerate (B ≤ MIN_EXPONENT, or R² < MIN_R2)."""
+    D, L = np.asarray(D, dtype=float).ravel(), np.asarray(L, dtype=float).ravel()
+    if D.shape != L.shape or not (np.all(np.isfinite(D)) and np.all(np.isfinite(L)) and np.all(D > 0)):
+        raise ValueError("the power-law fit needs as many losses as budgets, all finite, with every D > 0")
+    budgets = np.unique(D)
+    if len(budgets) < 3:
+        raise ValueError(f"the power-law fit needs at least 3 distinct budgets D, got {len(budgets)}")
+    mean_loss = [L[D == budget].mean() for budget in budgets]
+    if not mean_loss[-1] < mean_loss[0]:
+        raise ValueError("the loss does not decrease with D (flat or increasing): no power law to fit")
+    log_D, L_min = np.log(D), float(L.min())
+    error = lambda C: _fit_given_offset(log_D, L, C)[2]
+    grid = L_min * np.linspace(0.0, 1.0, 401)[:-1]
+    errors = [error(C) for C in grid]
+    best = int(np.argmin(errors))
+    if not math.isfinite(errors[best]):
+        raise ValueError("the loss does not decrease with D: every C in [0, min L) gives B ≤ 0")
+    # golden section between the best grid point's neighbours (the upper end stops just short of min L)
+    low, high = grid[max(best - 1, 0)], grid[best + 1] if best + 1 < len(grid) else L_min * (1 - 1e-9)
+    shrink = (math.sqrt(5) - 1) / 2
+    for _ in range(100):
+        left, right = high - shrink * (high - low), low + shrink * (high - low)
+        low, high = (low, right) if error(left) <= error(right) else (left, high)
+    C = min(((low + high) / 2, grid[best]), key=error)
+    A, B, squared_error = _fit_given_offset(log_D, L, C)
+    if B <= MIN_EXPONENT:
+        raise ValueError(f"degenerate fit: B = {B:.2g} ≤ {MIN_EXPONENT:g}, the loss barely depends on D")
+    r2 = 1 - squared_error / float(np.sum((L - L.mean()) ** 2))
+    if r2 < MIN_R2:
+        raise ValueError(f"degenerate fit: the power law explains {r2:.0%} of the loss variance (< {MIN_R2:.0%})")
+    residuals = L - (A * D ** -B + C)
+    return dict(A=A, B=B, C=C, residuals=residuals.tolist(), loss_range=(L_min, float(L.max())), r2=r2,
+                C_at_zero=C < 1e-6 * L_min)
+
+
+def effective_data(fit, L):
+    """D_eff = (A / (L − C))^(1/B); ValueError when L is outside the fitted loss range (beyond RANGE_TOLERANCE of
+    its span), rather than extrapolating."""
+    low, high = fit['loss_range']
+    slack = RANGE_TOLERANCE * (high - low)
+    if not (low - slack <= L <= high + slack) or L <= fit['C']:
+        raise ValueError(f"loss {L:.4f} is outside the fitted loss range [{low:.4f}, {high:.4f}]: not extrapolating")
+    return (fit['A'] / (L - fit['C'])) ** (1 / fit['B'])
+
+
+def efficiency(fit, L_with, L_without, D0):
+    """D_eff(L_with)/D0, D_eff(L_without)/D0 and the paper's multiplier D_eff(with replay)/D_eff(without), as a dict.
+    A side whose loss is outside the fitted range is None (not extrapolated), and then so is the multiplier."""
+    result = dict(with_replay=None, without_replay=None, multiplier=None)
+    for side, L in (('with_replay', L_with), ('without_replay', L_without)):
+        try:
+            result[side] = effective_data(fit, L) / D0
+        except ValueError:
+            pass
+    if result['with_replay'] is not None and result['without_replay'] is not None:
+        result['multiplier'] = result['with_replay'] / result['without_replay']
+    return result
+
+# ---- a sweep's report ---------------------------------------------------------------------------------------------
+
+def efficiency_report(rows):
+    """Fit the reference runs (seed means per target_tokens) and compare, in every group of non-reference runs
+    that share all settings but ρ, α, δ, the best ρ > 0 setting with the best ρ = 0 one (lowest seed-mean final
+    target loss). Returns dict(fit, reference=[seed-averaged points], comparisons=[...])."""
+    reference = [p for p in seed_average([r for r in rows if r.get('reference') == 1], 'val_loss_target')
+                 if isinstance(p['settings'].get('target_tokens'), float)]
+    if not reference:
+        raise ValueError("no reference runs (reference == 1 with target_tokens and val_loss_target): nothing to fit")
+    differing = varying_keys([p['settings'] for p in reference], exclude=('target_tokens', 'gamma') + SCHEDULE_KNOBS)
+    if differing:
+        raise ValueError(f"the reference runs differ in {', '.join(differing)}, not only in target_tokens")
+    reference.sort(key=lambda p: p['settings']['target_tokens'])
+    fit = fit_power_law([p['settings']['target_tokens'] for p in reference], [p['mean'] for p in reference])
+    groups = {}
+    for entry in seed_average([r for r in rows if r.get('reference') != 1], 'val_loss_target'):
+        settings = entry['settings']
+        if isinstance(settings.get('replay_fraction'), float) and isinstance(settings.get('target_tokens'), float):
+            groups.setdefault(tuple((k, v) for k, v in settings.items() if k not in SCHEDULE_KNOBS), []).append(entry)
+    comparisons = []
+    for group, entries in groups.items():
+        replay = [e for e in entries if e['settings']['replay_fraction'] > 0]
+        plain = [e for e in entries if e['settings']['replay_fraction'] == 0]
+        if replay and plain:
+            replay_run, plain_run = min(replay, key=lambda e: e['mean']), min(plain, key=lambda e: e['mean'])
+            D0 = dict(group)['target_tokens']
+            comparisons.append(dict(group=dict(group), D0=D0, replay_run=replay_run, plain_run=plain_run,
+                                    **efficiency(fit, replay_run['mean'], plain_run['mean'], D0)))
+    varying = varying_keys([c['group'] for c in comparisons], exclude=('protocol', 'mode', 'target_tokens'))
+    for c in comparisons:
+        c['label'] = describe(c['group'], ['protocol', 'mode', 'target_tokens'] + varying)
+    return dict(fit=fit, reference=reference, comparisons=comparisons)
+
+
+def main(argv):
+    if len(argv) != 1 or argv[0].startswith('-'):
+        print("usage: python efficiency.py SWEEP_DIR", file=sys.stderr)
+        return 2
+    try:
+        report = efficiency_report(load_sweep(argv[0]))
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    fit = report['fit']
+    print(f"reference fit L(D) = A·D^-B + C (D: unique target tokens; C by least squares in loss space), "
+          f"R² = {fit['r2']:.4f}\n  A = {fit['A']:.6g}   B = {fit['B']:.6g}   C = {fit['C']:.6g}"
+          + ("   (C at its bound 0: the unconstrained fit wanted C < 0)" if fit['C_at_zero'] else ''))
+    print(f"  {'D':>14} {'seeds':>5} {'L mean':>9} {'fitted':>9} {'residual':>9}")
+    for point, residual in zip(report['reference'], fit['residuals']):
+        print(f"  {format_value(point['settings']['target_tokens']):>14} {point['n']:>5} {point['mean']:>9.4f} "
+              f"{point['mean'] - residual:>9.4f} {residual:>+9.4f}")
+    if not report['comparisons']:
+        print("no group of runs has both a ρ > 0 and a ρ = 0 setting to compare")
+    for c in report['comparisons']:
+        print(c['label'] + ':')
+        for side, run in (('with_replay', c['replay_run']), ('without_replay', c['plain_run'])):
+            print(f"  {side.replace('_', ' '):<15} {describe_schedule(run['settings'])}: L = {run['mean']:.4f} "
+                  f"over {run['n']} seed(s), D_eff/D0 = "
+                  + ("outside the fitted range: not extrapolating" if c[side] is None else f"{c[side]:.3f}"))
+        print("  multiplier D_eff(with)/D_eff(without) = "
+              + ("n/a (outside the fitted range)" if c['multiplier'] is None else f"{c['multiplier']:.3f}x"))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,352 @@
+"""
+Every plot of a sweep, regenerated from SWEEP_DIR/results.csv and results.jsonl alone.
+
+    python plot.py SWEEP_DIR [--pdf] [--fit]
+
+Writes SWEEP_DIR/plots/{replay_vs_loss,heatmap,spike,forgetting,efficiency}.png (and .pdf with --pdf) and
+plots/plotted.json, the numbers each plot draws. Where several seeds share a setting, a point is the mean over the
+seeds and its error bar (or shaded band) spans their min to max. Reference runs (reference == 1) appear only in
+efficiency.png. Series: one per α (stage2_allocation) and per value of any other setting that varies in the sweep
+(mode, target_tokens, ...). A plot whose columns are missing is skipped with a one-line message.
+
+Initial loss spike (spike.png: every ρ of the series that holds the best final target loss), on the target
+validation loss L(t) of the evals, with s = stage2_start (the eval at step s comes after s optimizer updates, so it
+is the last value before stage 2; without an eval at s, the last one before it):
+  recovery steps  r − s, where r is the first eval step after s with L(r) < L(s); "not recovered" if there is none;
+                  0 when already the first eval after s is below L(s) (no spike).
+  spike height    max L(t) − L(s) over the evals s < t < r (all t > s when not recovered); 0 when there are none.
+So the spike is the excursion above the pre-stage-2 loss that starts at the boundary; a later rise (overfitting
+the repeated target data) is not counted once the loss has recovered. Both are read off the seed-mean curve that is
+drawn, at the resolution of the evals (spike_eval_interval).
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt
+
+from efficiency import (SCHEDULE_KNOBS, describe, describe_schedule, efficiency_report, format_value, load_sweep,
+                        seed_average, varying_keys)
+
+LOSS_UNIT = 'nats/token'
+PLOT_NAMES = ('replay_vs_loss', 'heatmap', 'spike', 'forgetting', 'efficiency')
+
+
+class Skip(Exception):
+    """This plot cannot be drawn from this sweep; the message says why (printed as one line)."""
+
+
+def require(rows, columns):
+    missing = [column for column in columns if column not in rows[0]]
+    if missing:
+        raise Skip(f"results.csv has no column {', '.join(missing)}")
+
+
+def rho_axis(replay_fraction):
+    """The paper's x axis −log(1−ρ): ρ = .5, .75, .875 come out evenly spaced."""
+    return -math.log1p(-replay_fraction)
+
+
+def rho_label(replay_fraction):
+    text = f"{replay_fraction:g}"
+    return text[1:] if text.startswith('0.') else text
+
+
+def spike_stats(evals, stage2_start):
+    """(spike height, recovery steps or None) of the target loss at a stage boundary; definitions in the docstring.
+    evals: [[step, target loss, ...], ...] in ascending steps."""
+    before = [e[1] for e in evals if e[0] <= stage2_start and e[1] is not None]
+    after = [(e[0], e[1]) for e in evals if e[0] > stage2_start and e[1] is not None]
+    if not before or not after:
+        raise ValueError(f"no target eval on both sides of stage2_start = {stage2_start:g}")
+    boundary_loss = before[-1]
+    recovered = next((step for step, loss in after if loss < boundary_loss), None)
+    above = [loss for step, loss in after if recovered is None or step < recovered]
+    height = max(above) - boundary_loss if above else 0.0
+    return height, (None if recovered is None else (recovered - stage2_start if above else 0))
+
+
+def series_against_rho(rows, column):
+    """Seed-averaged `column` against ρ (ascending), one series per α and per other varying setting."""
+    rows = [r for r in rows if r.get('reference') != 1 and isinstance(r.get('stage2_allocation'), float)
+            and isinstance(r.get('replay_fraction'), float) and 0 <= r['replay_fraction'] < 1]
+    entries = seed_average(rows, column)
+    if not entries:
+        raise Skip(f"no non-reference run has replay_fraction < 1, stage2_allocation and {column}")
+    varying = varying_keys([e['settings'] for e in entries], exclude=SCHEDULE_KNOBS)
+    grouped = {}
+    for entry in entries:
+        grouped.setdefault(tuple(entry['settings'][k] for k in varying + ['stage2_allocation']), []).append(entry)
+    series = []
+    for members in grouped.values():
+        members.sort(key=lambda e: e['settings']['replay_fraction'])
+        settings = {k: members[0]['settings'][k] for k in varying}
+        alpha = members[0]['settings']['stage2_allocation']
+        rho = [e['settings']['replay_fraction'] for e in members]
+        series.append(dict(label=', '.join(filter(None, [f"α={format_value(alpha)}", describe(settings, varying)])),
+                           settings=settings, stage2_allocation=alpha, replay_fraction=rho,
+                           x=[rho_axis(r) for r in rho], mean=[e['mean'] for e in members],
+                           min=[e['min'] for e in members], max=[e['max'] for e in members],
+                           n=[e['n'] for e in members], runs=[e['runs'] for e in members]))
+    return series
+
+
+def best_point(series):
+    """(series index, point index) of the lowest mean over all series."""
+    return min(((i, j) for i, s in enumerate(series) for j in range(len(s['mean']))),
+               key=lambda ij: series[ij[0]]['mean'][ij[1]])
+
+
+def seeds_note(series, zero_band=False):
+    counts = sorted({n for s in series for n in s['n']})
+    return f"bars{' and ρ = 0 bands' if zero_band else ''}: min–max over seeds (n = {', '.join(map(str, counts))})"
+
+
+def draw_series(ax, series, zero_as_line):
+    """Mean with min–max error bars per series on the −log(1−ρ) axis; ρ = 0 as a dotted line if zero_as_line.
+    Returns each series' colour."""
+    colors = []
+    for s in series:
+        points = [j for j, r in enumerate(s['replay_fraction']) if not (zero_as_line and r == 0)]
+        pick = lambda key: np.array([s[key][j] for j in points])
+        mean = pick('mean')
+        line = ax.errorbar(pick('x'), mean, yerr=[mean - pick('min'), pick('max') - mean], marker='o', capsize=3,
+                           label=s['label'])
+        colors.append(line[0].get_color())
+        if zero_as_line and 0.0 in s['replay_fraction']:
+            j = s['replay_fraction'].index(0.0)
+            ax.axhline(s['mean'][j], linestyle=':', color=colors[-1], label=f"{s['label']}, no replay (ρ = 0)")
+            ax.axhspan(s['min'][j], s['max'][j], color=colors[-1], alpha=0.12, linewidth=0)  # its seed spread
+    rhos = sorted({r for s in series for r in s['replay_fraction']})
+    ax.set_xticks([rho_axis(r) for r in rhos], [rho_label(r) for r in rhos])
+    ax.set_xlabel('replay fraction ρ (generic share of stage 2; axis spaced as −log(1−ρ))')
+    return colors
+
+
+def save(fig, out_dir, name, formats):
+    fig.tight_layout()
+    for extension in formats:
+        fig.savefig(os.path.join(out_dir, f"{name}.{extension}"), dpi=120, bbox_inches='tight')  # keep legends
+    plt.close(fig)
+
+
+def plot_replay_vs_loss(rows, out_dir, formats, quadratic=False):
+    require(rows, ['replay_fraction', 'stage2_allocation', 'val_loss_target'])
+    series = series_against_rho(rows, 'val_loss_target')
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    colors = draw_series(ax, series, zero_as_line=True)
+    i, j = best_point(series)
+    best = dict(label=series[i]['label'], replay_fraction=series[i]['replay_fraction'][j], x=series[i]['x'][j],
+                mean=series[i]['mean'][j])
+    ax.plot(best['x'], best['mean'], marker='*', markersize=18, color='gold', markeredgecolor='black', linestyle='',
+            label=f"best: {best['label']}, ρ = {rho_label(best['replay_fraction'])}, L = {best['mean']:.4f}")
+    for s, color in zip(series, colors) if quadratic else []:
+        s['quadratic'] = None
+        if len(s['x']) >= 3:  # least squares parabola in −log(1−ρ) through the seed means
+            coefficients = np.polyfit(s['x'], s['mean'], 2)
+            grid = np.linspace(min(s['x']), max(s['x']), 100)
+            s['quadratic'] = coefficients.tolist()
+            ax.plot(grid, np.polyval(coefficients, grid), linestyle='--', color=color, linewidth=1,
+                    label=f"quadratic fit in −log(1−ρ), {s['label']}")
+    ax.set_ylabel(f'final target val loss ({LOSS_UNIT})')
+    ax.set_title('Final target loss against replay fraction')
+    ax.legend(title=seeds_note(series, zero_band=True), fontsize=7, title_fontsize=7, loc='upper left',
+              bbox_to_anchor=(1.01, 1))
+    save(fig, out_dir, 'replay_vs_loss', formats)
+    return dict(series=series, best=best)
+
+
+def plot_heatmap(rows, out_dir, formats):
+    require(rows, ['replay_fraction', 'stage2_allocation', 'val_loss_target'])
+    panels = {}
+    for s in series_against_rho(rows, 'val_loss_target'):
+        panels.setdefault(json.dumps(s['settings'], sort_keys=True), []).append(s)
+    panels = [p for p in panels.values() if len(p) >= 2 and len({r for s in p for r in s['replay_fraction']}) >= 2]
+    if not panels:
+        raise Skip("needs at least 2 values of α and 2 of ρ")
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), squeeze=False)
+    plotted = []
+    for ax, panel in zip(axes[0], panels):
+        alphas = sorted(s['stage2_allocation'] for s in panel)
+        rhos = sorted({r for s in panel for r in s['replay_fraction']})
+        mean, spread = np.full((len(rhos), len(alphas)), np.nan), np.full((len(rhos), len(alphas)), np.nan)
+        for s in panel:
+            for r, m, low, high in zip(s['replay_fraction'], s['mean'], s['min'], s['max']):
+                cell = rhos.index(r), alphas.index(s['stage2_allocation'])
+                mean[cell], spread[cell] = m, (high - low) / 2
+        image = ax.imshow(mean, cmap='viridis_r', aspect='auto', origin='lower')
+        fig.colorbar(image, ax=ax, label=f'final target val loss ({LOSS_UNIT})')
+        for (row, col), value in np.ndenumerate(mean):
+            if not np.isnan(value):
+                ax.text(col, row, f"{value:.4f}\n±{spread[row, col]:.4f}", ha='center', va='center', fontsize=7,
+                        color='white' if value > np.nanmean(mean) else 'black')
+        best_row, best_col = np.unravel_index(np.nanargmin(mean), mean.shape)
+        ax.add_patch(plt.Rectangle((best_col - 0.5, best_row - 0.5), 1, 1, fill=False, edgecolor='red', linewidth=3))
+        ax.set_xticks(range(len(alphas)), [format_value(a) for a in alphas])
+        ax.set_yticks(range(len(rhos)), [rho_label(r) for r in rhos])
+        ax.set_xlabel('stage-2 allocation α (share of target data in stage 2)')
+        ax.set_ylabel('replay fraction ρ')
+        settings = describe(panel[0]['settings'], panel[0]['settings'])
+        ax.set_title(f"Final target loss{': ' + settings if settings else ''}\ncell: mean over seeds ± half the "
+                     "min–max range; red: best", fontsize=9)
+        best = dict(replay_fraction=rhos[best_row], stage2_allocation=alphas[best_col],
+                    mean=float(mean[best_row, best_col]))
+        plotted.append(dict(settings=panel[0]['settings'], replay_fraction=rhos, stage2_allocation=alphas, best=best,
+                            mean=[[None if np.isnan(v) else v for v in row] for row in mean.tolist()]))  # JSON: no NaN
+    save(fig, out_dir, 'heatmap', formats)
+    return dict(panels=plotted)
+
+
+def seed_mean_curve(rows_by_name, runs):
+    """Target loss per step, mean/min/max over the runs' evals, on the steps every run has."""
+    curves = [{e[0]: e[1] for e in rows_by_name[name]['evals'] if e[1] is not None} for name in runs]
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    values = np.array([[c[step] for step in steps] for c in curves])
+    return steps, values.mean(axis=0), values.min(axis=0), values.max(axis=0)
+
+
+def plot_spike(rows, out_dir, formats):
+    """Target loss around the stage boundary, every ρ of the series holding the best final-loss setting."""
+    require(rows, ['replay_fraction', 'stage2_allocation', 'val_loss_target', 'stage2_start'])
+    rows_by_name = {row['run']: row for row in rows}
+    usable = [r for r in rows if r['evals'] and isinstance(r.get('stage2_start'), float) and r['stage2_start'] > 0]
+    if not usable:
+        raise Skip("no run has evals in results.jsonl and a stage2_start > 0")
+    series = series_against_rho(usable, 'val_loss_target')
+    chosen = series[best_point(series)[0]]
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    curves, stage2_lengths = [], []
+    for rho, runs in zip(chosen['replay_fraction'], chosen['runs']):
+        stage2_start = rows_by_name[runs[0]]['stage2_start']
+        steps, mean, low, high = seed_mean_curve(rows_by_name, runs)
+        try:
+            height, recovery = spike_stats([[s, m] for s, m in zip(steps, mean)], stage2_start)
+        except ValueError as e:
+            print(f"spike: skipping ρ = {rho_label(rho)}: {e}")
+            continue
+        relative = np.array(steps) - stage2_start
+        recovery_text = 'not recovered' if recovery is None else f"recovered after {recovery:g} steps"
+        line, = ax.plot(relative, mean, marker='.', label=f"ρ = {rho_label(rho)}: spike {height:+.4f}, "
+                        f"{recovery_text}")
+        ax.fill_between(relative, low, high, color=line.get_color(), alpha=0.2)
+        max_iters = rows_by_name[runs[0]].get('max_iters')
+        stage2_lengths.append((max_iters if isinstance(max_iters, float) else steps[-1]) - stage2_start)
+        curves.append(dict(replay_fraction=rho, stage2_start=stage2_start, step=relative.tolist(),
+                           mean=mean.tolist(), min=low.tolist(), max=high.tolist(), spike_height=height,
+                           recovery_steps=recovery, runs=runs))
+    if not curves:
+        raise Skip("no run has target evals on both sides of its stage2_start")
+    ax.axvline(0, color='black', linewidth=0.8, linestyle='--')
+    window = -0.25 * max(stage2_lengths), max(stage2_lengths)
+    visible = [value for c in curves for step, low, high in zip(c['step'], c['min'], c['max'])
+               if window[0] <= step <= window[1] for value in (low, high)]  # the y range of the window only
+    margin = 0.05 * (max(visible) - min(visible)) or 0.01
+    ax.set_xlim(*window)
+    ax.set_ylim(min(visible) - margin, max(visible) + margin)
+    ax.set_xlabel('steps relative to the start of stage 2 (optimizer updates)')
+    ax.set_ylabel(f'target val loss ({LOSS_UNIT})')
+    ax.set_title(f"Initial loss spike at the stage boundary ({chosen['label']})")
+    ax.legend(title='line: seed mean; band: min–max over seeds', fontsize=7, title_fontsize=7)
+    save(fig, out_dir, 'spike', formats)
+    return dict(label=chosen['label'], curves=curves)
+
+
+def plot_forgetting(rows, out_dir, formats):
+    require(rows, ['replay_fraction', 'stage2_allocation', 'val_loss_target', 'val_loss_generic'])
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    plotted = {}
+    for ax, column, what in zip(axes, ['val_loss_generic', 'val_loss_target'], ['generic', 'target']):
+        plotted[column] = series_against_rho(rows, column)
+        draw_series(ax, plotted[column], zero_as_line=False)
+        ax.set_ylabel(f'final {what} val loss ({LOSS_UNIT})')
+        ax.set_title(f"{what.capitalize()} loss against replay fraction"
+                     + (' (forgetting of pre-training data)' if what == 'generic' else ''))
+        ax.legend(title=seeds_note(plotted[column]), fontsize=7, title_fontsize=7)
+    save(fig, out_dir, 'forgetting', formats)
+    return plotted
+
+
+def plot_efficiency(rows, out_dir, formats):
+    require(rows, ['reference', 'target_tokens', 'val_loss_target'])
+    if not any(row.get('reference') == 1 for row in rows):
+        raise Skip("no reference runs (reference == 1)")
+    try:
+        report = efficiency_report(rows)
+    except ValueError as e:
+        raise Skip(f"no fit: {e}")
+    fit, reference = report['fit'], report['reference']
+    D = np.array([p['settings']['target_tokens'] for p in reference])
+    L = np.array([p['mean'] for p in reference])
+    fig, ax = plt.subplots(figsize=(9, 6))
+    ax.errorbar(D, L, yerr=[L - [p['min'] for p in reference], [p['max'] for p in reference] - L], marker='o',
+                linestyle='', capsize=3, color='black', label='reference runs (no replay); bars: min–max over seeds')
+    grid = np.geomspace(D.min(), D.max(), 200)
+    ax.plot(grid, fit['A'] * grid ** -fit['B'] + fit['C'], color='gray',
+            label=f"fit A·D^−B + C: A = {fit['A']:.3g}, B = {fit['B']:.3g}, C = {fit['C']:.3g}")
+    for c in report['comparisons']:
+        for side, run, marker in (('with_replay', c['replay_run'], 'o'), ('without_replay', c['plain_run'], 's')):
+            name = f"{c['label']}, {describe_schedule(run['settings'])}"
+            if c[side] is None:
+                ax.axhline(run['mean'], linestyle=':', label=f"{name}: outside the fitted range")
+                continue
+            multiplier = f" ({c['multiplier']:.2f}x no replay)" if side == 'with_replay' and c['multiplier'] else ''
+            line, = ax.plot([c['D0'], c[side] * c['D0']], [run['mean']] * 2, linestyle='--',
+                            label=f"{name}: D_eff/D0 = {c[side]:.2f}{multiplier}")
+            ax.plot(c[side] * c['D0'], run['mean'], marker=marker, color=line.get_color())
+    ax.set_xscale('log')
+    ax.set_xlabel('unique target tokens D (log scale); dashed: from the run\'s D0 to its D_eff')
+    ax.set_ylabel(f'final target val loss ({LOSS_UNIT})')
+    ax.set_title('Data efficiency: effective target data of replay and no-replay runs')
+    ax.legend(fontsize=7, loc='upper center', bbox_to_anchor=(0.5, -0.12))
+    save(fig, out_dir, 'efficiency', formats)
+    return dict(D=D.tolist(), L=L.tolist(), min=[p['min'] for p in reference], max=[p['max'] for p in reference],
+                fit={k: fit[k] for k in ('A', 'B', 'C', 'r2', 'loss_range')},
+                comparisons=[{k: c[k] for k in ('group', 'D0', 'with_replay', 'without_replay', 'multiplier')}
+                             for c in report['comparisons']])
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description='Plot a sweep from SWEEP_DIR/results.csv and results.jsonl.')
+    parser.add_argument('sweep_dir')
+    parser.add_argument('--pdf', action='store_true', help='also write PDFs')
+    parser.add_argument('--fit', action='store_true', help='quadratic fit in −log(1−ρ) on replay_vs_loss')
+    args = parser.parse_args(argv)
+    try:
+        rows = load_sweep(args.sweep_dir)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not rows:
+        print(f"error: {args.sweep_dir}/results.csv has no runs", file=sys.stderr)
+        return 2
+    out_dir = os.path.join(args.sweep_dir, 'plots')
+    os.makedirs(out_dir, exist_ok=True)
+    formats = ['png'] + (['pdf'] if args.pdf else [])
+    plots = dict(replay_vs_loss=lambda: plot_replay_vs_loss(rows, out_dir, formats, quadratic=args.fit),
+                 heatmap=lambda: plot_heatmap(rows, out_dir, formats),
+                 spike=lambda: plot_spike(rows, out_dir, formats),
+                 forgetting=lambda: plot_forgetting(rows, out_dir, formats),
+                 efficiency=lambda: plot_efficiency(rows, out_dir, formats))
+    plotted = {}
+    for name in PLOT_NAMES:
+        for extension in ('png', 'pdf'):  # a stale file from an earlier run would pass for this sweep's plot
+            if os.path.exists(os.path.join(out_dir, f"{name}.{extension}")):
+                os.remove(os.path.join(out_dir, f"{name}.{extension}"))
+        try:
+            plotted[name] = plots[name]()
+            print(f"wrote {os.path.join(out_dir, name)}.png")
+        except Skip as e:
+            plotted[name] = dict(skipped=str(e))
+            print(f"skipped {name}.png: {e}")
+    with open(os.path.join(out_dir, 'plotted.json'), 'w') as f:
+        json.dump(plotted, f, indent=1, default=float)  # default: numpy numbers
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))

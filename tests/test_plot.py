@@ -1,0 +1,187 @@
+"""plot.py on a synthetic sweep: the plotted numbers equal results.csv read independently (CPU, seconds)."""
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from plot import PLOT_NAMES, spike_stats  # noqa: E402
+from test_efficiency import BASE_TOKENS, BUDGETS, law, reference_rows, run_row, write_sweep  # noqa: E402
+
+REPLAY_FRACTIONS = (0.0, 0.5, 0.75, 0.875)
+ALLOCATIONS = (1.0, 0.5, 0.25)
+SEEDS = (1, 2)
+MAX_ITERS, GAMMA = 200, 0.1
+
+
+def evals_with_spike(stage2_start, final_loss, spike_height, seed):
+    """Target loss falling to 3.6 at the boundary, a spike of `spike_height` that decays, then a slow fall."""
+    steps = sorted(set(range(0, stage2_start, 20)) | {stage2_start} | set(range(stage2_start, stage2_start + 30, 2))
+                   | set(range(stage2_start, MAX_ITERS, 20)) | {MAX_ITERS})
+    evals = []
+    for step in steps:
+        after = step - stage2_start
+        target = 6.0 - 2.4 * step / stage2_start if after <= 0 else \
+            3.6 + spike_height * math.exp(-after / 6) - (3.6 - final_loss) * after / (MAX_ITERS - stage2_start)
+        evals.append([step, round(target + 0.001 * seed, 6), round(4.5 - step / 1000, 6)])
+    return evals
+
+
+def synthetic_rows():
+    rows = reference_rows([law(BUDGETS) + 0.003, law(BUDGETS) - 0.003])
+    for alpha in ALLOCATIONS:
+        for rho in REPLAY_FRACTIONS:
+            stage2_fraction = GAMMA * alpha / (1 - rho)
+            stage2_start = round(MAX_ITERS * (1 - stage2_fraction))
+            for seed in SEEDS:
+                final = 3.0 + 0.4 * (rho - 0.6) ** 2 + 0.05 * alpha + 0.004 * seed * (1 + rho)
+                row = run_row(f"a{alpha}_r{rho}_s{seed}", seed, BASE_TOKENS, round(final, 6), 0,
+                              replay_fraction=rho, stage2_allocation=alpha)
+                row.update(stage2_fraction=round(stage2_fraction, 6), stage2_start=stage2_start, gamma=GAMMA,
+                           val_loss_generic=round(4.2 - 0.3 * rho + 0.002 * seed, 6),
+                           evals=evals_with_spike(stage2_start, final, 0.3 * (1 - rho) + 0.05, seed))
+                rows.append(row)
+    return rows
+
+
+def run_plot(directory, *flags):
+    return subprocess.run([sys.executable, os.path.join(ROOT, 'plot.py'), str(directory), *flags], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope='module')
+def plotted(tmp_path_factory):
+    directory = tmp_path_factory.mktemp('sweep')
+    write_sweep(directory, synthetic_rows())
+    result = run_plot(directory, '--fit', '--pdf')
+    assert result.returncode == 0, result.stderr
+    with open(directory / 'plots' / 'plotted.json') as f:
+        return directory, json.load(f)
+
+
+def csv_stats(directory, column):
+    """{(α, ρ): (mean, min, max)} over seeds of the non-reference rows, straight from results.csv."""
+    values = {}
+    with open(directory / 'results.csv', newline='') as f:
+        for row in csv.DictReader(f):
+            if row['reference'] == '0':
+                key = (float(row['stage2_allocation']), float(row['replay_fraction']))
+                values.setdefault(key, []).append(float(row[column]))
+    return {key: (np.mean(v), min(v), max(v)) for key, v in values.items()}
+
+
+def series_stats(series):
+    return {(s['stage2_allocation'], rho): (mean, low, high) for s in series
+            for rho, mean, low, high in zip(s['replay_fraction'], s['mean'], s['min'], s['max'])}
+
+
+def assert_same_stats(plotted_stats, expected):
+    assert set(plotted_stats) == set(expected)
+    for key, values in expected.items():
+        assert plotted_stats[key] == pytest.approx(values, abs=1e-9), key
+
+
+def test_all_plots_written(plotted):
+    directory, data = plotted
+    for name in PLOT_NAMES:
+        assert 'skipped' not in data[name], data[name]
+        for extension in ('png', 'pdf'):
+            assert os.path.getsize(directory / 'plots' / f"{name}.{extension}") > 1000
+
+
+def test_replay_vs_loss_matches_csv(plotted):
+    directory, data = plotted
+    series = data['replay_vs_loss']['series']
+    expected = csv_stats(directory, 'val_loss_target')
+    assert_same_stats(series_stats(series), expected)
+    for s in series:
+        assert s['x'] == pytest.approx([-math.log(1 - rho) for rho in s['replay_fraction']])
+        assert len(s['quadratic']) == 3
+    (alpha, rho), (mean, _, _) = min(expected.items(), key=lambda item: item[1][0])
+    best = data['replay_vs_loss']['best']
+    assert (best['replay_fraction'], best['mean']) == pytest.approx((rho, mean))
+    assert best['label'] == f"α={alpha:g}"
+
+
+def test_heatmap_matches_csv(plotted):
+    directory, data = plotted
+    (panel,) = data['heatmap']['panels']
+    expected = csv_stats(directory, 'val_loss_target')
+    assert panel['replay_fraction'] == list(REPLAY_FRACTIONS) and panel['stage2_allocation'] == sorted(ALLOCATIONS)
+    for i, rho in enumerate(panel['replay_fraction']):
+        for j, alpha in enumerate(panel['stage2_allocation']):
+            assert panel['mean'][i][j] == pytest.approx(expected[(alpha, rho)][0])
+    (alpha, rho), (mean, _, _) = min(expected.items(), key=lambda item: item[1][0])
+    assert panel['best'] == pytest.approx(dict(replay_fraction=rho, stage2_allocation=alpha, mean=mean))
+
+
+def test_forgetting_matches_csv(plotted):
+    directory, data = plotted
+    for column in ('val_loss_generic', 'val_loss_target'):
+        assert_same_stats(series_stats(data['forgetting'][column]), csv_stats(directory, column))
+
+
+def test_spike_matches_jsonl(plotted):
+    directory, data = plotted
+    with open(directory / 'results.jsonl') as f:
+        runs = {record['run']: record for record in map(json.loads, f)}
+    curves = data['spike']['curves']
+    assert [c['replay_fraction'] for c in curves] == list(REPLAY_FRACTIONS)
+    for curve in curves:
+        records = [runs[name] for name in curve['runs']]
+        assert len(records) == len(SEEDS)
+        stage2_start = records[0]['stage2_start']
+        target = np.array([[e[1] for e in r['evals']] for r in records])
+        assert curve['step'] == [e[0] - stage2_start for e in records[0]['evals']]
+        assert curve['mean'] == pytest.approx(target.mean(axis=0).tolist())
+        assert curve['min'] == pytest.approx(target.min(axis=0).tolist())
+        mean_evals = [[e[0], m] for e, m in zip(records[0]['evals'], target.mean(axis=0))]
+        assert (curve['spike_height'], curve['recovery_steps']) == pytest.approx(
+            spike_stats(mean_evals, stage2_start))
+    assert curves[0]['spike_height'] > curves[-1]['spike_height'] > 0  # the synthetic spike shrinks with ρ
+
+
+def test_efficiency_plot_matches_csv(plotted):
+    directory, data = plotted
+    losses = {}
+    with open(directory / 'results.csv', newline='') as f:
+        for row in csv.DictReader(f):
+            if row['reference'] == '1':
+                losses.setdefault(float(row['target_tokens']), []).append(float(row['val_loss_target']))
+    assert data['efficiency']['D'] == sorted(losses)
+    assert data['efficiency']['L'] == pytest.approx([np.mean(losses[D]) for D in sorted(losses)])
+    assert data['efficiency']['fit']['B'] == pytest.approx(0.3, rel=0.05)
+    assert len(data['efficiency']['comparisons']) == 1
+
+
+def test_spike_stats_on_a_hand_made_curve():
+    evals = [[90, 3.0], [100, 2.5], [102, 2.9], [104, 2.7], [106, 2.6], [108, 2.4], [110, 2.6]]
+    height, recovery = spike_stats(evals, 100)
+    assert height == pytest.approx(0.4) and recovery == 8   # peak 2.9 - 2.5; back below 2.5 at step 108
+    assert spike_stats([[0, 3.0], [10, 2.0], [12, 2.5], [14, 2.2]], 10) == pytest.approx((0.5, None))
+    assert spike_stats([[10, 2.0], [12, 1.9], [14, 2.3]], 10) == (0.0, 0)       # no spike; a later rise is not one
+    with pytest.raises(ValueError):
+        spike_stats([[0, 3.0], [10, 2.0]], 10)
+
+
+def test_missing_columns_skip_with_one_line(tmp_path):
+    rows = [dict(run=f"r{i}", seed=1, val_loss_target=3.0 - 0.1 * i) for i in range(3)]
+    write_sweep(tmp_path, rows)
+    result = run_plot(tmp_path)
+    assert result.returncode == 0 and 'Traceback' not in result.stderr
+    skipped = [line for line in result.stdout.splitlines() if line.startswith('skipped')]
+    assert len(skipped) == len(PLOT_NAMES)
+    assert 'replay_fraction' in skipped[0]
+
+
+def test_missing_sweep_is_one_line_error(tmp_path):
+    result = run_plot(tmp_path / 'nope')
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert 'Traceback' not in result.stderr
