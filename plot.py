@@ -310,11 +310,69 @@ def plot_efficiency(rows, out_dir, formats):
                              for c in report['comparisons']])
 
 
+def write_report(rows, sweep_dir, baseline_rho=0.0, compare_rho=0.5):
+    """A short text report of a replay sweep: ρ = compare_rho against ρ = baseline_rho (both fixed before the
+    runs), the best ρ, the efficiency multiplier and the change in generic loss. A difference smaller than the seed
+    spread (the larger min-to-max range of the two settings) is called "within noise". Returns the text."""
+    target = {e['settings']['replay_fraction']: e for e in seed_average(
+        [r for r in rows if r.get('reference') != 1], 'val_loss_target')}
+    generic = {e['settings']['replay_fraction']: e for e in seed_average(
+        [r for r in rows if r.get('reference') != 1], 'val_loss_generic')}
+    if baseline_rho not in target or compare_rho not in target:
+        raise ValueError(f"the sweep needs runs at ρ = {baseline_rho:g} and ρ = {compare_rho:g} for a report")
+    base, other = target[baseline_rho], target[compare_rho]
+    spread = max(base['max'] - base['min'], other['max'] - other['min'])
+    gain = base['mean'] - other['mean']
+    verdict = ('within noise: the difference is smaller than the seed spread' if abs(gain) <= spread else
+               f"beyond the seed spread ({spread:.4f})")
+    show = lambda e: (f"{e['mean']:.4f} ± {(e['max'] - e['min']) / 2:.4f} (min {e['min']:.4f}, max {e['max']:.4f}, "
+                      f"{e['n']} seeds)")
+    best = min(target.values(), key=lambda e: e['mean'])
+    lines = [f"Replay report for {sweep_dir} (final validation loss in {LOSS_UNIT}; mean ± half the min–max range "
+             f"over seeds)",
+             f"target loss, no replay  (ρ = {baseline_rho:g}): {show(base)}",
+             f"target loss, replay     (ρ = {compare_rho:g}): {show(other)}",
+             f"replay at ρ = {compare_rho:g} {'lowers' if gain > 0 else 'raises'} the target loss by {abs(gain):.4f} "
+             f"({100 * abs(gain) / base['mean']:.1f}%): {verdict}",
+             "target loss by ρ: " + ', '.join(f"ρ={rho:g}: {e['mean']:.4f}" for rho, e in sorted(target.items())),
+             f"best ρ: {best['settings']['replay_fraction']:g} (target loss {best['mean']:.4f})"]
+    if baseline_rho in generic and compare_rho in generic:
+        change = generic[compare_rho]['mean'] - generic[baseline_rho]['mean']
+        lines.append(f"generic loss: {generic[baseline_rho]['mean']:.4f} at ρ = {baseline_rho:g}, "
+                     f"{generic[compare_rho]['mean']:.4f} at ρ = {compare_rho:g} ({change:+.4f}: replay "
+                     f"{'reduces' if change < 0 else 'does not reduce'} forgetting of the generic domain)")
+    try:
+        report = efficiency_report(rows)
+        fit = report['fit']
+        lines.append(f"efficiency fit over the reference runs: L(D) = {fit['A']:.4g}·D^-{fit['B']:.4g} + "
+                     f"{fit['C']:.4g} (R² = {fit['r2']:.3f})")
+        for c in report['comparisons']:
+            if c['multiplier'] is not None:
+                lines.append(f"target-data efficiency of the best replay run ({describe_schedule(c['replay_run']['settings'])}): "
+                             f"{c['multiplier']:.2f}x the no-replay run's (D_eff {c['with_replay']:.2f} vs "
+                             f"{c['without_replay']:.2f} x D0)")
+            else:
+                lines.append("efficiency: a loss lies outside the fitted range of the reference runs; not "
+                             "extrapolating")
+    except ValueError as e:
+        lines.append(f"efficiency: not computed ({e})")
+    computed = sum(r['steps_computed'] for r in rows if isinstance(r.get('steps_computed'), float))
+    scratch = sum(r['max_iters'] for r in rows if isinstance(r.get('max_iters'), float))
+    if computed:
+        lines.append(f"compute: {computed:.0f} training steps with prefix sharing instead of {scratch:.0f}")
+    text = '\n'.join(lines) + '\n'
+    with open(os.path.join(sweep_dir, 'report.txt'), 'w') as f:
+        f.write(text)
+    return text
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description='Plot a sweep from SWEEP_DIR/results.csv and results.jsonl.')
     parser.add_argument('sweep_dir')
     parser.add_argument('--pdf', action='store_true', help='also write PDFs')
     parser.add_argument('--fit', action='store_true', help='quadratic fit in −log(1−ρ) on replay_vs_loss')
+    parser.add_argument('--report', action='store_true',
+                        help='also write SWEEP_DIR/report.txt: ρ=0 against ρ=0.5, best ρ, efficiency, forgetting')
     args = parser.parse_args(argv)
     try:
         rows = load_sweep(args.sweep_dir)
@@ -345,6 +403,12 @@ def main(argv):
             print(f"skipped {name}.png: {e}")
     with open(os.path.join(out_dir, 'plotted.json'), 'w') as f:
         json.dump(plotted, f, indent=1, default=float)  # default: numpy numbers
+    if args.report:
+        try:
+            print(write_report(rows, args.sweep_dir), end='')
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     return 0
 
 

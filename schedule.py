@@ -52,7 +52,7 @@ from configurator import UserError, load_config, run_main
 
 # Keys whose whole effect on training is captured by the per-step records below (composition, ids, LR, optimizer
 # reset, evals) or that only say where things go. Every OTHER key must match for two runs to share a prefix.
-PER_STEP_KEYS = {'max_iters', 'target_epochs', 'replay_fraction', 'stage2_allocation', 'stage2_fraction',
+PER_STEP_KEYS = {'max_iters', 'target_tokens', 'target_epochs', 'replay_fraction', 'stage2_allocation', 'stage2_fraction',
                  'mode', 'reset_optimizer', 'stage2_schedule', 'lr_schedule', 'learning_rate',
                  'stage2_learning_rate', 'min_lr', 'warmup_fraction', 'cooldown_fraction', 'eval_interval',
                  'spike_eval_interval', 'spike_eval_steps'}
@@ -87,15 +87,17 @@ def make_plan(config, target_windows=None, generic_windows=None):
         if c[key] < 0:
             raise UserError(f"{key}={c[key]} must be 0 or more")
     for key in ('replay_fraction', 'stage2_allocation', 'stage2_fraction', 'warmup_fraction', 'cooldown_fraction'):
-        if c[key] is not None and not 0 <= c[key] <= 1:
-            raise UserError(f"{key}={c[key]} must be between 0 and 1")
+        value = c[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 <= value <= 1):
+            raise UserError(f"{key}={value!r} must be a number between 0 and 1")
     if c['mode'] not in ('midtrain', 'finetune'):
         raise UserError(f"mode={c['mode']!r} must be 'midtrain' or 'finetune'")
     if c['lr_schedule'] not in ('cosine', 'wsd', 'constant'):
         raise UserError(f"lr_schedule={c['lr_schedule']!r} must be 'cosine', 'wsd' or 'constant'")
     if c['stage2_schedule'] not in (None, 'restart', 'continue'):
         raise UserError(f"stage2_schedule={c['stage2_schedule']!r} must be 'restart', 'continue' or None")
-    if c['reset_optimizer'] not in (None, True, False):
+    if c['reset_optimizer'] is not None and not isinstance(c['reset_optimizer'], bool):
         raise UserError(f"reset_optimizer={c['reset_optimizer']!r} must be True, False or None")
 
     N = c['max_iters']
@@ -133,14 +135,16 @@ def make_plan(config, target_windows=None, generic_windows=None):
     finetune = c['mode'] == 'finetune'
     stage2_schedule = c['stage2_schedule'] or ('restart' if finetune else 'continue')
     reset = finetune if c['reset_optimizer'] is None else c['reset_optimizer']
-    two_stages = L1 > 0 and L2 > 0  # a restart or reset needs something before it
+    two_stages = L1 > 0 and L2 > 0  # a reset needs something before it
 
     generic_total = N * S - T
     plan = dict(
         N=N, S=S, U=U, e=e, T=T, gamma=gamma, rho=rho, alpha=alpha, delta=delta,
         stage1_steps=L1, stage2_steps=L2, stage2_start=L1, stage1_target=K1, stage2_target=K2,
         rho_realised=rho_realised, generic_total=generic_total,
-        restart_schedule=two_stages and stage2_schedule == 'restart',
+        # 'restart' gives stage 2 its own schedule at stage2_learning_rate; with no stage 1 (δ = 1, e.g. fine-tuning
+        # from another run's checkpoint) that is the whole run
+        restart_schedule=L2 > 0 and stage2_schedule == 'restart',
         reset_optimizer=two_stages and reset,
         lr_schedule=c['lr_schedule'], learning_rate=c['learning_rate'],
         stage2_learning_rate=c['stage2_learning_rate'], min_lr=c['min_lr'],
@@ -180,8 +184,8 @@ def resolve_rho_alpha_delta(rho, alpha, delta, gamma):
     elif delta is None:
         if rho == 1:
             if alpha > 0:
-                raise UserError("replay_fraction=1 leaves no room for the target data that stage2_allocation "
-                                f"={alpha} puts in stage 2")
+                raise UserError(f"replay_fraction=1 leaves no room for the target data that stage2_allocation="
+                            f"{alpha} puts in stage 2")
             raise UserError("replay_fraction=1 with stage2_allocation=0 does not fix the stage-2 length: "
                             "give stage2_fraction")
         delta = gamma * alpha / (1 - rho)
@@ -355,7 +359,14 @@ def prefix_hashes(config, plan, upto=None):
             running.update(f"{t}|{stage_of(plan, t)}|{lr_at(plan, t)!r}|{resets_optimizer_at(plan, t)}|"
                            f"{evals_at(plan, t)}|".encode())
             running.update(is_target.tobytes())
-            running.update(ids.tobytes())
+            running.update(ids[~is_target].tobytes())
+            if is_target.any():  # the target windows themselves, so runs with other pool sizes can share a prefix
+                if plan['target_windows'] is None:
+                    running.update(f"U={plan['U']}|".encode())
+                    running.update(ids[is_target].tobytes())
+                else:
+                    running.update(target_pool(plan['data_seed'], plan['target_windows'], plan['U'])
+                                   [ids[is_target]].tobytes())
     return hashes
 
 
