@@ -1,0 +1,78 @@
+"""
+sample.py: text from a checkpoint, decoded with the tokenizer its data was prepared with (meta.json).
+
+    python sample.py --out_dir=out/tiny --start="def " --num_samples=2 --max_new_tokens=200
+    python sample.py --ckpt=out/tiny/ckpt_20.pt --start=FILE:prompt.txt --temperature=0.8 --top_k=50
+"""
+import json
+import os
+import sys
+
+import torch
+
+from configurator import UserError, load_config, run_main
+from model import GPT, model_config_from
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'prepare'))
+from common import get_tokenizer  # noqa: E402  (prepare/common.py: gpt2 via tiktoken, offline too, or bytes)
+
+OPTIONS = dict(
+    out_dir='out',          # the run whose ckpt.pt to read
+    ckpt='',                # or an explicit checkpoint file
+    start='\n',             # the prompt, or FILE:path to read it from a file
+    num_samples=2,
+    max_new_tokens=200,
+    temperature=0.8,        # < 1 sharpens, > 1 flattens the distribution
+    top_k=200,              # keep only the k likeliest tokens (0 = all)
+    seed=1337,
+    device='auto',
+    tokenizer='',           # override meta.json's tokenizer name ('gpt2', 'bytes')
+)
+
+
+def tokenizer_name(config):
+    """The tokenizer the run's data was prepared with, from the target (or generic) source's meta.json."""
+    for key in ('target_dir', 'generic_dir'):
+        path = os.path.join(config[key], 'meta.json')
+        if os.path.isfile(path):
+            with open(path) as f:
+                return json.load(f)['tokenizer']
+    raise UserError(f"no meta.json in the run's target_dir or generic_dir ({config['target_dir']}, "
+                    f"{config['generic_dir']}) to name its tokenizer: pass --tokenizer=gpt2 or --tokenizer=bytes")
+
+
+def main():
+    options = load_config(sys.argv[1:], defaults=OPTIONS)
+    path = options['ckpt'] or os.path.join(options['out_dir'], 'ckpt.pt')
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint {path} not found: train first or pass --ckpt=PATH")
+    checkpoint = torch.load(path, map_location='cpu', weights_only=True)  # loading runs no code from the file
+    config = checkpoint['config']
+    vocab_size = checkpoint['model']['lm_head.weight'].shape[0]
+    model = GPT(model_config_from(config, vocab_size))
+    model.load_state_dict(checkpoint['model'])
+    device = options['device']
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    model.to(device).eval()
+
+    name = options['tokenizer'] or tokenizer_name(config)
+    if name not in ('gpt2', 'bytes'):
+        raise UserError(f"tokenizer {name!r} from meta.json cannot be decoded here: pass --tokenizer=gpt2 or bytes")
+    tokenizer = get_tokenizer(name)
+    start = options['start']
+    if start.startswith('FILE:'):
+        with open(start[5:], encoding='utf-8') as f:
+            start = f.read()
+    ids, _ = tokenizer['encode']([start])
+    prompt = torch.tensor(ids[:-1].astype('int64'), device=device)[None]  # drop the end-of-text encode appends
+    torch.manual_seed(options['seed'])
+    for _ in range(options['num_samples']):
+        out = model.generate(prompt, options['max_new_tokens'], temperature=options['temperature'],
+                             top_k=options['top_k'] or None)
+        print(tokenizer['decode'](out[0].tolist()))
+        print('---------------')
+
+
+if __name__ == '__main__':
+    run_main(main)
