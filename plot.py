@@ -311,13 +311,13 @@ def plot_efficiency(rows, out_dir, formats):
 
 
 def write_report(rows, sweep_dir, baseline_rho=0.0, compare_rho=0.5):
-    """A short text report of a replay sweep: ρ = compare_rho against ρ = baseline_rho (both fixed before the
-    runs), the best ρ, the efficiency multiplier and the change in generic loss. A difference smaller than the seed
-    spread (the larger min-to-max range of the two settings) is called "within noise". Returns the text."""
-    target = {e['settings']['replay_fraction']: e for e in seed_average(
-        [r for r in rows if r.get('reference') != 1], 'val_loss_target')}
-    generic = {e['settings']['replay_fraction']: e for e in seed_average(
-        [r for r in rows if r.get('reference') != 1], 'val_loss_generic')}
+    """A short text report of a replay sweep's α = 1 runs: ρ = compare_rho against ρ = baseline_rho (both fixed
+    before the runs), the best ρ, the efficiency multiplier and the change in generic loss. A difference smaller
+    than the seed spread (the larger min-to-max range of the two settings) is called "within noise". Returns the
+    text."""
+    runs = [r for r in rows if r.get('reference') != 1 and r.get('stage2_allocation') == 1.0]
+    target = {e['settings']['replay_fraction']: e for e in seed_average(runs, 'val_loss_target')}
+    generic = {e['settings']['replay_fraction']: e for e in seed_average(runs, 'val_loss_generic')}
     if baseline_rho not in target or compare_rho not in target:
         raise ValueError(f"the sweep needs runs at ρ = {baseline_rho:g} and ρ = {compare_rho:g} for a report")
     base, other = target[baseline_rho], target[compare_rho]

@@ -185,3 +185,21 @@ def test_missing_sweep_is_one_line_error(tmp_path):
     result = run_plot(tmp_path / 'nope')
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('seed_gap, verdict', [(0.001, 'beyond the seed spread'), (0.5, 'within noise')])
+def test_report_compares_rho_half_with_no_replay_against_the_seed_spread(tmp_path, seed_gap, verdict):
+    """ρ=0.5 is 0.1 lower than ρ=0 on average; it counts only when that beats the spread between seeds."""
+    rows = reference_rows([law(BUDGETS) + 0.003, law(BUDGETS) - 0.003])
+    for rho, loss in ((0.0, 3.0), (0.5, 2.9), (0.75, 2.95)):
+        for seed in SEEDS:
+            rows.append(run_row(f"r{rho}_s{seed}", seed, BASE_TOKENS, loss + seed_gap * (seed - 1.5), 0,
+                                replay_fraction=rho, stage2_allocation=1.0))
+    write_sweep(tmp_path, rows)
+    result = run_plot(tmp_path, '--report')
+    assert result.returncode == 0, result.stderr
+    report = (tmp_path / 'report.txt').read_text()
+    assert report in result.stdout
+    assert f"lowers the target loss by 0.1000 (3.3%): {verdict}" in report
+    assert 'best ρ: 0.5 ' in report
+    assert 'efficiency' in report
