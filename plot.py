@@ -30,8 +30,8 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 
-from efficiency import (SCHEDULE_KNOBS, describe, describe_schedule, efficiency_report, format_value, load_sweep,
-                        seed_average, varying_keys)
+from efficiency import (SCHEDULE_KNOBS, describe, describe_schedule, efficiency, efficiency_report, format_value,
+                        load_sweep, seed_average, varying_keys)
 
 LOSS_UNIT = 'nats/token'
 PLOT_NAMES = ('replay_vs_loss', 'heatmap', 'spike', 'forgetting', 'efficiency')
@@ -310,6 +310,19 @@ def plot_efficiency(rows, out_dir, formats):
                              for c in report['comparisons']])
 
 
+def per_seed_line(runs, baseline_rho, compare_rho):
+    """The paired view: runs of one seed share everything before stage 2, so their difference is replay's alone."""
+    by_seed = {}
+    for r in runs:
+        by_seed.setdefault(r['seed'], {})[r['replay_fraction']] = r['val_loss_target']
+    pairs = {seed: v[compare_rho] - v[baseline_rho] for seed, v in sorted(by_seed.items())
+             if compare_rho in v and baseline_rho in v}
+    better = sum(d < 0 for d in pairs.values())
+    return (f"per seed, ρ = {compare_rho:g} minus ρ = {baseline_rho:g}: "
+            + ', '.join(f"seed {seed:g}: {d:+.4f}" for seed, d in pairs.items())
+            + f" (replay better in {better} of {len(pairs)})")
+
+
 def write_report(rows, sweep_dir, baseline_rho=0.0, compare_rho=0.5):
     """A short text report of a replay sweep's α = 1 runs: ρ = compare_rho against ρ = baseline_rho (both fixed
     before the runs), the best ρ, the efficiency multiplier and the change in generic loss. A difference smaller
@@ -334,6 +347,7 @@ def write_report(rows, sweep_dir, baseline_rho=0.0, compare_rho=0.5):
              f"target loss, replay     (ρ = {compare_rho:g}): {show(other)}",
              f"replay at ρ = {compare_rho:g} {'lowers' if gain > 0 else 'raises'} the target loss by {abs(gain):.4f} "
              f"({100 * abs(gain) / base['mean']:.1f}%): {verdict}",
+             per_seed_line(runs, baseline_rho, compare_rho),
              "target loss by ρ: " + ', '.join(f"ρ={rho:g}: {e['mean']:.4f}" for rho, e in sorted(target.items())),
              f"best ρ: {best['settings']['replay_fraction']:g} (target loss {best['mean']:.4f})"]
     if baseline_rho in generic and compare_rho in generic:
@@ -346,6 +360,10 @@ def write_report(rows, sweep_dir, baseline_rho=0.0, compare_rho=0.5):
         fit = report['fit']
         lines.append(f"efficiency fit over the reference runs: L(D) = {fit['A']:.4g}·D^-{fit['B']:.4g} + "
                      f"{fit['C']:.4g} (R² = {fit['r2']:.3f})")
+        fixed = efficiency(fit, other['mean'], base['mean'], base['settings']['target_tokens'])
+        lines.append(f"target-data efficiency of ρ = {compare_rho:g} over ρ = {baseline_rho:g}: " +
+                     (f"{fixed['multiplier']:.2f}x" if fixed['multiplier'] is not None else
+                      "a loss lies outside the fitted range; not extrapolating"))
         for c in report['comparisons']:
             if c['multiplier'] is not None:
                 lines.append(f"target-data efficiency of the best replay run ({describe_schedule(c['replay_run']['settings'])}): "

@@ -12,14 +12,16 @@ ckpt.pt (latest, replaced atomically), ckpt_<step>.pt for checkpoint_steps.
 """
 import contextlib
 import hashlib
+import importlib.util
 import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -34,6 +36,8 @@ from model import GPT, model_config_from
 FINGERPRINT_KEYS = sorted(schedule.PER_STEP_KEYS | {'batch_size', 'gradient_accumulation_steps', 'block_size',
                                                      'target_tokens', 'data_seed', 'seed', 'generic_offset'})
 MODEL_KEYS = ('arch', 'n_layer', 'n_head', 'n_embd', 'intermediate_size', 'bias', 'block_size')
+CHECKPOINT_KEYS = ('model', 'optimizer', 'scaler', 'step', 'config', 'fingerprint', 'prefix_hash', 'generic_cursor',
+                   'rng_cpu', 'log_sums', 'last_log_step', 'tokenizer', 'vocab_size')
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -50,41 +54,117 @@ def open_source(name, data_dir):
         raise UserError(f"{meta_path} is missing: {data_dir} is not a prepared source (see prepare/)")
     with open(meta_path, 'rb') as f:
         meta_bytes = f.read()
-    meta = json.loads(meta_bytes)
-    dtype = np.dtype(meta.get('dtype', 'uint16'))
+    try:
+        meta = json.loads(meta_bytes)
+        dtype = np.dtype(meta.get('dtype', 'uint16'))
+        ok = dtype.kind == 'u' and isinstance(meta.get('vocab_size'), int) and meta['vocab_size'] > 0
+    except (ValueError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        raise UserError(f"{meta_path} is not a valid meta.json (needs a positive int vocab_size and an unsigned "
+                        f"dtype): re-run the prepare script for {data_dir}")
     source = dict(name=name, dir=data_dir, meta=meta, meta_sha256=hashlib.sha256(meta_bytes).hexdigest())
     for split in ('train', 'val'):
         path = os.path.join(data_dir, f'{split}.bin')
         if not os.path.isfile(path) or os.path.getsize(path) == 0:
             raise UserError(f"{path} is missing or empty: re-run the prepare script for {data_dir}")
+        if os.path.getsize(path) % dtype.itemsize:  # a torn copy or the wrong dtype in meta.json
+            raise UserError(f"{path} has {os.path.getsize(path)} bytes, not a whole number of {dtype} tokens: "
+                            f"re-run the prepare script for {data_dir}")
         source[split] = np.memmap(path, dtype=dtype, mode='r')
     return source
 
 
+def window_view(data, block_size):
+    """A split as a (windows, block_size + 1) array, without copying: row w is tokens [w*block_size,
+    w*block_size + block_size + 1). Picking windows is then a gather of whole rows (a memcpy each), not an
+    element-wise index over windows x (block_size + 1): 3-4x faster at block_size 1024."""
+    n = max(0, (len(data) - 1) // block_size)
+    return np.lib.stride_tricks.as_strided(data, shape=(n, block_size + 1), writeable=False,
+                                           strides=(block_size * data.itemsize, data.itemsize))
+
+
 def read_windows(data, windows, block_size):
     """Rows of block_size + 1 tokens starting at window * block_size, as an int64 array (inputs + labels)."""
-    starts = np.asarray(windows, dtype=np.int64) * block_size
-    return data[starts[:, None] + np.arange(block_size + 1)].astype(np.int64)
+    return window_view(data, block_size)[np.asarray(windows, dtype=np.int64)].astype(np.int64)
 
 
-def load_step(t, plan, pool, generic, target, block_size, micro_batch, rank_micro_steps, rank, pin):
-    """This rank's share of step t's global batch: a list of (x, y, is_target) per micro-step.
+def load_step(t, plan, pool, generic, target, micro_batch, rank_micro_steps, rank, pin):
+    """This rank's share of step t's global batch: a list of (rows, is_target) per micro-step, rows = (micro_batch,
+    block_size + 1) int64 inputs + labels; train_step slices x = rows[:, :-1], y = rows[:, 1:] on the device.
+    generic, target: window_view()s of the two train splits (made once: a view costs ~6 us a call).
     Rank r takes micro-batches r*G .. r*G+G-1 of the global batch, so the global batch is the same for any
-    world size (G = gradient_accumulation_steps / world_size)."""
+    world size (G = gradient_accumulation_steps / world_size).
+    Both sources are gathered straight into one int64 tensor, pinned when `pin`, and every micro-step's rows are
+    contiguous: a non_blocking copy of a non-contiguous or pageable tensor goes through a pageable staging copy
+    and can block the host until the device catches up. Few numpy/torch calls: this runs in a thread beside the
+    training loop, and on CPU its every call competes with the loop for the GIL and the cores."""
     is_target, ids = schedule.step_batch(plan, t)
     lo, hi = rank * rank_micro_steps * micro_batch, (rank + 1) * rank_micro_steps * micro_batch
     is_target, ids = is_target[lo:hi], ids[lo:hi]
-    rows = np.empty((hi - lo, block_size + 1), dtype=np.int64)
-    if is_target.any():
-        rows[is_target] = read_windows(target['train'], pool[ids[is_target]], block_size)
-    if (~is_target).any():
-        rows[~is_target] = read_windows(generic['train'], ids[~is_target], block_size)
-    batch = torch.from_numpy(rows)
+    batch = torch.empty((hi - lo, generic.shape[1]), dtype=torch.int64, pin_memory=pin)
+    rows = batch.numpy()
+    n_target = np.count_nonzero(is_target)
+    if n_target == 0:
+        rows[:] = generic[ids]
+    elif n_target == len(ids):
+        rows[:] = target[pool[ids]]
+    else:
+        rows[is_target] = target[pool[ids[is_target]]]
+        is_generic = ~is_target
+        rows[is_generic] = generic[ids[is_generic]]
     flags = torch.from_numpy(is_target)
     if pin:
-        batch, flags = batch.pin_memory(), flags.pin_memory()
-    return [(batch[m * micro_batch:(m + 1) * micro_batch, :-1], batch[m * micro_batch:(m + 1) * micro_batch, 1:],
-             flags[m * micro_batch:(m + 1) * micro_batch]) for m in range(rank_micro_steps)]
+        flags = flags.pin_memory()
+    return list(zip(batch.split(micro_batch), flags.split(micro_batch)))
+
+
+class InlineExecutor:
+    """ThreadPoolExecutor's submit/shutdown, run at once in the caller's thread."""
+    def submit(self, fn, *args):
+        future = Future()
+        future.set_result(fn(*args))
+        return future
+
+    def shutdown(self):
+        pass
+
+
+def prefetcher(threaded):
+    """Where load_step runs. threaded (cuda): a worker thread makes step t+1's batch while the device computes step
+    t and the main thread only queues kernels. Inline (cpu): in the loop itself, as nanoGPT does, since the
+    device is the very cores the thread would run on, and a second Python thread costs a GIL and core hand-off per
+    step, more than the loading itself on small models (docs/benchmarks.md)."""
+    return ThreadPoolExecutor(max_workers=1) if threaded else InlineExecutor()
+
+
+def train_step(model, optimizer, scaler, ctx, batch, sums, grad_clip, keep_ids=False):
+    """One optimizer step on load_step's micro-steps; adds the step's loss sums (all, target, target count,
+    generic, generic count) to `sums`, on the device. No host-device sync: copies are non-blocking and the loss
+    stays on the device until a log reads `sums` (exceptions: keep_ids, for tests, and float16's GradScaler, which
+    reads its inf check). bench.py times this same function. Returns, with keep_ids, a (first token, is_target)
+    tensor per micro-step, on the host."""
+    device, fed = sums.device, []
+    for m, (rows, is_target) in enumerate(batch):
+        rows, is_target = rows.to(device, non_blocking=True), is_target.to(device, non_blocking=True)
+        if isinstance(model, DDP):
+            model.require_backward_grad_sync = m == len(batch) - 1
+        with ctx:
+            _, loss = model(rows[:, :-1], rows[:, 1:])
+        scaler.scale(loss.mean() / len(batch)).backward()
+        with torch.no_grad():
+            per_seq, tgt = loss.detach().double(), is_target.double()
+            sums += torch.stack([per_seq.sum(), (per_seq * tgt).sum(), tgt.sum(),
+                                 (per_seq * (1 - tgt)).sum(), (1 - tgt).sum()])
+        if keep_ids:
+            fed.append(torch.stack([rows[:, 0], is_target.long()], 1).cpu())
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return fed
 
 
 def val_windows(source, config):
@@ -118,38 +198,60 @@ def evaluate(model, source, config, ctx, device, rank, world):
 # ---------------------------------------------------------------------------------------------------------------
 
 def check_config(config, world):
+    """Values the configurator's type check cannot judge. NaN fails every comparison below, so it is caught too."""
     c = config
-    if c['arch'] not in ('gpt2', 'llama'):
-        raise UserError(f"arch={c['arch']!r} must be 'gpt2' or 'llama'")
+
+    def need(ok, key, what):
+        if not ok:
+            raise UserError(f"{key}={c[key]!r} must be {what}")
+    for key in ('n_layer', 'n_head', 'n_embd', 'log_interval', 'val_tokens'):
+        need(c[key] >= 1, key, "at least 1")
+    for key in ('eval_interval', 'checkpoint_interval', 'spike_eval_steps', 'spike_eval_interval',
+                'intermediate_size', 'seed', 'data_seed'):
+        need(c[key] >= 0, key, "0 or more")
+    for key in ('learning_rate', 'stage2_learning_rate', 'adam_eps', 'norm_eps', 'init_std', 'rope_theta'):
+        need(0 < c[key] < math.inf, key, "a positive number")
+    for key in ('min_lr', 'weight_decay', 'grad_clip'):
+        need(0 <= c[key] < math.inf, key, "0 or more")
+    for key in ('beta1', 'beta2', 'dropout'):
+        need(0 <= c[key] < 1, key, "in [0, 1)")
+    need(c['arch'] in ('gpt2', 'llama'), 'arch', "'gpt2' or 'llama'")
     if c['n_embd'] % c['n_head']:
         raise UserError(f"n_embd={c['n_embd']} must be divisible by n_head={c['n_head']}")
     if c['gradient_accumulation_steps'] % world:
         raise UserError(f"gradient_accumulation_steps={c['gradient_accumulation_steps']} must be divisible by the "
                         f"number of ranks ({world}): S = batch_size * gradient_accumulation_steps is global")
-    for key in ('log_interval', 'val_tokens'):
-        if c[key] < 1:
-            raise UserError(f"{key}={c[key]} must be at least 1")
-    for key in ('eval_interval', 'checkpoint_interval', 'spike_eval_steps', 'spike_eval_interval'):
-        if c[key] < 0:
-            raise UserError(f"{key}={c[key]} must be 0 or more")
-    if c['dtype'] not in ('auto', 'float32', 'bfloat16', 'float16'):
-        raise UserError(f"dtype={c['dtype']!r} must be 'auto', 'float32', 'bfloat16' or 'float16'")
-    if c['device'] != 'auto' and c['device'].startswith('cuda') and not torch.cuda.is_available():
-        raise UserError(f"device={c['device']!r} but no CUDA GPU is visible: use device='cpu' or 'auto'")
+    need(c['dtype'] in ('auto', 'float32', 'bfloat16', 'float16'), 'dtype',
+         "'auto', 'float32', 'bfloat16' or 'float16'")
+    need(c['backend'] in ('auto', 'nccl', 'gloo'), 'backend', "'auto', 'nccl' or 'gloo'")
+    if c['device'] != 'auto':
+        try:
+            torch.device(c['device'])
+        except RuntimeError:
+            raise UserError(f"device={c['device']!r} is not a torch device: use 'auto', 'cpu' or 'cuda'") from None
+        if c['device'].startswith('cuda') and not torch.cuda.is_available():
+            raise UserError(f"device={c['device']!r} but no CUDA GPU is visible: use device='cpu' or 'auto'")
     if c['init_from'] not in ('scratch', 'resume') and not os.path.exists(c['init_from']):
         raise UserError(f"init_from={c['init_from']!r} is not 'scratch', 'resume' or an existing checkpoint path")
+    if c['resume_from'] and c['init_from'] != 'resume':
+        raise UserError(f"resume_from={c['resume_from']!r} is only read with init_from='resume' (init_from is "
+                        f"{c['init_from']!r})")
     if not all(isinstance(k, int) and 0 < k <= c['max_iters'] for k in c['checkpoint_steps']):
         raise UserError(f"checkpoint_steps={c['checkpoint_steps']} must be steps between 1 and max_iters")
+    if os.path.exists(c['out_dir']) and not os.path.isdir(c['out_dir']):
+        raise UserError(f"out_dir={c['out_dir']!r} is a file, not a directory")
+    if c['wandb_log'] and importlib.util.find_spec('wandb') is None:
+        raise UserError("wandb_log=True but wandb is not installed: pip install wandb, or --wandb_log=False")
 
 
-def check_sources(generic, target, config, plan):
+def check_sources(generic, target, config):
     bs = config['block_size']
     for key in ('tokenizer', 'vocab_size'):
         if generic['meta'].get(key) != target['meta'].get(key):
             raise UserError(f"generic_dir and target_dir use different {key}s ({generic['meta'].get(key)!r} vs "
                             f"{target['meta'].get(key)!r}): prepare both with the same tokenizer")
     for source in (generic, target):
-        if len(source['train']) < bs + 1 and not (source is target and plan['U'] == 0):
+        if len(source['train']) < bs + 1 and not (source is target and config['target_tokens'] == 0):
             raise UserError(f"{source['dir']}/train.bin has {len(source['train'])} tokens, fewer than one "
                             f"block_size={bs} sequence: lower block_size or prepare more data")
         if val_windows(source, config) < 1:
@@ -157,49 +259,83 @@ def check_sources(generic, target, config, plan):
                             f"{config['val_tokens']}: validation needs at least block_size+1={bs + 1}")
 
 
+def sample_sha256(tokens, chunks=16, size=4096):
+    """A hash of 16 evenly spaced slices of a split: catches data re-prepared at the same size, reading ~100 KB."""
+    h = hashlib.sha256()
+    for start in np.linspace(0, max(0, len(tokens) - size), chunks).astype(np.int64):
+        h.update(tokens[start:start + size].tobytes())
+    return h.hexdigest()
+
+
 def fingerprint(config, generic, target):
-    """What fixes the data order: schedule keys, seeds, sizes and each source's meta.json."""
+    """What fixes the data order and the logged numbers: schedule keys, seeds, and each source's meta.json, split
+    sizes and sampled contents."""
     out = {k: config[k] for k in FINGERPRINT_KEYS}
-    for source in (generic, target):
-        out[f"{source['name']}_meta_sha256"] = source['meta_sha256']
-        out[f"{source['name']}_train_tokens"] = len(source['train'])
+    for s in (generic, target):
+        out[f"{s['name']}_data"] = dict(meta_sha256=s['meta_sha256'], train_tokens=len(s['train']),
+                                        val_tokens=len(s['val']), sample_sha256=sample_sha256(s['train']))
     return out
+
+
+def describe_change(key, old, new):
+    if isinstance(new, dict):  # a source: name what differs (sizes with numbers, hashes by name)
+        old = old if isinstance(old, dict) else {}
+        names = {'meta_sha256': 'meta.json', 'sample_sha256': 'contents'}
+        parts = [f"{f} {old.get(f)} -> {v}" if f.endswith('tokens') else names[f]
+                 for f, v in new.items() if old.get(f) != v]
+        return f"{key.replace('_data', '_dir')} data ({', '.join(parts)})"
+    return f"{key} {old!r} -> {new!r}"
 
 
 def check_resume(checkpoint, config, plan, this_fingerprint, path):
     """A resume of this run must keep the schedule, seeds and data (the fingerprint). A fork (resume_from =
     another run's checkpoint) may change the future, but its first `step` steps and its data must be the
     checkpoint's: the prefix hash says whether this run would have reached exactly that state."""
-    step = checkpoint['step']
-    changed = [k for k in this_fingerprint if checkpoint['fingerprint'].get(k) != this_fingerprint[k]]
+    step, saved = checkpoint['step'], checkpoint['fingerprint']
+    changed = [k for k in this_fingerprint if saved.get(k) != this_fingerprint[k]]
     if config['resume_from']:
-        changed = [k for k in changed if k.endswith(('_meta_sha256', '_train_tokens'))]
-        if schedule.prefix_hashes(config, plan, upto=step)[-1] != checkpoint['prefix_hash']:
-            changed.append(f"the plan of the first {step} steps")
+        changed = [k for k in changed if k.endswith('_data')]
+    changed = [describe_change(k, saved.get(k), this_fingerprint[k]) for k in changed]
+    if config['resume_from'] and schedule.prefix_hashes(config, plan, upto=step)[-1] != checkpoint['prefix_hash']:
+        changed.append(f"the plan of the first {step} steps")
     if changed and not config['force_resume']:
-        raise UserError(f"cannot resume from {path}: changed since it was saved: {', '.join(changed)}; "
-                        f"use --force_resume=True to resume anyway")
+        raise UserError(f"cannot resume from {path}: changed since it was saved: {'; '.join(changed)}. "
+                        f"Restore them, or use --force_resume=True to resume anyway")
+
+
+def first_line(e):
+    """An exception as one short line: torch's messages can run to a page."""
+    text = (str(e).strip().splitlines() or [''])[0]
+    return f"{type(e).__name__}: {text.split('. ')[0] if len(text) > 160 else text}"
 
 
 def load_checkpoint(path):
     # weights_only=True: loading a checkpoint can never run code from the file
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        raise UserError(f"cannot load checkpoint {path}: {type(e).__name__}: {e}")
+        raise UserError(f"cannot load checkpoint {path} ({first_line(e)}): it is corrupt or not a checkpoint; "
+                        f"use another one, or start with init_from='scratch'") from None
+    missing = [k for k in CHECKPOINT_KEYS if k not in checkpoint] if isinstance(checkpoint, dict) else ['all']
+    if missing:
+        raise UserError(f"{path} is not a checkpoint written by this train.py (missing: {', '.join(missing)})")
+    return checkpoint
 
 
-def check_architecture(checkpoint, config, path):
-    saved = checkpoint['config']
-    changed = [f"{k}: {saved.get(k)!r} -> {config[k]!r}" for k in MODEL_KEYS if saved.get(k) != config[k]]
+def check_architecture(checkpoint, config, path, meta):
+    """Weights load only into the same shapes, and mean something only with the same tokenizer."""
+    saved = dict(checkpoint['config'], tokenizer=checkpoint['tokenizer'], vocab_size=checkpoint['vocab_size'])
+    now = dict(config, tokenizer=meta.get('tokenizer'), vocab_size=meta['vocab_size'])
+    changed = [f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in MODEL_KEYS + ('tokenizer', 'vocab_size')
+               if saved.get(k) != now[k]]
     if changed:
-        raise UserError(f"checkpoint {path} has another architecture ({'; '.join(changed)}): set the model keys "
-                        f"to the checkpoint's")
+        raise UserError(f"checkpoint {path} does not fit this model or data ({'; '.join(changed)}): set the model "
+                        f"keys to the checkpoint's, or use data prepared with its tokenizer")
 
 
 def save_checkpoint(path, state):
     """Atomic: write a temporary file, fsync, rename over the old one. A kill or a full disk mid-save leaves the
-    previous checkpoint in place and loadable."""
+    previous checkpoint in place and loadable (a killed save leaves a .tmp file; main() removes those)."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, 'wb') as f:
@@ -207,6 +343,14 @@ def save_checkpoint(path, state):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write (full disk) as a RuntimeError
+        try:
+            free = f"; {shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free / 2**20:.0f} MiB free there"
+        except OSError:
+            free = ''
+        raise UserError(f"cannot write checkpoint {path} ({first_line(e)}{free}): "
+                        f"the previous checkpoint is unchanged; free space, then resume with "
+                        f"--init_from=resume") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -267,32 +411,43 @@ def main():
     master = rank == 0
     out_dir = config['out_dir']
 
-    # --- data and plan (checked before the model exists) ---
+    # --- data, checkpoint and plan, all checked before the model exists ---
     generic = open_source('generic', config['generic_dir'])
     target = open_source('target', config['target_dir'])
+    check_sources(generic, target, config)
     bs = config['block_size']
     windows = lambda source: max(0, (len(source['train']) - 1) // bs)
-    checkpoint, start_step = None, 0
-    if config['init_from'] not in ('scratch', 'resume'):  # weights of another run; this run's own plan
-        path = config['init_from']
-        path = os.path.join(path, 'ckpt.pt') if os.path.isdir(path) else path
-        checkpoint = load_checkpoint(path)
-        check_architecture(checkpoint, config, path)
-        if config['generic_offset'] == 0:  # continue that run's generic cursor: replay is fresh data
-            config['generic_offset'] = checkpoint['generic_cursor']
-    plan = schedule.make_plan(config, windows(target), windows(generic))
-    check_sources(generic, target, config, plan)
-    pool = schedule.target_pool(config['data_seed'], windows(target), plan['U']) if plan['U'] else np.zeros(0, int)
-    this_fingerprint = fingerprint(config, generic, target)
-    resume_path = None
+    checkpoint, start_step, resume_path = None, 0, None
     if config['init_from'] == 'resume':
         resume_path = config['resume_from'] or os.path.join(out_dir, 'ckpt.pt')
         if not os.path.isfile(resume_path):
             raise UserError(f"init_from='resume' but {resume_path} does not exist: start with init_from='scratch'")
         checkpoint = load_checkpoint(resume_path)
-        check_architecture(checkpoint, config, resume_path)
+        check_architecture(checkpoint, config, resume_path, generic['meta'])
         start_step = checkpoint['step']
+        if config['generic_offset'] == 0:  # a run started from another run's weights keeps the cursor it took
+            config['generic_offset'] = checkpoint['config']['generic_offset']
+    elif config['init_from'] != 'scratch':  # weights of another run; this run's own plan
+        path = config['init_from']
+        path = os.path.join(path, 'ckpt.pt') if os.path.isdir(path) else path
+        checkpoint = load_checkpoint(path)
+        check_architecture(checkpoint, config, path, generic['meta'])
+        if config['generic_offset'] == 0:  # continue that run's generic cursor: replay is fresh data
+            config['generic_offset'] = checkpoint['generic_cursor']
+    plan = schedule.make_plan(config, windows(target), windows(generic))
+    pool = schedule.target_pool(config['data_seed'], windows(target), plan['U']) if plan['U'] else np.zeros(0, int)
+    this_fingerprint = fingerprint(config, generic, target)
+    if resume_path:
         check_resume(checkpoint, config, plan, this_fingerprint, resume_path)
+    if master:
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create out_dir={out_dir!r}: {e.strerror}") from None
+        for name in os.listdir(out_dir):
+            # a killed save's temporary file is never loaded; an older summary.json would say "finished"
+            if (name.startswith('ckpt') and '.pt.tmp' in name) or name == 'summary.json':
+                os.remove(os.path.join(out_dir, name))
     for warning in plan['warnings']:
         if master:
             print(f"warning: {warning}")
@@ -317,6 +472,7 @@ def main():
     if config['init_from'] == 'resume':
         optimizer.load_state_dict(checkpoint['optimizer'])
         torch.set_rng_state(checkpoint['rng_cpu'])
+        scaler.load_state_dict(checkpoint['scaler'])
         if device_type == 'cuda' and 'rng_cuda' in checkpoint:
             torch.cuda.set_rng_state(checkpoint['rng_cuda'])
     raw_model = model
@@ -330,7 +486,6 @@ def main():
     # --- log: keep what came before the checkpoint (for a fork: the parent's), append from here ---
     log_path = os.path.join(out_dir, 'log.jsonl')
     if master:
-        os.makedirs(out_dir, exist_ok=True)
         if config['init_from'] == 'resume':
             kept = kept_log_records(os.path.join(os.path.dirname(os.path.abspath(resume_path)), 'log.jsonl'),
                                     start_step)
@@ -364,34 +519,56 @@ def main():
     last_log_step = checkpoint['last_log_step'] if config['init_from'] == 'resume' else -1
     final_val = {}
 
+    # steps in the newest out_dir/ckpt.pt this run can stand on (a fork's first checkpoint is another run's)
+    last_good = start_step if resume_path and not config['resume_from'] else None
+
     def state(step):
-        """Everything a resume needs; RNG states as tensors so torch.load(weights_only=True) can read it."""
-        window = sums.clone()
+        """Everything a resume needs; RNG states as tensors so torch.load(weights_only=True) can read it. Also
+        whether it is healthy: the open log window's losses and all weights finite (a step with a finite loss can
+        still blow up the weights). Both go in one reduce, so every rank agrees."""
+        # a tensor's sum is non-finite iff an element is (short of ~1e38 weights); no per-element temporaries
+        weights = torch.stack([p.detach().sum().double() for p in raw_model.parameters()]).sum()
+        window = torch.cat([sums, weights.view(1)])
         if world > 1:
             dist.all_reduce(window)
-        s = dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(), step=step, config=config,
-                 fingerprint=this_fingerprint, prefix_hash=schedule.prefix_hashes(config, plan, upto=step)[-1],
+        window = window.cpu()
+        s = dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+                 step=step, config=config, fingerprint=this_fingerprint,
+                 prefix_hash=schedule.prefix_hashes(config, plan, upto=step)[-1],
                  generic_cursor=config['generic_offset'] + step * S - schedule.targets_before(plan, step),
-                 rng_cpu=torch.get_rng_state(), log_sums=window.cpu(), last_log_step=last_log_step)
+                 rng_cpu=torch.get_rng_state(), log_sums=window[:5].clone(), last_log_step=last_log_step,
+                 tokenizer=generic['meta'].get('tokenizer'), vocab_size=vocab_size)
         if device_type == 'cuda':
             s['rng_cuda'] = torch.cuda.get_rng_state(device)
-        return s
+        return s, bool(torch.isfinite(window).all())
 
     def checkpoint_now(step):
+        nonlocal last_good
         wanted = [name for name, due in (
             ('ckpt.pt', (config['checkpoint_interval'] and step % config['checkpoint_interval'] == 0)
              or step == plan['stage2_start'] or step == N),
             (f'ckpt_{step}.pt', step in config['checkpoint_steps'])) if due]
         if wanted:
-            s = state(step)
-            if not torch.isfinite(s['log_sums']).all():  # never replace the last good checkpoint with a diverged
-                return                                   # model (the sums are reduced: every rank agrees)
+            s, healthy = state(step)
+            if not healthy:  # never replace the last good checkpoint with a diverged model
+                if master:
+                    print(f"warning: not checkpointing after {step} steps: non-finite loss or weights", flush=True)
+                return
             if master:
                 for name in wanted:
                     save_checkpoint(os.path.join(out_dir, name), s)
+            if 'ckpt.pt' in wanted:
+                last_good = step
 
-    load_args = (plan, pool, generic, target, bs, micro_batch, rank_micro_steps, rank, device_type == 'cuda')
-    prefetch = ThreadPoolExecutor(max_workers=1)  # reads step t+1's windows while step t computes
+    def diverged(what):
+        kept = (f"{out_dir}/ckpt.pt (after {last_good} steps) is the last good checkpoint: resume from it with a "
+                f"lower learning rate and --force_resume=True" if last_good is not None
+                else "no checkpoint was saved before it")
+        return UserError(f"{what}; stopping. {kept}")
+
+    load_args = (plan, pool, window_view(generic['train'], bs), window_view(target['train'], bs), micro_batch,
+                 rank_micro_steps, rank, device_type == 'cuda')
+    prefetch = prefetcher(device_type == 'cuda')  # cuda: reads step t+1's windows while step t computes
     upcoming = prefetch.submit(load_step, start_step, *load_args) if start_step < N else None
     t0 = time.time()
     window_start = time.time()
@@ -412,6 +589,9 @@ def main():
                     f"{val['val_loss_generic']:.4f}")
                 final_val = val
                 window_start += time.time() - eval_start  # ms/step counts training only
+                if not all(map(math.isfinite, val.values())):  # reduced in evaluate(): all ranks stop together
+                    raise diverged(f"the validation loss is {val['val_loss_target']} (target), "
+                                   f"{val['val_loss_generic']} (generic) after {t} steps")
             if t > 0:
                 checkpoint_now(t)
         if t == N:
@@ -424,27 +604,7 @@ def main():
         lr = schedule.lr_at(plan, t)
         for group in optimizer.param_groups:
             group['lr'] = lr
-        fed = []
-        for m, (x, y, is_target) in enumerate(batch):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            is_target = is_target.to(device, non_blocking=True)
-            if ddp:
-                model.require_backward_grad_sync = m == rank_micro_steps - 1
-            with ctx:
-                _, loss = model(x, y)
-            scaler.scale(loss.mean() / rank_micro_steps).backward()
-            with torch.no_grad():
-                per_seq, tgt = loss.detach().double(), is_target.double()
-                sums += torch.stack([per_seq.sum(), (per_seq * tgt).sum(), tgt.sum(),
-                                     (per_seq * (1 - tgt)).sum(), (1 - tgt).sum()])
-            if config['log_batch_ids']:
-                fed.append(torch.stack([x[:, 0], is_target.long()], 1).cpu())
-        if config['grad_clip'] > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), config['grad_clip'])
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        fed = train_step(model, optimizer, scaler, ctx, batch, sums, config['grad_clip'], config['log_batch_ids'])
 
         if config['log_batch_ids']:  # tests only: what this step actually fed, in global order
             fed = torch.cat(fed).tolist()
@@ -460,9 +620,9 @@ def main():
                 dist.all_reduce(window)  # one reduce per log; it also carries the NaN check to every rank
             window = window.tolist()
             steps = t - last_log_step
-            if not math.isfinite(window[0]):
-                raise UserError(f"loss is {window[0]} at step {t} (steps {last_log_step + 1}..{t}); stopping. "
-                                f"The last good checkpoint is in {out_dir}")
+            if not math.isfinite(window[0]):  # every rank has the reduced window: all stop here together
+                raise diverged(f"the training loss is {window[0]} at step {t + 1}/{N} (the mean over steps "
+                               f"{last_log_step + 2}..{t + 1})")
             now = time.time()
             ms = (now - window_start) * 1000 / steps
             mfu = raw_model.estimate_mfu(S * bs * 1000 / ms / world, device_name)  # per device

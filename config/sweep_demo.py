@@ -9,7 +9,7 @@
 # ρ = 0 with 2x the data ended at 2.44 against 2.14), which no power law can fit. The multiplier thus says how much
 # more unique target data the no-replay recipe would need, for the same number of target sequences, to match replay.
 base = ['config/demo.py']
-runs = ([dict(replay_fraction=rho) for rho in (0.0, 0.25, 0.5, 0.75)]
+runs = ([dict(protocol='replay', replay_fraction=rho) for rho in (0.0, 0.25, 0.5, 0.75)]
         + [dict(protocol='reference', reference=1, replay_fraction=0.0, target_tokens=8192 * budget,
                 target_epochs=16 // budget) for budget in (1, 2, 4, 8, 16)])
 grid = {'seed': [1, 2]}
