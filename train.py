@@ -89,17 +89,30 @@ def read_windows(data, windows, block_size):
     return window_view(data, block_size)[np.asarray(windows, dtype=np.int64)].astype(np.int64)
 
 
-def load_step(t, plan, pool, generic, target, micro_batch, rank_micro_steps, rank, pin):
+class StepBatches:
+    """schedule.step_batch(plan, t), made `chunk` steps at a time. The same calls cost ~4x more one per step,
+    between compute steps that leave the caches cold, than in one warm burst: on a tiny CPU model that was the
+    whole cost of replay over a single-source loader (docs/benchmarks.md). Each step is handed out once; asking
+    for it again computes it again."""
+    def __init__(self, plan, chunk=64):
+        self.plan, self.chunk, self.ready = plan, chunk, {}
+
+    def __call__(self, t):
+        if t not in self.ready:
+            self.ready = {s: schedule.step_batch(self.plan, s) for s in range(t, min(t + self.chunk, self.plan['N']))}
+        return self.ready.pop(t)
+
+
+def load_step(t, step_batches, pool, generic, target, micro_batch, rank_micro_steps, rank, pin):
     """This rank's share of step t's global batch: a list of (rows, is_target) per micro-step, rows = (micro_batch,
     block_size + 1) int64 inputs + labels; train_step slices x = rows[:, :-1], y = rows[:, 1:] on the device.
-    generic, target: window_view()s of the two train splits (made once: a view costs ~6 us a call).
+    step_batches: a StepBatches of the plan; generic, target: window_view()s of the two train splits (made once).
     Rank r takes micro-batches r*G .. r*G+G-1 of the global batch, so the global batch is the same for any
     world size (G = gradient_accumulation_steps / world_size).
     Both sources are gathered straight into one int64 tensor, pinned when `pin`, and every micro-step's rows are
     contiguous: a non_blocking copy of a non-contiguous or pageable tensor goes through a pageable staging copy
-    and can block the host until the device catches up. Few numpy/torch calls: this runs in a thread beside the
-    training loop, and on CPU its every call competes with the loop for the GIL and the cores."""
-    is_target, ids = schedule.step_batch(plan, t)
+    and can block the host until the device catches up."""
+    is_target, ids = step_batches(t)
     lo, hi = rank * rank_micro_steps * micro_batch, (rank + 1) * rank_micro_steps * micro_batch
     is_target, ids = is_target[lo:hi], ids[lo:hi]
     batch = torch.empty((hi - lo, generic.shape[1]), dtype=torch.int64, pin_memory=pin)
@@ -566,8 +579,8 @@ def main():
                 else "no checkpoint was saved before it")
         return UserError(f"{what}; stopping. {kept}")
 
-    load_args = (plan, pool, window_view(generic['train'], bs), window_view(target['train'], bs), micro_batch,
-                 rank_micro_steps, rank, device_type == 'cuda')
+    load_args = (StepBatches(plan), pool, window_view(generic['train'], bs), window_view(target['train'], bs),
+                 micro_batch, rank_micro_steps, rank, device_type == 'cuda')
     prefetch = prefetcher(device_type == 'cuda')  # cuda: reads step t+1's windows while step t computes
     upcoming = prefetch.submit(load_step, start_step, *load_args) if start_step < N else None
     t0 = time.time()
