@@ -28,3 +28,21 @@ def make_sources(root, block_size=32, generic_windows=400, target_windows=40):
 def read_log(out_dir):
     with open(os.path.join(out_dir, 'log.jsonl')) as f:
         return [json.loads(line) for line in f]
+
+
+TIMING_KEYS = ('ms_per_step', 'elapsed_s', 'mfu')
+
+
+def without_timing(log):
+    """Log records minus wall-clock fields: what must be equal between two runs of the same plan on CPU."""
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in log]
+
+
+def copy_for_resume(out_dir, step, resumed_dir):
+    """A fresh run dir holding run out_dir's checkpoint after `step` steps and its whole log (which also holds the
+    steps after `step`: a resume must cut them off and write them again)."""
+    import shutil
+    os.makedirs(resumed_dir)
+    shutil.copy(os.path.join(out_dir, f'ckpt_{step}.pt'), os.path.join(resumed_dir, 'ckpt.pt'))
+    shutil.copy(os.path.join(out_dir, 'log.jsonl'), os.path.join(resumed_dir, 'log.jsonl'))
+    return resumed_dir

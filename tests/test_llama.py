@@ -2,13 +2,12 @@
 and a resume continues it exactly. A short tiny run (8 steps, stage 2 from step 4) keeps this file fast."""
 import contextlib
 import os
-import shutil
 import sys
 
 import pytest
 import torch
 
-from synthetic import make_sources, read_log
+from synthetic import copy_for_resume, make_sources, read_log, without_timing
 from test_train import run_train  # train.py config/tiny.py --log_batch_ids=True ..., in a subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,10 +75,6 @@ def test_llama_checkpoint_samples(llama_run):
 def test_llama_resume_continues_exactly(llama_run, tmp_path):
     """8 straight steps == 6 steps + resume + 2: same ids, same losses (CPU is deterministic)."""
     out, data_args = llama_run
-    resumed = str(tmp_path / 'resumed')
-    os.makedirs(resumed)
-    shutil.copy(os.path.join(out, 'ckpt_6.pt'), os.path.join(resumed, 'ckpt.pt'))
-    shutil.copy(os.path.join(out, 'log.jsonl'), os.path.join(resumed, 'log.jsonl'))  # holds steps after 6 too
+    resumed = copy_for_resume(out, 6, str(tmp_path / 'resumed'))
     run_train(data_args + [f'--out_dir={resumed}', '--init_from=resume'])
-    strip = lambda log: [{k: v for k, v in r.items() if k not in ('ms_per_step', 'elapsed_s', 'mfu')} for r in log]
-    assert strip(read_log(resumed)) == strip(read_log(out))
+    assert without_timing(read_log(resumed)) == without_timing(read_log(out))

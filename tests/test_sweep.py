@@ -9,10 +9,9 @@ import sys
 
 import pytest
 
-from synthetic import make_sources, read_log
+from synthetic import make_sources, read_log, without_timing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMING = ('ms_per_step', 'elapsed_s', 'mfu')
 
 
 def run_sweep(sweep_file, *args):
@@ -46,8 +45,8 @@ def test_forks_are_bit_identical_to_runs_from_scratch(sweeps):
     names = ['rho0.0', 'rho0.5', 'rho0.75', 'reference_rho0.0_D512']
     assert 'forked from' in shared_out
     for name in names:
-        shared = [{k: v for k, v in r.items() if k not in TIMING} for r in read_log(root / 'shared' / name)]
-        scratch = [{k: v for k, v in r.items() if k not in TIMING} for r in read_log(root / 'scratch' / name)]
+        shared = without_timing(read_log(root / 'shared' / name))
+        scratch = without_timing(read_log(root / 'scratch' / name))
         assert shared == scratch, name  # every logged loss, eval and fed sequence, exactly
         finals = [json.load(open(root / d / name / 'summary.json'))['final'] for d in ('shared', 'scratch')]
         assert finals[0] == finals[1]

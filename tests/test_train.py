@@ -3,13 +3,12 @@
 import collections
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from synthetic import TARGET_BASE, make_sources, read_log
+from synthetic import TARGET_BASE, copy_for_resume, make_sources, read_log, without_timing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -112,13 +111,9 @@ def test_two_processes_feed_the_same_global_batches(straight_run, sources, tmp_p
 def test_resume_continues_exactly(straight_run, tmp_path):
     """N straight steps == N/2 steps + resume + N/2: same ids, same losses (CPU is deterministic)."""
     out, args = straight_run
-    resumed = str(tmp_path / 'resumed')
-    os.makedirs(resumed)
-    shutil.copy(os.path.join(out, 'ckpt_20.pt'), os.path.join(resumed, 'ckpt.pt'))
-    shutil.copy(os.path.join(out, 'log.jsonl'), os.path.join(resumed, 'log.jsonl'))  # holds steps after 20 too
+    resumed = copy_for_resume(out, 20, str(tmp_path / 'resumed'))
     run_train([a for a in args if not a.startswith('--out_dir')] + [f'--out_dir={resumed}', '--init_from=resume'])
-    strip = lambda log: [{k: v for k, v in r.items() if k not in ('ms_per_step', 'elapsed_s', 'mfu')} for r in log]
-    assert strip(read_log(resumed)) == strip(read_log(out))
+    assert without_timing(read_log(resumed)) == without_timing(read_log(out))
 
 
 def test_train_and_sample_on_the_demo_corpus(tmp_path):
