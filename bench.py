@@ -5,8 +5,8 @@ bench.py: how fast is a training step of a config, and what does replay cost?
     python bench.py config/tiny.py --compare          # replay loader vs a nanoGPT-style single-source loader
     python bench.py config/tiny.py --profile          # also a torch profiler trace: out_dir/bench_trace.json
 
-It measures the real code: the plan from schedule.make_plan, batches from train.load_step (both memmaps of the
-config's data), one step = train.train_step, fed as train.py feeds it (train.prefetcher: a prefetch thread on
+It measures the real code: the plan from schedule.make_plan, batches from data.load_step (both memmaps of the
+config's data), one step = train.train_step, fed as train.py feeds it (data.prefetcher: a prefetch thread on
 cuda, inline on cpu), the LR of the plan's step, and a host read of the loss sums every log_interval steps as
 train.py's logs do. The steps timed are the plan's from bench_start (default: the first stage-2 step, where both
 sources are mixed), after bench_warmup untimed steps (torch.compile, allocator, page cache). Single process:
@@ -24,21 +24,23 @@ CPU and on GPUs model.py has no peak for.
 Extra keys (besides every config key): compare, profile (bare --compare / --profile work too), bench_steps,
 bench_warmup, bench_rounds, bench_seconds, bench_loader_batches, bench_start, prefetch.
 """
-import contextlib
 import itertools
 import os
 import platform
 import statistics
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
+import data
+import runtime
 import schedule
 import train
 from configurator import UserError, load_config, run_main
-from model import GPT, model_config_from
+from model import model_config_from
 
 BENCH_KEYS = dict(
     compare=False,           # also time the nanoGPT-style single-source loader, alternating with replay's
@@ -48,7 +50,7 @@ BENCH_KEYS = dict(
     bench_rounds=0,          # rounds of bench_steps per loader (alternating with --compare); medians are printed.
                              # 0 = as many as fit in bench_seconds, at least 5
     bench_seconds=20.0,      # time budget of bench_rounds=0
-    bench_loader_batches=64, # loader-only timing: steps per loader (mean printed; 64 = one train.StepBatches chunk)
+    bench_loader_batches=64, # loader-only timing: steps per loader (mean printed; 64 = one data.StepBatches chunk)
     bench_start=-1,          # first plan step timed; -1 = the first stage-2 step (0 without a stage 2)
     prefetch='auto',         # where the loaders run: 'auto' = as train.py (a thread on cuda, inline on cpu),
                              # 'thread' or 'inline' to measure the other choice
@@ -88,9 +90,7 @@ def labelled(name, loader):
     return load
 
 
-def main():
-    argv = [f'{a}=True' if a in SWITCHES else a for a in sys.argv[1:]]
-    config = load_config(argv, extra_keys=BENCH_KEYS)
+def check_options(config):
     train.check_config(config, 1)
     for key in ('bench_steps', 'bench_loader_batches'):
         if config[key] < 1:
@@ -101,130 +101,122 @@ def main():
     if config['prefetch'] not in ('auto', 'thread', 'inline'):
         raise UserError(f"prefetch={config['prefetch']!r} must be 'auto', 'thread' or 'inline'")
 
-    device = config['device']
-    if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if device == 'cuda':
-        device = 'cuda:0'  # torch.cuda.set_device needs an index
-    cuda = device.startswith('cuda')
-    device_type = 'cuda' if cuda else 'cpu'
-    if cuda:
-        torch.cuda.set_device(device)
-    device_name = torch.cuda.get_device_name(device) if cuda else 'cpu'
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    threaded = cuda if config['prefetch'] == 'auto' else config['prefetch'] == 'thread'
 
-    # --- data and plan, as train.py makes them ---
-    generic = train.open_source('generic', config['generic_dir'])
-    target = train.open_source('target', config['target_dir'])
-    train.check_sources(generic, target, config)
-    bs, micro_batch, accum = config['block_size'], config['batch_size'], config['gradient_accumulation_steps']
-    windows = lambda source: max(0, (len(source['train']) - 1) // bs)
-    plan = schedule.make_plan(config, windows(target), windows(generic))
-    pool = schedule.target_pool(config['data_seed'], windows(target), plan['U']) if plan['U'] else np.zeros(0, int)
-    N, S = plan['N'], plan['S']
+def setup(config):
+    """Data, plan, model and optimizer, made as train.py makes them, and the loaders to time. Returns a namespace
+    of it all (b.config, b.plan, b.model, ...)."""
+    system = runtime.init_system(config)
+    cuda = system.device_type == 'cuda'
+    generic = data.open_source('generic', config['generic_dir'])
+    target = data.open_source('target', config['target_dir'])
+    data.check_sources(generic, target, config)
+    block_size = config['block_size']
+    plan = schedule.make_plan(config, data.train_windows(target, block_size), data.train_windows(generic, block_size))
+    pool = schedule.pool_of(plan)
     start = config['bench_start'] if config['bench_start'] >= 0 else (plan['stage2_start'] if plan['stage2_steps']
                                                                         else 0)
-    if start >= N:
-        raise UserError(f"bench_start={start} is past the plan's last step {N - 1}")
-
-    # --- model and optimizer, as train.py makes them ---
-    torch.manual_seed(config['seed'])
-    raw_model = GPT(model_config_from(config, generic['meta']['vocab_size'])).to(device)
-    dtype = config['dtype']
-    if dtype == 'auto':
-        dtype = ('bfloat16' if torch.cuda.is_bf16_supported() else 'float16') if cuda else 'float32'
-    ctx = (contextlib.nullcontext() if dtype == 'float32'
-           else torch.autocast(device_type=device_type, dtype=getattr(torch, dtype)))
-    scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
-    optimizer = raw_model.configure_optimizers(config['weight_decay'], config['learning_rate'],
-                                               (config['beta1'], config['beta2']), config['adam_eps'], device_type)
-    use_compile = config['compile'] if config['compile'] != 'auto' else cuda
-    model = torch.compile(raw_model) if use_compile else raw_model
-    sums = torch.zeros(5, device=device, dtype=torch.float64)
-
-    views = train.window_view(generic['train'], bs), train.window_view(target['train'], bs)
-
-    def replay_loader():
-        """train.py's loader, with its own train.StepBatches (it makes the plan's step batches 64 at a time)."""
-        step_batches = train.StepBatches(plan)
-        return labelled('replay_loader',
-                        lambda t: train.load_step(t, step_batches, pool, *views, micro_batch, accum, 0, cuda))
-
+    if start >= plan['N']:
+        raise UserError(f"bench_start={start} is past the plan's last step {plan['N'] - 1}")
+    raw_model = runtime.build_model(model_config_from(config, generic['meta']['vocab_size']), system.device,
+                                    config['seed'])
+    dtype, ctx, scaler = runtime.precision(config['dtype'], system.device_type)
+    b = SimpleNamespace(config=config, system=system, cuda=cuda, plan=plan, start=start, raw_model=raw_model,
+                        model=runtime.compile_and_wrap(raw_model, config, system), dtype=dtype, ctx=ctx,
+                        scaler=scaler, optimizer=runtime.make_optimizer(raw_model, config, system.device_type),
+                        window=train.LossWindow(system.device), pipes={},
+                        threaded=cuda if config['prefetch'] == 'auto' else config['prefetch'] == 'thread',
+                        sync=torch.cuda.synchronize if cuda else (lambda: None))
+    # train.py's loader (a new one has its own data.StepBatches, which makes the plan's batches 64 at a time)
+    b.replay_loader = lambda: labelled('replay_loader', data.loader(plan, pool, generic, target, config, 0, 1, cuda))
     generator = torch.Generator().manual_seed(config['data_seed'])
-    single = labelled('single_source_loader',
-                      lambda t: single_source_batch(generic['train'], S, micro_batch, bs, cuda, generator))
-    loaders = dict(replay=replay_loader(), **({'single-source': single} if config['compare'] else {}))
-    pipes = {}  # per loader, kept across its windows: (prefetcher, its plan steps, next step, that step's batch)
+    single = labelled('single_source_loader', lambda t: single_source_batch(
+        generic['train'], plan['S'], config['batch_size'], block_size, cuda, generator))
+    b.loaders = dict(replay=b.replay_loader(), **({'single-source': single} if config['compare'] else {}))
+    return b
 
-    def timed_steps(name, n):
-        """(wall, process CPU) seconds of n training steps fed by loaders[name] through train.prefetcher, as in
-        train.py (threaded: the next batch is made while this step computes; inline: right before it). Each loader
-        walks the plan's steps from start (cycling) in its own pipeline, so a window starts with its batch made,
-        as in a long run, and the batch made during its last step is the next window's first. The loss reaches
-        the host every log_interval steps, as train.py's log does."""
-        if name not in pipes:
-            steps = itertools.cycle(range(start, N))
-            t = next(steps)
-            prefetch = train.prefetcher(threaded)
-            pipes[name] = (prefetch, steps, t, prefetch.submit(loaders[name], t))
-        prefetch, steps, t, upcoming = pipes[name]
-        upcoming.result()
-        sync()
-        begin, cpu_begin = time.perf_counter(), time.process_time()
-        for i in range(n):
-            batch, t_next = upcoming.result(), next(steps)
-            upcoming = prefetch.submit(loaders[name], t_next)
-            for group in optimizer.param_groups:
-                group['lr'] = schedule.lr_at(plan, t)
-            train.train_step(model, optimizer, scaler, ctx, batch, sums, config['grad_clip'])
-            if (i + 1) % config['log_interval'] == 0:
-                sums.tolist()
-            t = t_next
-        sync()
-        elapsed = time.perf_counter() - begin, time.process_time() - cpu_begin
-        pipes[name] = (prefetch, steps, t, upcoming)
-        return elapsed
 
-    n_target = sum(schedule.step_batch(plan, start)[0])
+def timed_steps(b, name, n):
+    """(wall, process CPU) seconds of n training steps fed by b.loaders[name] through data.prefetcher, as in
+    train.py (threaded: the next batch is made while this step computes; inline: right before it). Each loader
+    walks the plan's steps from b.start (cycling) in its own pipeline, so a window starts with its batch made, as
+    in a long run, and the batch made during its last step is the next window's first. The loss reaches the host
+    every log_interval steps, as train.py's log does."""
+    if name not in b.pipes:  # per loader, kept across its windows: (prefetcher, its plan steps, next step, batch)
+        steps = itertools.cycle(range(b.start, b.plan['N']))
+        t = next(steps)
+        prefetch = data.prefetcher(b.threaded)
+        b.pipes[name] = (prefetch, steps, t, prefetch.submit(b.loaders[name], t))
+    prefetch, steps, t, upcoming = b.pipes[name]
+    upcoming.result()
+    b.sync()
+    begin, cpu_begin = time.perf_counter(), time.process_time()
+    for i in range(n):
+        batch, t_next = upcoming.result(), next(steps)
+        upcoming = prefetch.submit(b.loaders[name], t_next)
+        for group in b.optimizer.param_groups:
+            group['lr'] = schedule.lr_at(b.plan, t)
+        train.train_step(b.model, b.optimizer, b.scaler, b.ctx, batch, b.window, b.config['grad_clip'])
+        if (i + 1) % b.config['log_interval'] == 0:
+            b.window.reduced(1)
+        t = t_next
+    b.sync()
+    elapsed = time.perf_counter() - begin, time.process_time() - cpu_begin
+    b.pipes[name] = (prefetch, steps, t, upcoming)
+    return elapsed
+
+
+def print_setup(b):
+    config, plan, system, model = b.config, b.plan, b.system, b.raw_model
+    S, block_size = plan['S'], config['block_size']
+    n_target = sum(schedule.step_batch(plan, b.start)[0])
     print(f"bench: {' '.join(sys.argv[1:])}")
     print(f"load average (1 min) at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    print(f"model: {config['arch']}, {raw_model.get_num_params() / 1e6:.2f}M non-embedding params, "
-          f"{raw_model.get_num_params(non_embedding=False) / 1e6:.2f}M total, vocab {raw_model.config.vocab_size}")
-    print(f"device: {device_name if cuda else cpu_model()} ({torch.get_num_threads()} threads) | dtype {dtype} | "
-          f"compile {use_compile} | loader {'in a prefetch thread' if threaded else 'inline'} | torch "
-          f"{torch.__version__}")
-    print(f"batch: {S} sequences x {bs} tokens = {S * bs} tokens/step (batch_size {micro_batch} x "
-          f"gradient_accumulation_steps {accum}); plan steps from {start} (stage {schedule.stage_of(plan, start)}: "
-          f"{n_target} target + {S - n_target} generic sequences at step {start})")
+    print(f"model: {config['arch']}, {model.get_num_params() / 1e6:.2f}M non-embedding params, "
+          f"{model.get_num_params(non_embedding=False) / 1e6:.2f}M total, vocab {model.config.vocab_size}")
+    print(f"device: {system.device_name if b.cuda else cpu_model()} ({torch.get_num_threads()} threads) | dtype "
+          f"{b.dtype} | compile {runtime.use_compile(config, system.device_type)} | loader "
+          f"{'in a prefetch thread' if b.threaded else 'inline'} | torch {torch.__version__}")
+    print(f"batch: {S} sequences x {block_size} tokens = {S * block_size} tokens/step (batch_size "
+          f"{config['batch_size']} x gradient_accumulation_steps {config['gradient_accumulation_steps']}); plan "
+          f"steps from {b.start} (stage {schedule.stage_of(plan, b.start)}: {n_target} target + {S - n_target} "
+          f"generic sequences at step {b.start})")
     L, H, Q = config['n_layer'], config['n_head'], config['n_embd'] // config['n_head']
-    print(f"flops/token: {raw_model.estimate_flops_per_token():.4g} = 6*N + 12*L*H*Q*T with N = non-embedding "
-          f"params + output head, L={L} H={H} Q={Q} T={bs}")
+    print(f"flops/token: {model.estimate_flops_per_token():.4g} = 6*N + 12*L*H*Q*T with N = non-embedding "
+          f"params + output head, L={L} H={H} Q={Q} T={block_size}")
 
+
+def run_rounds(b):
+    """Warm-up, then rounds of bench_steps steps per loader, alternating (the order flips every round so drift
+    cancels): bench_rounds of them, or as many as fit in bench_seconds (at least 5). Returns, per loader, the
+    (wall, CPU) seconds of each round."""
+    config, loaders = b.config, list(b.loaders)
     for name in loaders:
         if config['bench_warmup']:
-            timed_steps(name, config['bench_warmup'])
-    seconds = {name: [] for name in loaders}  # (wall, CPU) per round
-    per_step = lambda x: x * 1000 / config['bench_steps']
+            timed_steps(b, name, config['bench_warmup'])
+    seconds = {name: [] for name in loaders}
     budget_end = time.perf_counter() + config['bench_seconds']
     fixed = config['bench_rounds']
     while (len(seconds['replay']) < fixed if fixed
            else len(seconds['replay']) < 5 or time.perf_counter() < budget_end):
         r = len(seconds['replay'])
-        for name in (list(loaders) if r % 2 == 0 else list(loaders)[::-1]):
-            seconds[name].append(timed_steps(name, config['bench_steps']))
+        for name in (loaders if r % 2 == 0 else loaders[::-1]):
+            seconds[name].append(timed_steps(b, name, config['bench_steps']))
         if config['compare'] and 0 < fixed <= 20:
-            replay_ms, single_ms = per_step(seconds['replay'][-1][0]), per_step(seconds['single-source'][-1][0])
+            replay_ms, single_ms = (seconds[name][-1][0] * 1000 / config['bench_steps'] for name in loaders)
             print(f"round {r + 1}/{fixed}: replay {replay_ms:.2f} ms/step, single-source {single_ms:.2f} ms/step, "
                   f"ratio {single_ms / replay_ms:.4f}")
-    rounds = len(seconds['replay'])
-    if not all(np.isfinite(sums.tolist())):
-        print("warning: the loss is not finite: the timings are of a diverged model")
+    return seconds
 
-    for name in loaders:
+
+def print_results(b, seconds):
+    config, device_name = b.config, b.system.device_name
+    rounds, per_step = len(seconds['replay']), lambda x: x * 1000 / config['bench_steps']
+    if not all(np.isfinite(b.window.reduced(1))):
+        print("warning: the loss is not finite: the timings are of a diverged model")
+    for name in b.loaders:
         ms = per_step(statistics.median(wall for wall, _ in seconds[name]))
-        tokens_per_s = S * bs * 1000 / ms
-        mfu = raw_model.estimate_mfu(tokens_per_s, device_name)
+        tokens_per_s = b.plan['S'] * config['block_size'] * 1000 / ms
+        mfu = b.raw_model.estimate_mfu(tokens_per_s, device_name)
         print(f"{name} loader: {ms:.2f} ms/step | {tokens_per_s:,.0f} tokens/s | mfu "
               + (f"{100 * mfu:.2f}%" if mfu is not None else f"unknown (no dense bf16 peak known for {device_name})")
               + f" | process CPU {per_step(statistics.median(cpu for _, cpu in seconds[name])):.2f} ms/step"
@@ -245,29 +237,44 @@ def main():
     print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}"
           + (" (other processes slow both loaders alike: that is why they alternate)" if config['compare'] else ""))
 
-    # the loaders alone, alternating call by call over consecutive plan steps: the host time per step's batch,
-    # a mean, so that replay's index arithmetic made a chunk of steps at a time (train.StepBatches) counts in full
-    alone = dict(loaders, replay=replay_loader())
+
+def time_loaders_alone(b):
+    """The loaders alone, alternating call by call over consecutive plan steps: the host time per step's batch,
+    a mean, so that replay's index arithmetic made a chunk of steps at a time (data.StepBatches) counts in full."""
+    alone = dict(b.loaders, replay=b.replay_loader())
     spent = dict.fromkeys(alone, 0.0)
-    for i in range(config['bench_loader_batches']):
+    batches = b.config['bench_loader_batches']
+    for i in range(batches):
         for name, loader in alone.items():
             begin = time.perf_counter()
-            loader(start + i % (N - start))
+            loader(b.start + i % (b.plan['N'] - b.start))
             spent[name] += time.perf_counter() - begin
-    print(f"loader only (host, one step's batch, mean of {config['bench_loader_batches']} steps): "
-          + ', '.join(f"{name} {v * 1000 / config['bench_loader_batches']:.3f} ms" for name, v in spent.items()))
+    print(f"loader only (host, one step's batch, mean of {batches} steps): "
+          + ', '.join(f"{name} {v * 1000 / batches:.3f} ms" for name, v in spent.items()))
 
+
+def profile(b):
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if b.cuda else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        timed_steps(b, 'replay', b.config['bench_steps'])
+    os.makedirs(b.config['out_dir'], exist_ok=True)
+    path = os.path.join(b.config['out_dir'], 'bench_trace.json')
+    prof.export_chrome_trace(path)
+    print(prof.key_averages().table(sort_by='self_device_time_total' if b.cuda else 'self_cpu_time_total',
+                                    row_limit=12))
+    print(f"profile: {b.config['bench_steps']} replay steps -> {path} (open in chrome://tracing or perfetto)")
+
+
+def main(argv):
+    config = load_config([f'{a}=True' if a in SWITCHES else a for a in argv], extra_keys=BENCH_KEYS)
+    check_options(config)
+    b = setup(config)
+    print_setup(b)
+    print_results(b, run_rounds(b))
+    time_loaders_alone(b)
     if config['profile']:
-        activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
-        with torch.profiler.profile(activities=activities) as prof:
-            timed_steps('replay', config['bench_steps'])
-        os.makedirs(config['out_dir'], exist_ok=True)
-        path = os.path.join(config['out_dir'], 'bench_trace.json')
-        prof.export_chrome_trace(path)
-        print(prof.key_averages().table(sort_by='self_device_time_total' if cuda else 'self_cpu_time_total',
-                                        row_limit=12))
-        print(f"profile: {config['bench_steps']} replay steps -> {path} (open in chrome://tracing or perfetto)")
-    for prefetch, *_ in pipes.values():
+        profile(b)
+    for prefetch, *_ in b.pipes.values():
         prefetch.shutdown()
 
 

@@ -20,13 +20,18 @@ class UserError(Exception):
     """A mistake the user can fix (bad key, bad value, missing file). Printed as one line, exit status 2."""
 
 
-def run_main(main):
-    """Run main(); a UserError becomes 'error: <message>' on stderr and exit status 2, with no traceback."""
+def run_main(main, argv=None, interrupted='interrupted'):
+    """Run main(argv) (default: sys.argv[1:]); a UserError becomes 'error: <message>' on stderr and exit status
+    2, with no traceback; Ctrl-C prints `interrupted` and exits with 130. Every script of the project (prepare/
+    included) ends with it."""
     try:
-        main()
+        main(sys.argv[1:] if argv is None else argv)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        sys.exit(130)
 
 
 def read_config_file(path):
@@ -97,3 +102,16 @@ def load_config(argv, defaults=DEFAULTS, extra_keys=None):
             for key, value in read_config_file(arg).items():
                 config[key] = check_value(key, value, f"config file {arg}", known)
     return config
+
+
+def parse_options(argv, options, positional=(), usage=''):
+    """A script's own command line (plot.py, efficiency.py, sample.py, ...): `positional` names the arguments
+    that come first, in order; then --key=value options typed like their defaults in `options`; a bare --key sets
+    a boolean option to True. Returns a dict of both."""
+    values = [a for a in argv if not a.startswith('--')]
+    if len(values) != len(positional):
+        raise UserError(f"usage: {usage}" if usage else f"expected {len(positional)} argument(s) "
+                        f"({', '.join(positional)}), got {len(values)}: {' '.join(values)}")
+    flags = [f'{a}=True' if '=' not in a and isinstance(options.get(a[2:]), bool) else a
+             for a in argv if a.startswith('--')]
+    return dict(load_config(flags, defaults=options), **dict(zip(positional, values)))

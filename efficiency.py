@@ -16,9 +16,10 @@ import csv
 import json
 import math
 import os
-import sys
 
 import numpy as np
+
+from configurator import UserError, parse_options, run_main
 
 MIN_EXPONENT = 1e-3      # B at or below this: L barely depends on D and D_eff explodes (the paper's degenerate fits)
 MIN_R2 = 0.9             # the law must explain this share of the loss variance across budgets, else it fits noise
@@ -211,14 +212,11 @@ def efficiency_report(rows):
 
 
 def main(argv):
-    if len(argv) != 1 or argv[0].startswith('-'):
-        print("usage: python efficiency.py SWEEP_DIR", file=sys.stderr)
-        return 2
+    sweep_dir = parse_options(argv, {}, positional=['sweep_dir'], usage='python efficiency.py SWEEP_DIR')['sweep_dir']
     try:
-        report = efficiency_report(load_sweep(argv[0]))
+        report = efficiency_report(load_sweep(sweep_dir))
     except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise UserError(str(e)) from None
     fit = report['fit']
     print(f"reference fit L(D) = A·D^-B + C (D: unique target tokens; C by least squares in loss space), "
           f"R² = {fit['r2']:.4f}\n  A = {fit['A']:.6g}   B = {fit['B']:.6g}   C = {fit['C']:.6g}"
@@ -237,8 +235,7 @@ def main(argv):
                   + ("outside the fitted range: not extrapolating" if c[side] is None else f"{c[side]:.3f}"))
         print("  multiplier D_eff(with)/D_eff(without) = "
               + ("n/a (outside the fitted range)" if c['multiplier'] is None else f"{c['multiplier']:.3f}x"))
-    return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main(sys.argv[1:]))
+    run_main(main)

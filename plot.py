@@ -1,7 +1,7 @@
 """
 Every plot of a sweep, regenerated from SWEEP_DIR/results.csv and results.jsonl alone.
 
-    python plot.py SWEEP_DIR [--pdf] [--fit]
+    python plot.py SWEEP_DIR [--pdf] [--fit] [--report]
 
 Writes SWEEP_DIR/plots/{replay_vs_loss,heatmap,spike,forgetting,efficiency}.png (and .pdf with --pdf) and
 plots/plotted.json, the numbers each plot draws. Where several seeds share a setting, a point is the mean over the
@@ -19,17 +19,16 @@ So the spike is the excursion above the pre-stage-2 loss that starts at the boun
 the repeated target data) is not counted once the loss has recovered. Both are read off the seed-mean curve that is
 drawn, at the resolution of the evals (spike_eval_interval).
 """
-import argparse
 import json
 import math
 import os
-import sys
 
 import numpy as np
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 
+from configurator import UserError, parse_options, run_main
 from efficiency import (SCHEDULE_KNOBS, describe, describe_schedule, efficiency, efficiency_report, format_value,
                         load_sweep, seed_average, varying_keys)
 
@@ -384,26 +383,24 @@ def write_report(rows, sweep_dir, baseline_rho=0.0, compare_rho=0.5):
     return text
 
 
+OPTIONS = dict(pdf=False,      # also write PDFs
+               fit=False,      # quadratic fit in −log(1−ρ) on replay_vs_loss
+               report=False)   # also write SWEEP_DIR/report.txt: ρ=0 against ρ=0.5, best ρ, efficiency, forgetting
+
+
 def main(argv):
-    parser = argparse.ArgumentParser(description='Plot a sweep from SWEEP_DIR/results.csv and results.jsonl.')
-    parser.add_argument('sweep_dir')
-    parser.add_argument('--pdf', action='store_true', help='also write PDFs')
-    parser.add_argument('--fit', action='store_true', help='quadratic fit in −log(1−ρ) on replay_vs_loss')
-    parser.add_argument('--report', action='store_true',
-                        help='also write SWEEP_DIR/report.txt: ρ=0 against ρ=0.5, best ρ, efficiency, forgetting')
-    args = parser.parse_args(argv)
+    args = parse_options(argv, OPTIONS, positional=['sweep_dir'],
+                         usage='python plot.py SWEEP_DIR [--pdf] [--fit] [--report]')
     try:
-        rows = load_sweep(args.sweep_dir)
+        rows = load_sweep(args['sweep_dir'])
     except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise UserError(str(e)) from None
     if not rows:
-        print(f"error: {args.sweep_dir}/results.csv has no runs", file=sys.stderr)
-        return 2
-    out_dir = os.path.join(args.sweep_dir, 'plots')
+        raise UserError(f"{args['sweep_dir']}/results.csv has no runs")
+    out_dir = os.path.join(args['sweep_dir'], 'plots')
     os.makedirs(out_dir, exist_ok=True)
-    formats = ['png'] + (['pdf'] if args.pdf else [])
-    plots = dict(replay_vs_loss=lambda: plot_replay_vs_loss(rows, out_dir, formats, quadratic=args.fit),
+    formats = ['png'] + (['pdf'] if args['pdf'] else [])
+    plots = dict(replay_vs_loss=lambda: plot_replay_vs_loss(rows, out_dir, formats, quadratic=args['fit']),
                  heatmap=lambda: plot_heatmap(rows, out_dir, formats),
                  spike=lambda: plot_spike(rows, out_dir, formats),
                  forgetting=lambda: plot_forgetting(rows, out_dir, formats),
@@ -421,14 +418,12 @@ def main(argv):
             print(f"skipped {name}.png: {e}")
     with open(os.path.join(out_dir, 'plotted.json'), 'w') as f:
         json.dump(plotted, f, indent=1, default=float)  # default: numpy numbers
-    if args.report:
+    if args['report']:
         try:
-            print(write_report(rows, args.sweep_dir), end='')
+            print(write_report(rows, args['sweep_dir']), end='')
         except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    return 0
+            raise UserError(str(e)) from None
 
 
 if __name__ == '__main__':
-    sys.exit(main(sys.argv[1:]))
+    run_main(main)

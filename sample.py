@@ -10,8 +10,10 @@ import sys
 
 import torch
 
-from configurator import UserError, load_config, run_main
-from model import GPT, model_config_from
+import checkpoint
+import runtime
+from configurator import UserError, parse_options, run_main
+from model import model_config_from
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'prepare'))
 from common import get_tokenizer  # noqa: E402  (prepare/common.py: gpt2 via tiktoken, offline too, or bytes)
@@ -41,20 +43,16 @@ def tokenizer_name(config):
                     f"{config['generic_dir']}) to name its tokenizer: pass --tokenizer=gpt2 or --tokenizer=bytes")
 
 
-def main():
-    options = load_config(sys.argv[1:], defaults=OPTIONS)
+def main(argv):
+    options = parse_options(argv, OPTIONS)
     path = options['ckpt'] or os.path.join(options['out_dir'], 'ckpt.pt')
     if not os.path.isfile(path):
         raise UserError(f"checkpoint {path} not found: train first or pass --ckpt=PATH")
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)  # loading runs no code from the file
-    config = checkpoint['config']
-    vocab_size = checkpoint['model']['lm_head.weight'].shape[0]
-    model = GPT(model_config_from(config, vocab_size))
-    model.load_state_dict(checkpoint['model'])
-    device = options['device']
-    if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    model.to(device).eval()
+    saved = checkpoint.load_checkpoint(path)  # a corrupt file is one error line; loading runs no code from it
+    config = saved['config']
+    device = runtime.pick_device(options['device'])
+    model = runtime.build_model(model_config_from(config, saved['vocab_size']), device, options['seed'],
+                                saved['model']).eval()
 
     name = options['tokenizer'] or tokenizer_name(config)
     if name not in ('gpt2', 'bytes'):
@@ -62,8 +60,11 @@ def main():
     tokenizer = get_tokenizer(name)
     start = options['start']
     if start.startswith('FILE:'):
-        with open(start[5:], encoding='utf-8') as f:
-            start = f.read()
+        try:
+            with open(start[5:], encoding='utf-8') as f:
+                start = f.read()
+        except OSError as e:
+            raise UserError(f"cannot read the prompt file {start[5:]}: {e.strerror}") from None
     ids, _ = tokenizer['encode']([start])
     prompt = torch.tensor(ids[:-1].astype('int64'), device=device)[None]  # drop the end-of-text encode appends
     torch.manual_seed(options['seed'])

@@ -44,7 +44,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 
 import numpy as np
 
@@ -65,6 +64,12 @@ def round_half_up(x):
     return int(math.floor(x + 0.5))
 
 
+def count_windows(n_tokens, block_size):
+    """Whole windows of block_size inputs + 1 label token in a split of n_tokens tokens (consecutive windows share
+    only the label token at their seam)."""
+    return max(0, (n_tokens - 1) // block_size)
+
+
 def spread(total, slots, index):
     """How many of `total` items land in slot `index` of `slots` when spread as evenly as integers allow.
     Works on numpy arrays of indices too. The first `index` slots hold floor(index*total/slots) items."""
@@ -75,11 +80,14 @@ def spread(total, slots, index):
 # 1. Resolve the stages: (ρ, α, δ) -> stage lengths and exact target counts
 # ---------------------------------------------------------------------------------------------------------------
 
-def make_plan(config, target_windows=None, generic_windows=None):
+def make_plan(config, target_windows=None, generic_windows=None, generic_offset=None):
     """Check the schedule keys and return the plan: a dict of plain numbers that fixes every step.
     target_windows / generic_windows: how many windows each train split has (train.py knows; schedule.py's CLI
-    reads them from the data dirs when present). Without them, ids are pool ids and generic stream positions."""
+    reads them from the data dirs when present). Without them, ids are pool ids and generic stream positions.
+    generic_offset: generic windows used before step 0 when not config['generic_offset'] (train.py passes the
+    cursor of the checkpoint a run starts from)."""
     c = config
+    generic_offset = c['generic_offset'] if generic_offset is None else generic_offset
     for key in ('max_iters', 'batch_size', 'gradient_accumulation_steps', 'block_size'):
         if c[key] < 1:
             raise UserError(f"{key}={c[key]} must be at least 1")
@@ -151,7 +159,7 @@ def make_plan(config, target_windows=None, generic_windows=None):
         warmup_fraction=c['warmup_fraction'], cooldown_fraction=c['cooldown_fraction'],
         eval_interval=c['eval_interval'], spike_eval_interval=c['spike_eval_interval'],
         spike_eval_steps=c['spike_eval_steps'],
-        data_seed=c['data_seed'], generic_offset=c['generic_offset'], block_size=c['block_size'],
+        data_seed=c['data_seed'], generic_offset=generic_offset, block_size=c['block_size'],
         target_windows=target_windows, generic_windows=generic_windows, warnings=warnings,
     )
     if target_windows is not None and U > target_windows:
@@ -160,10 +168,10 @@ def make_plan(config, target_windows=None, generic_windows=None):
     if generic_windows is not None and generic_total > 0:
         if generic_windows < 1:
             raise UserError(f"the generic train split is shorter than one window of block_size={c['block_size']}")
-        plan['generic_epochs'] = (c['generic_offset'] + generic_total) / generic_windows
+        plan['generic_epochs'] = (generic_offset + generic_total) / generic_windows
         if plan['generic_epochs'] > 1:
             warnings.append(f"the generic train split repeats: this run needs {generic_total} generic windows "
-                            f"after generic_offset={c['generic_offset']}, the split has {generic_windows} "
+                            f"after generic_offset={generic_offset}, the split has {generic_windows} "
                             f"({plan['generic_epochs']:.2f} epochs; the paper never repeats generic data)")
     return plan
 
@@ -236,6 +244,12 @@ def targets_before(plan, t):
     return plan['stage1_target'] + (t - s) * plan['stage2_target'] // L2
 
 
+def generic_cursor(plan, t):
+    """Generic windows used after t steps, counting generic_offset: where a run started from this one's weights
+    after t steps continues (so its replay is fresh data)."""
+    return plan['generic_offset'] + t * plan['S'] - targets_before(plan, t)
+
+
 def step_batch(plan, t):
     """The global batch of step t: (is_target, ids), two arrays of S. ids are target pool ids (0..U-1) where
     is_target, else generic window indices (or generic stream positions when the plan has no data sizes)."""
@@ -289,6 +303,11 @@ def generic_order(data_seed, W, epoch):
 def target_pool(data_seed, target_windows, U):
     """Window indices of the U pool sequences in the target train split: drawn once, sorted, never redrawn."""
     return np.sort(np.random.default_rng([data_seed, 0]).choice(target_windows, U, replace=False))
+
+
+def pool_of(plan):
+    """The plan's target pool as windows of the target train split (empty without target data)."""
+    return target_pool(plan['data_seed'], plan['target_windows'], plan['U']) if plan['U'] else np.zeros(0, int)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -348,6 +367,7 @@ def prefix_hashes(config, plan, upto=None):
     reset, eval before it, and the ids it feeds, and finally whether an eval runs at k."""
     upto = plan['N'] if upto is None else upto
     fixed = {k: v for k, v in sorted(config.items()) if k not in PER_STEP_KEYS | IO_KEYS}
+    fixed['generic_offset'] = plan['generic_offset']  # the one in use (train.py may take it from a checkpoint)
     running = hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode())
     hashes = []
     for t in range(upto + 1):
@@ -381,7 +401,7 @@ def split_windows(data_dir, block_size):
         return None
     with open(meta_path) as f:
         itemsize = np.dtype(json.load(f).get('dtype', 'uint16')).itemsize
-    return max(0, (os.path.getsize(bin_path) // itemsize - 1) // block_size)
+    return count_windows(os.path.getsize(bin_path) // itemsize, block_size)
 
 
 def summarize(config, plan):
@@ -439,8 +459,8 @@ def print_text(summary):
         print(f"warning: {w}")
 
 
-def main():
-    config = load_config(sys.argv[1:], extra_keys={'format': 'text', 'show_step': -1})
+def main(argv):
+    config = load_config(argv, extra_keys={'format': 'text', 'show_step': -1})
     plan = make_plan(config, split_windows(config['target_dir'], config['block_size']),
                      split_windows(config['generic_dir'], config['block_size']))
     if config['show_step'] >= 0:

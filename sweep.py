@@ -261,8 +261,8 @@ def gather(runs, sweep_dir):
     return len(rows)
 
 
-def main():
-    sweep, options, cli_overrides = parse_args(sys.argv[1:])
+def main(argv):
+    sweep, options, cli_overrides = parse_args(argv)
     runs = expand(sweep, cli_overrides)
     swept = set(sweep['grid']) | {k for r in sweep['runs'] for k in r if k not in LABELS + ('name',)}
     hashes = []

@@ -1,4 +1,4 @@
-# The paper's controlled setup (Kotha & Liang, arXiv 2603.04964; ../shared/paper-notes.md), in GPT-2 tokens.
+# The paper's controlled setup (Kotha & Liang, arXiv 2603.04964, and its public experiment code), in GPT-2 tokens.
 # Shared by the *_replay.py (fine-tuning) and *_midtrain.py configs; not meant to be run on its own.
 #   N = 1024 steps x S = 1024 sequences x 4096 tokens = 4.29B tokens; one step = 4.19M tokens.
 #   Target: one step's worth of unique tokens (4,194,304 = the paper's "4M"), 32 epochs (the paper's reference

@@ -17,6 +17,7 @@ import argparse
 import codecs
 import collections
 import concurrent.futures
+import functools
 import hashlib
 import importlib.util
 import itertools
@@ -31,6 +32,9 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root: configurator.py
+from configurator import UserError, run_main  # noqa: E402
+
 EOT_TEXT = '<|endoftext|>'  # what decode() shows for the end-of-text token, for every tokenizer
 VAL_RULE = ('by document: the first documents of the val stream (the dataset\'s validation split when it has one, '
             'else the start of the document stream), whole, until val_tokens is reached; train is the documents '
@@ -38,20 +42,9 @@ VAL_RULE = ('by document: the first documents of the val stream (the dataset\'s 
 SMALL_SOURCE_VAL_SHARE = 0.1
 
 
-class UserError(Exception):
-    """A mistake the user can fix (bad file, field, budget, no network). One line, exit status 2."""
-
-
-def run_main(main, argv=None):
-    """Run main(argv); a UserError becomes 'error: ...' on stderr and exit status 2, with no traceback."""
-    try:
-        main(sys.argv[1:] if argv is None else argv)
-    except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print('interrupted: nothing was written (an earlier complete output, if any, is untouched)', file=sys.stderr)
-        sys.exit(130)
+# the project's one error type and script runner (configurator.py); prepare scripts add their Ctrl-C promise
+run_main = functools.partial(run_main, interrupted='interrupted: nothing was written (an earlier complete output, '
+                                                   'if any, is untouched)')
 
 
 def warn(message):
@@ -347,6 +340,98 @@ def commit(out, partial, meta):
     write_json_atomic(os.path.join(out, 'meta.json'), meta)
 
 
+class SplitWriter:
+    """The train and val token files being written (as .partial files), with their token and document counts,
+    the largest id written (meta.json's max_token_id, which train.py checks) and a progress bar."""
+    def __init__(self, files, tok, dtype, total, desc):
+        self.files, self.tok, self.dtype, self.total, self.desc = files, tok, dtype, total, desc
+        self.counts = {s: dict(tokens=0, documents=0) for s in ('train', 'val')}
+        self.max_token_id, self.bar = -1, None  # the bar opens at the first write, after the stream's own output
+
+    def write(self, split, ids, n_docs):
+        largest = int(ids.max()) if len(ids) else -1
+        if self.dtype == np.uint16 and largest > np.iinfo(np.uint16).max:
+            raise UserError(f"tokenizer '{self.tok['name']}' produced token id {largest}, which does not fit "
+                            f"uint16 (its vocab_size claims {self.tok['vocab_size']}); nothing was written")
+        if largest >= self.tok['vocab_size']:
+            raise UserError(f"tokenizer '{self.tok['name']}' produced token id {largest}, beyond its vocab_size "
+                            f"{self.tok['vocab_size']}; nothing was written")
+        self.max_token_id = max(self.max_token_id, largest)
+        self.files[split].write(ids.astype(self.dtype).tobytes())
+        self.counts[split]['tokens'] += len(ids)
+        self.counts[split]['documents'] += n_docs
+        if self.bar is None:
+            self.bar = tqdm(total=self.total, unit='tok', unit_scale=True, desc=self.desc,
+                            mininterval=0.5, dynamic_ncols=True, file=sys.stderr)
+        self.bar.update(len(ids))
+
+    def tokens(self, split):
+        return self.counts[split]['tokens']
+
+
+def fill_val_from(writer, batches, val_tokens):
+    """val from a separate validation stream: its first documents, whole, until val_tokens. Returns notes."""
+    left = val_tokens
+    for ids, lengths in batches:
+        k, n = take_documents(lengths, left)
+        writer.write('val', ids[:n], k)
+        left -= n
+        if left <= 0:
+            return []
+    return [f'the validation split has only {writer.tokens("val"):,} tokens, fewer than --val_tokens '
+            f'{val_tokens:,}; val is all of it']
+
+
+def fill_splits(writer, batches, val_tokens, max_tokens):
+    """train (and val, unless val_tokens is 0 because a validation stream filled it) from one stream of encoded
+    document batches: val is its first documents, whole, until val_tokens; train the documents after them until
+    max_tokens (0 = all). Val documents are held in memory until train gets its first document, so that a source
+    smaller than val_tokens can give val its first ~10% instead. Returns notes for meta.json."""
+    held, val_left, notes = [], val_tokens, []
+    for ids, lengths in batches:
+        k, n = take_documents(lengths, val_left)  # the val prefix of the stream, while it is not full
+        if k:
+            held.append((ids[:n], lengths[:k]))
+            val_left -= n
+            ids, lengths = ids[n:], lengths[k:]
+        k, n = take_documents(lengths, max_tokens - writer.tokens('train')) if max_tokens else (len(lengths), len(ids))
+        if k and held:  # train has begun, so val is final: write it out
+            for val_ids, val_lengths in held:
+                writer.write('val', val_ids, len(val_lengths))
+            held = []
+        writer.write('train', ids[:n], k)
+        if max_tokens and writer.tokens('train') >= max_tokens:
+            break
+    if held:  # the source ended before train got anything: give val ~10% of it, train the rest
+        ids, lengths = np.concatenate([h[0] for h in held]), np.concatenate([h[1] for h in held])
+        if len(lengths) < 2:
+            raise UserError(f'the source has {len(lengths)} document(s) ({len(ids):,} tokens); a val and '
+                            f'a train split need at least 2 documents')
+        k, _ = take_documents(lengths, int(np.ceil(SMALL_SOURCE_VAL_SHARE * len(ids))))
+        k = min(k, len(lengths) - 1)  # at least one document stays for train
+        n = int(lengths[:k].sum())
+        writer.write('val', ids[:n], k)
+        writer.write('train', ids[n:], len(lengths) - k)
+        notes.append(f'the source has only {len(ids):,} tokens, not more than --val_tokens {val_tokens:,}: '
+                     f'val is its first {k} document(s) ({n:,} tokens, ~10%), train the rest')
+    return notes
+
+
+def size_notes(counts, max_tokens):
+    """Warnings about what the source turned out to hold; an empty source is an error."""
+    val, train = counts['val']['tokens'], counts['train']['tokens']
+    if counts['train']['documents'] == 0:
+        raise UserError('no documents: the input is empty (or every document is empty)')
+    notes = []
+    if val > 0.25 * (val + train):
+        notes.append(f"val holds {val:,} of the source's {val + train:,} tokens; a smaller --val_tokens leaves more "
+                     f"for train")
+    if max_tokens and train < max_tokens:
+        notes.append(f'the source ran out at {train:,} train tokens, fewer than --max_tokens {max_tokens:,}: '
+                     f'prepared what there is')
+    return notes
+
+
 def prepare_source(docs, out, source, script, argv, tokenizer='gpt2', max_tokens=0, val_tokens=0, workers=1,
                    force=False, val_docs=None, report=None):
     """Tokenize `docs` (an iterable of str, consumed lazily) into out/{train,val}.bin + meta.json.
@@ -366,93 +451,27 @@ def prepare_source(docs, out, source, script, argv, tokenizer='gpt2', max_tokens
     created = not os.path.isdir(out)
     os.makedirs(out, exist_ok=True)
     partial = {s: os.path.join(out, f'{s}.bin.partial') for s in ('train', 'val')}
-    counts = {s: dict(tokens=0, documents=0) for s in ('train', 'val')}
-    stats = dict(skipped_empty=0)
-    report = {} if report is None else report
-    notes = []
-    held = []  # val documents (ids, lengths) kept in memory until train gets its first document, see below
-    t0 = time.time()
-    bar = None  # opened at the first write, so that the stream's own progress (input checks) comes first
-
-    def write(f, split, ids, n_docs):
-        nonlocal bar
-        if dtype == np.uint16 and len(ids) and int(ids.max()) > np.iinfo(np.uint16).max:
-            raise UserError(f"tokenizer '{tokenizer}' produced token id {int(ids.max())}, which does not fit "
-                            f"uint16 (its vocab_size claims {tok['vocab_size']}); nothing was written")
-        f.write(ids.astype(dtype).tobytes())
-        counts[split]['tokens'] += len(ids)
-        counts[split]['documents'] += n_docs
-        if bar is None:
-            bar = tqdm(total=max_tokens + val_tokens if max_tokens else None, unit='tok', unit_scale=True, desc=out,
-                       mininterval=0.5, dynamic_ncols=True, file=sys.stderr)
-        bar.update(len(ids))
-
-    def batches(stream):
-        return encode_batches(tok, document_batches(stream, stats), workers)
-
+    stats, report, t0 = dict(skipped_empty=0), {} if report is None else report, time.time()
+    batches = lambda stream: encode_batches(tok, document_batches(stream, stats), workers)
+    writer = None
     try:
         with open(partial['train'], 'wb') as ftrain, open(partial['val'], 'wb') as fval:
-            val_left = val_tokens
-            if val_docs is not None:  # a separate validation split: fill val from it, train from docs
-                for ids, lengths in batches(val_docs):
-                    k, n = take_documents(lengths, val_left)
-                    write(fval, 'val', ids[:n], k)
-                    val_left -= n
-                    if val_left <= 0:
-                        break
-                if val_left > 0:
-                    notes.append(f'the validation split has only {counts["val"]["tokens"]:,} tokens, fewer than '
-                                 f'--val_tokens {val_tokens:,}; val is all of it')
-                val_left = 0
-            for ids, lengths in batches(docs):
-                k, n = take_documents(lengths, val_left)  # the val prefix of the stream, while it is not full
-                if k:
-                    held.append((ids[:n], lengths[:k]))
-                    val_left -= n
-                    ids, lengths = ids[n:], lengths[k:]
-                if max_tokens:
-                    k, n = take_documents(lengths, max_tokens - counts['train']['tokens'])
-                else:
-                    k, n = len(lengths), len(ids)
-                if k and held:  # train has begun, so val is final: write it out
-                    for val_ids, val_lengths in held:
-                        write(fval, 'val', val_ids, len(val_lengths))
-                    held = []
-                write(ftrain, 'train', ids[:n], k)
-                if max_tokens and counts['train']['tokens'] >= max_tokens:
-                    break
-            if held:  # the source ended before train got anything: give val ~10% of it, train the rest
-                ids, lengths = np.concatenate([h[0] for h in held]), np.concatenate([h[1] for h in held])
-                if len(lengths) < 2:
-                    raise UserError(f'the source has {len(lengths)} document(s) ({len(ids):,} tokens); a val and '
-                                    f'a train split need at least 2 documents')
-                k, _ = take_documents(lengths, int(np.ceil(SMALL_SOURCE_VAL_SHARE * len(ids))))
-                k = min(k, len(lengths) - 1)  # at least one document stays for train
-                n = int(lengths[:k].sum())
-                write(fval, 'val', ids[:n], k)
-                write(ftrain, 'train', ids[n:], len(lengths) - k)
-                notes.append(f'the source has only {len(ids):,} tokens, not more than --val_tokens {val_tokens:,}: '
-                             f'val is its first {k} document(s) ({n:,} tokens, ~10%), train the rest')
-            if counts['train']['documents'] == 0:
-                raise UserError('no documents: the input is empty (or every document is empty)')
-            elif counts['val']['tokens'] > 0.25 * (counts['val']['tokens'] + counts['train']['tokens']):
-                notes.append(f"val holds {counts['val']['tokens']:,} of the source's "
-                             f"{counts['val']['tokens'] + counts['train']['tokens']:,} tokens; a smaller "
-                             f'--val_tokens leaves more for train')
-            if max_tokens and counts['train']['tokens'] < max_tokens:
-                notes.append(f'the source ran out at {counts["train"]["tokens"]:,} train tokens, fewer than '
-                             f'--max_tokens {max_tokens:,}: prepared what there is')
+            writer = SplitWriter(dict(train=ftrain, val=fval), tok, dtype,
+                                 max_tokens + val_tokens if max_tokens else None, out)
+            notes = fill_val_from(writer, batches(val_docs), val_tokens) if val_docs is not None else []
+            notes += fill_splits(writer, batches(docs), 0 if val_docs is not None else val_tokens, max_tokens)
+            notes = report.get('notes', []) + notes + size_notes(writer.counts, max_tokens)
         seconds = time.time() - t0
-        notes = report.get('notes', []) + notes
         meta = dict(tokenizer=tok['name'], vocab_size=tok['vocab_size'], eot_token=tok['eot_token'],
-                    dtype=np.dtype(dtype).name, train=counts['train'], val=counts['val'], val_rule=VAL_RULE,
-                    source=source, max_tokens=max_tokens, val_tokens=val_tokens,
-                    skipped_empty_documents=stats['skipped_empty'], utf8_replaced=report.get('utf8_replaced', 0),
-                    notes=notes, command=command_line(script, argv), seconds=round(seconds, 2), settings=settings)
+                    dtype=np.dtype(dtype).name, max_token_id=writer.max_token_id, train=writer.counts['train'],
+                    val=writer.counts['val'], val_rule=VAL_RULE, source=source, max_tokens=max_tokens,
+                    val_tokens=val_tokens, skipped_empty_documents=stats['skipped_empty'],
+                    utf8_replaced=report.get('utf8_replaced', 0), notes=notes, command=command_line(script, argv),
+                    seconds=round(seconds, 2), settings=settings)
         commit(out, partial, meta)
     finally:
-        if bar is not None:
-            bar.close()
+        if writer is not None and writer.bar is not None:
+            writer.bar.close()
         for path in partial.values():
             if os.path.exists(path):
                 os.remove(path)
@@ -460,6 +479,7 @@ def prepare_source(docs, out, source, script, argv, tokenizer='gpt2', max_tokens
             os.rmdir(out)
     for note in notes:
         warn(note)
+    counts = writer.counts
     total = counts['train']['tokens'] + counts['val']['tokens']
     print(f"{out}: {counts['train']['tokens']:,} train tokens ({counts['train']['documents']:,} docs) + "
           f"{counts['val']['tokens']:,} val tokens ({counts['val']['documents']:,} docs), {tok['name']} "

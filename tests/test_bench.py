@@ -1,5 +1,5 @@
 """bench.py: it runs a config end to end and prints its fields; its baseline loader makes batches of the same
-shape, dtype and layout as train.load_step, from random offsets into one memmap."""
+shape, dtype and layout as data.load_step, from random offsets into one memmap."""
 import os
 import subprocess
 import sys
@@ -8,14 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from synthetic import make_sources
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import bench  # noqa: E402
-import schedule  # noqa: E402
-import train  # noqa: E402
-from configurator import UserError, load_config  # noqa: E402
+import bench
+import data
+import schedule
+from configurator import UserError, load_config
+from helpers import ROOT, make_sources
 
 
 @pytest.fixture(scope='module')
@@ -42,39 +39,36 @@ def test_bench_compare_and_profile_print_their_fields(sources, tmp_path):
 
 
 def test_bench_user_errors_are_one_line(sources, monkeypatch):
-    monkeypatch.setattr(sys, 'argv', ['bench.py', 'config/tiny.py', f'--target_dir={sources[1]}',
-                                      '--generic_dir=/nonexistent'])
     with pytest.raises(UserError, match="generic_dir='/nonexistent' does not exist"):
-        bench.main()
-    monkeypatch.setattr(sys, 'argv', ['bench.py', 'config/tiny.py', '--bench_steps=0'])
+        bench.main(['config/tiny.py', f'--target_dir={sources[1]}', '--generic_dir=/nonexistent'])
     with pytest.raises(UserError, match='bench_steps=0 must be at least 1'):
-        bench.main()
+        bench.main(['config/tiny.py', '--bench_steps=0'])
 
 
 @pytest.fixture(scope='module')
 def load_args(sources):
-    """train.load_step's arguments after t for tiny's plan (N=40, S=8 = 4 x 2 micro-steps, stage 2 from 32)."""
+    """data.load_step's arguments after t for tiny's plan (N=40, S=8 = 4 x 2 micro-steps, stage 2 from 32)."""
     config = load_config(['config/tiny.py', f'--generic_dir={sources[0]}', f'--target_dir={sources[1]}'])
-    generic, target = train.open_source('generic', sources[0]), train.open_source('target', sources[1])
+    generic, target = data.open_source('generic', sources[0]), data.open_source('target', sources[1])
     plan = schedule.make_plan(config, target_windows=40, generic_windows=400)
     pool = schedule.target_pool(config['data_seed'], 40, plan['U'])
-    views = train.window_view(generic['train'], 32), train.window_view(target['train'], 32)
-    return (train.StepBatches(plan), pool, *views, 4, 2, 0, False)
+    views = data.window_view(generic['train'], 32), data.window_view(target['train'], 32)
+    return (data.StepBatches(plan), pool, *views, 4, 2, 0, False)
 
 
 def test_single_source_batch_matches_load_step_layout(load_args):
-    bs, mb, accum = 32, 4, 2
-    replay = train.load_step(32, *load_args)
-    data = np.arange(5000, dtype=np.uint16)  # row = consecutive tokens from a random offset
-    single = bench.single_source_batch(data, mb * accum, mb, bs, False, torch.Generator().manual_seed(0))
+    block_size, mb, accum = 32, 4, 2
+    replay = data.load_step(32, *load_args)
+    tokens = np.arange(5000, dtype=np.uint16)  # row = consecutive tokens from a random offset
+    single = bench.single_source_batch(tokens, mb * accum, mb, block_size, False, torch.Generator().manual_seed(0))
     assert len(single) == len(replay) == accum
     for (rows, flags), (replay_rows, replay_flags) in zip(single, replay):
-        assert rows.shape == replay_rows.shape == (mb, bs + 1)
+        assert rows.shape == replay_rows.shape == (mb, block_size + 1)
         assert rows.dtype == replay_rows.dtype == torch.int64 and flags.dtype == replay_flags.dtype == torch.bool
         assert rows.is_contiguous() and replay_rows.is_contiguous()  # non_blocking copies need contiguous rows
         assert flags.shape == (mb,) and not flags.any()
-        assert torch.equal(rows - rows[:, :1], torch.arange(bs + 1).expand(mb, -1))
-        assert int(rows.max()) < len(data)
+        assert torch.equal(rows - rows[:, :1], torch.arange(block_size + 1).expand(mb, -1))
+        assert int(rows.max()) < len(tokens)
     starts = torch.cat([rows[:, 0] for rows, _ in single])
     assert len(set(starts.tolist())) > 1  # random offsets, not one window repeated
 
@@ -82,16 +76,16 @@ def test_single_source_batch_matches_load_step_layout(load_args):
 def test_both_prefetchers_give_load_step_batches(load_args):
     """train.py loads in a thread on cuda and inline on cpu (tests run on cpu): both give load_step's batches."""
     for threaded in (True, False):
-        prefetch = train.prefetcher(threaded)
-        got = {t: prefetch.submit(train.load_step, t, *load_args) for t in (0, 32)}  # stage 1, stage 2
+        prefetch = data.prefetcher(threaded)
+        got = {t: prefetch.submit(data.load_step, t, *load_args) for t in (0, 32)}  # stage 1, stage 2
         for t, future in got.items():
-            for (rows, flags), (want_rows, want_flags) in zip(future.result(), train.load_step(t, *load_args)):
+            for (rows, flags), (want_rows, want_flags) in zip(future.result(), data.load_step(t, *load_args)):
                 assert torch.equal(rows, want_rows) and torch.equal(flags, want_flags)
         prefetch.shutdown()
 
 
 def test_step_batches_hand_out_the_plan(load_args):
-    """train.StepBatches makes schedule.step_batch 64 steps at a time; any order of asks gets the plan's batches."""
+    """data.StepBatches makes schedule.step_batch 64 steps at a time; any order of asks gets the plan's batches."""
     step_batches = load_args[0]
     for t in (0, 1, 39, 32, 33, 32, 5, 5):  # forward, the last step, back, and the same step twice
         got, want = step_batches(t), schedule.step_batch(step_batches.plan, t)

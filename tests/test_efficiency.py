@@ -8,44 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from efficiency import effective_data, efficiency, fit_power_law  # noqa: E402
-
-BUDGETS = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
-BASE_TOKENS = 4096
-
-
-def law(D, A=2.0, B=0.3, C=1.5):
-    return A * np.asarray(D, dtype=float) ** -B + C
-
-
-def write_sweep(directory, rows):
-    """results.csv (every key but evals; None -> empty cell) and results.jsonl (every key), as sweep.py writes them."""
-    os.makedirs(directory, exist_ok=True)
-    columns = [k for k in rows[0] if k != 'evals']
-    with open(os.path.join(directory, 'results.csv'), 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        writer.writerows([['' if row.get(k) is None else row[k] for k in columns] for row in rows])
-    with open(os.path.join(directory, 'results.jsonl'), 'w') as f:
-        f.writelines(json.dumps(row) + '\n' for row in rows)
-
-
-def run_row(name, seed, target_tokens, loss, reference, replay_fraction=None, stage2_allocation=None, **extra):
-    return dict(run=name, seed=seed, data_seed=seed, mode='midtrain', lr_schedule='cosine', cooldown_fraction=0.1,
-                replay_fraction=replay_fraction, stage2_allocation=stage2_allocation, stage2_fraction=None,
-                gamma=None, target_tokens=target_tokens, target_epochs=32, max_iters=200, stage2_start=None,
-                val_loss_target=loss, val_loss_generic=4.0, reference=reference,
-                protocol='reference' if reference else 'replay',
-                # sweep.py's per-run bookkeeping: differs between seeds, must not split them
-                rho_realised=replay_fraction, steps_computed=100 + seed, forked_from=f"run{seed}" if seed else None,
-                fork_step=10 * seed, out_dir=f"out/{name}", **extra)
-
-
-def reference_rows(losses_per_seed):
-    return [run_row(f"ref_{int(b)}_s{seed}", seed, int(b * BASE_TOKENS), float(loss), 1)
-            for seed, losses in enumerate(losses_per_seed) for b, loss in zip(BUDGETS, losses)]
+from efficiency import effective_data, efficiency, fit_power_law
+from helpers import BASE_TOKENS, BUDGETS, ROOT, law, reference_rows, run_row, write_sweep
 
 
 def test_noise_free_fit_recovers_parameters():

@@ -7,13 +7,11 @@ import sys
 import pytest
 import torch
 
-from synthetic import copy_for_resume, make_sources, read_log, without_timing
-from test_train import run_train  # train.py config/tiny.py --log_batch_ids=True ..., in a subprocess
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import train  # noqa: E402
-from model import GPT, model_config_from  # noqa: E402
+import data
+import runtime
+import train
+from helpers import copy_for_resume, make_sources, read_log, run_train, without_timing
+from model import GPT, model_config_from
 
 # on top of config/tiny.py: N=8 steps x S=8; U=8 x e=2 target sequences with ρ=0.5, α=1: stage 2 = steps 4..7
 LLAMA = ['--arch=llama', '--max_iters=8', '--target_epochs=2', '--log_interval=1', '--eval_interval=4',
@@ -59,8 +57,9 @@ def test_llama_checkpoint_samples(llama_run):
     model, config = load_model(os.path.join(out, 'ckpt.pt'))
     assert model.config.arch == 'llama'
     # the weights read back are the trained model: they give the logged final validation loss
-    source = train.open_source('target', config['target_dir'])
-    val = train.evaluate(model, source, config, contextlib.nullcontext(), 'cpu', 0, 1)
+    source = data.open_source('target', config['target_dir'])
+    system = runtime.System(rank=0, local_rank=0, world=1, device='cpu', device_type='cpu', device_name='cpu')
+    val = train.evaluate(model, source, config, contextlib.nullcontext(), system)
     assert val == pytest.approx([r for r in read_log(out) if r['kind'] == 'eval'][-1]['val_loss_target'], rel=1e-5)
     prompt = torch.tensor([[1, 2, 3]])
     samples = []

@@ -6,9 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configurator import DEFAULTS  # noqa: E402
-from model import GPT, GPTConfig, flops_per_token, model_config_from, peak_flops  # noqa: E402
+from configurator import DEFAULTS
+from model import GPT, GPTConfig, flops_per_token, model_config_from, peak_flops
 
 ARCHS = ['gpt2', 'llama']
 V, T, C, L, H = 97, 16, 32, 2, 2

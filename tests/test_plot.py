@@ -9,11 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from plot import PLOT_NAMES, spike_stats  # noqa: E402
-from test_efficiency import BASE_TOKENS, BUDGETS, law, reference_rows, run_row, write_sweep  # noqa: E402
+from helpers import BASE_TOKENS, BUDGETS, ROOT, law, reference_rows, run_row, write_sweep
+from plot import PLOT_NAMES, spike_stats
 
 REPLAY_FRACTIONS = (0.0, 0.5, 0.75, 0.875)
 ALLOCATIONS = (1.0, 0.5, 0.25)

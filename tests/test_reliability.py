@@ -1,4 +1,4 @@
-"""Crashes and bad inputs, end to end on CPU (docs/crashes.md):
+"""Crashes and bad inputs, end to end on CPU (README "Crashes and resumes"):
 - kill -9 at random points, then init_from=resume until done == the uninterrupted run (log and summary);
 - a save killed at a random point, or failing on a full disk, never leaves an unloadable ckpt.pt;
 - a NaN loss stops the run, names the step and keeps the last good checkpoint;
@@ -18,26 +18,14 @@ import time
 import numpy as np
 import pytest
 
-from synthetic import read_log
+from helpers import ROOT, read_log, without_timing, write_random_source
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
 BLOCK = 32
 # finetune: stage 2 (steps 22..29) restarts the LR and resets the optimizer, which a resume must reproduce. Train
 # logs every 4 steps and checkpoints every 3, so most checkpoints fall inside an open train-loss window.
 RUN = ['config/tiny.py', '--mode=finetune', '--max_iters=30', '--checkpoint_interval=3', '--log_interval=4',
        '--eval_interval=7', '--log_batch_ids=True', '--checkpoint_steps=[15]']
-TIMING = ('ms_per_step', 'mfu', 'elapsed_s')
-
-
-def write_source(path, train_tokens, val_tokens=BLOCK * 16 + 1, seed=0, **meta):
-    os.makedirs(path, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for split, n in (('train', train_tokens), ('val', val_tokens)):
-        rng.integers(0, 256, n, dtype=np.uint16).tofile(os.path.join(path, f'{split}.bin'))
-    with open(os.path.join(path, 'meta.json'), 'w') as f:
-        json.dump(dict(dict(tokenizer='toy', vocab_size=256, dtype='uint16'), **meta), f)
-    return str(path)
 
 
 def train(*args, **popen):
@@ -51,10 +39,6 @@ def run_train(*args):
     return proc.returncode, stdout, stderr
 
 
-def without_timing(log):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in log]
-
-
 def summary(out):
     with open(os.path.join(out, 'summary.json')) as f:
         s = json.load(f)
@@ -64,8 +48,8 @@ def summary(out):
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp('data')
-    return dict(generic=write_source(root / 'generic', BLOCK * 400, seed=0),
-                target=write_source(root / 'target', BLOCK * 40, seed=1), root=root)
+    return dict(generic=write_random_source(root / 'generic', BLOCK * 400, seed=0),
+                target=write_random_source(root / 'target', BLOCK * 40, seed=1), root=root)
 
 
 @pytest.fixture(scope='module')
@@ -169,7 +153,7 @@ import json, os, random, resource, signal, sys, time
 import torch
 sys.path.insert(0, os.getcwd())
 from configurator import UserError
-from train import save_checkpoint
+from checkpoint import save_checkpoint
 path, rng, trials = sys.argv[1], random.Random(int(sys.argv[2])), int(sys.argv[3])
 big = torch.empty(500_000)  # 2 MB: tens of saves a second
 
@@ -303,16 +287,21 @@ def bad_inputs(data, reference):
     """Broken copies of the data, a broken config file and checkpoints."""
     root = data['root']
     dirs = dict(
-        other_tokenizer=write_source(root / 'other_tokenizer', BLOCK * 40, seed=1, tokenizer='gpt2'),
-        other_vocab=write_source(root / 'other_vocab', BLOCK * 40, seed=1, vocab_size=512),
-        no_val=write_source(root / 'no_val', BLOCK * 40, seed=1),
-        empty_train=write_source(root / 'empty_train', BLOCK * 40, seed=1),
-        short_train=write_source(root / 'short_train', 20, seed=1),
-        short_val=write_source(root / 'short_val', BLOCK * 40, val_tokens=20, seed=1),
-        changed=write_source(root / 'changed', BLOCK * 40, seed=2),  # same sizes as the target, other tokens
-        bad_meta=write_source(root / 'bad_meta', BLOCK * 40, seed=1),
-        odd_bytes=write_source(root / 'odd_bytes', BLOCK * 40, seed=1),
+        other_tokenizer=write_random_source(root / 'other_tokenizer', BLOCK * 40, seed=1, tokenizer='gpt2'),
+        other_vocab=write_random_source(root / 'other_vocab', BLOCK * 40, seed=1, vocab_size=512),
+        no_val=write_random_source(root / 'no_val', BLOCK * 40, seed=1),
+        empty_train=write_random_source(root / 'empty_train', BLOCK * 40, seed=1),
+        short_train=write_random_source(root / 'short_train', 20, seed=1),
+        short_val=write_random_source(root / 'short_val', BLOCK * 40, val_tokens=20, seed=1),
+        changed=write_random_source(root / 'changed', BLOCK * 40, seed=2),  # same sizes as the target, other tokens
+        bad_meta=write_random_source(root / 'bad_meta', BLOCK * 40, seed=1),
+        odd_bytes=write_random_source(root / 'odd_bytes', BLOCK * 40, seed=1),
+        big_id=write_random_source(root / 'big_id', BLOCK * 40, seed=1),  # meta.json without max_token_id
+        big_id_meta=write_random_source(root / 'big_id_meta', BLOCK * 40, seed=1, max_token_id=300),
     )
+    tokens = np.fromfile(os.path.join(dirs['big_id'], 'train.bin'), dtype=np.uint16)
+    tokens[0] = 256  # one id past the 256-token vocabulary, where the sampled slices look
+    tokens.tofile(os.path.join(dirs['big_id'], 'train.bin'))
     os.remove(os.path.join(dirs['no_val'], 'val.bin'))
     open(os.path.join(dirs['empty_train'], 'train.bin'), 'w').close()
     with open(os.path.join(dirs['odd_bytes'], 'train.bin'), 'ab') as f:
@@ -358,6 +347,10 @@ BAD = [
     ('torn train split', ['--target_dir=odd_bytes'],
      "odd_bytes/train.bin has 2561 bytes, not a whole number of uint16 tokens"),
     ('broken meta.json', ['--target_dir=bad_meta'], "bad_meta/meta.json is not a valid meta.json"),
+    ('token id beyond the vocabulary', ['--target_dir=big_id'],
+     "big_id: train.bin holds token id 256, but the model's vocabulary has 256 ids"),
+    ('meta.json records an id beyond the vocabulary', ['--target_dir=big_id_meta'],
+     "big_id_meta: meta.json's max_token_id holds token id 300, but the model's vocabulary has 256 ids"),
     ('tokenizer mismatch', ['--target_dir=other_tokenizer'], "different tokenizers ('toy' vs 'gpt2')"),
     ('vocab mismatch', ['--target_dir=other_vocab'], "different vocab_sizes (256 vs 512)"),
     ('block longer than a split', ['--target_dir=short_train'],
@@ -382,10 +375,11 @@ BAD = [
 
 
 # Each case is `python train.py ARGS` in a process forked from one that has imported train.py (torch is imported
-# once, not once a case at ~2 s of CPU); train.GPT raises, so a case that got as far as building the model fails.
+# once, not once a case at ~2 s of CPU); runtime.GPT raises, so a case that got as far as building the model fails.
 FORKED_TRAIN = r'''
 import json, os, sys, traceback
 sys.path.insert(0, os.getcwd())
+import runtime
 import train
 from configurator import run_main
 
@@ -394,7 +388,7 @@ def no_model(*args, **kwargs):
     raise AssertionError("the model was built before the error")
 
 
-train.GPT = no_model
+runtime.GPT = no_model
 results = []
 for i, argv in enumerate(json.loads(sys.argv[1])):
     out, err = (os.path.join(sys.argv[2], f'{i}.{name}') for name in ('out', 'err'))
@@ -440,6 +434,15 @@ def test_bad_inputs_fail_fast_with_one_clear_line(bad_inputs, data, tmp_path):
     assert not failures, '\n'.join(failures)
 
 
+def test_sample_refuses_a_corrupt_checkpoint(bad_inputs):
+    result = subprocess.run([sys.executable, 'sample.py', f"--ckpt={bad_inputs['root']}/truncated.pt"], cwd=ROOT,
+                            env=ENV, capture_output=True, text=True, timeout=120)
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith(f"error: cannot load checkpoint {bad_inputs['root']}/truncated.pt (")
+    assert 'it is corrupt or not a checkpoint' in lines[0]
+
+
 def test_changed_schedule_resume_is_refused_then_forced(bad_inputs, reference):
     args, _ = reference
     out = os.path.join(bad_inputs['root'], 'forced')
@@ -466,7 +469,7 @@ def test_changed_schedule_resume_is_refused_then_forced(bad_inputs, reference):
 def test_rank_count_and_torn_log_line(tmp_path):
     """In-process: a rank count that does not divide the accumulation (needs torchrun otherwise), and a log line
     torn by a kill mid-write, dropped on resume with everything after the checkpoint."""
-    sys.path.insert(0, ROOT)
+    import checkpoint
     import train
     from configurator import UserError, load_config
     with pytest.raises(UserError, match=r"gradient_accumulation_steps=2 must be divisible by .* ranks \(3\)"):
@@ -475,4 +478,4 @@ def test_rank_count_and_torn_log_line(tmp_path):
     records = [dict(kind='batch', step=0), dict(kind='train', step=0), dict(kind='eval', step=1),
                dict(kind='batch', step=1)]
     log.write_text(''.join(json.dumps(r) + '\n' for r in records) + '{"kind": "eval", "st')
-    assert [json.loads(line) for line in train.kept_log_records(str(log), 1)] == records[:3]
+    assert [json.loads(line) for line in checkpoint.kept_log_records(str(log), 1)] == records[:3]

@@ -9,9 +9,7 @@ import sys
 
 import pytest
 
-from synthetic import make_sources, read_log, without_timing
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT, make_sources, read_log, without_timing
 
 
 def run_sweep(sweep_file, *args):

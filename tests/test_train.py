@@ -8,23 +8,9 @@ import sys
 
 import pytest
 
-from synthetic import TARGET_BASE, copy_for_resume, make_sources, read_log, without_timing
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import schedule  # noqa: E402
-from configurator import load_config  # noqa: E402
-
-
-def run_train(args, nproc=1, expect_ok=True):
-    cmd = [sys.executable, 'train.py', 'config/tiny.py', '--log_batch_ids=True', *args]
-    if nproc > 1:
-        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', *cmd[1:]]
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-    if expect_ok:
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return result
+import schedule
+from configurator import load_config
+from helpers import ROOT, TARGET_BASE, copy_for_resume, make_sources, read_log, run_train, without_timing
 
 
 @pytest.fixture(scope='module')

@@ -1,4 +1,4 @@
-"""The data/LR planner (schedule.py) against its spec: the module docstring and paper-notes.md, section Schedule.
+"""The data/LR planner (schedule.py) against its spec: the module docstring and the paper's schedule rules (README).
 CPU, numpy only, a few seconds. Expected values are computed here from the spec's formulas, never read back from
 the planner's own helpers (round_half_up, spread, epoch_order, ...)."""
 import itertools
@@ -11,10 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, ROOT)
-import schedule  # noqa: E402
-from configurator import DEFAULTS, UserError, load_config  # noqa: E402
+import schedule
+from configurator import DEFAULTS, UserError, load_config
+from helpers import ROOT
 
 BLOCK = 8  # block_size of the small configs; target_tokens = U * BLOCK (+ a remainder that must be ignored)
 

@@ -1,0 +1,119 @@
+"""Helpers shared by the tests (conftest.py puts the repo root and this directory on sys.path):
+- synthetic sources whose every token of window w is `base + w`, so the first token of a fed sequence says which
+  window (and, by base, which source) train.py actually read;
+- random-token sources with a small vocabulary (fast steps) for crash and numerics tests;
+- running train.py, reading its log, comparing logs without wall-clock fields;
+- results.csv / results.jsonl writers for the analysis scripts (efficiency.py, plot.py)."""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET_BASE = 20000  # target windows are tokens 20000+w; generic windows are tokens w (< 20000)
+VOCAB = 32768
+TIMING_KEYS = ('ms_per_step', 'elapsed_s', 'mfu')
+
+
+# ---- sources ---------------------------------------------------------------------------------------------------
+
+def write_source(path, n_windows, block_size, base, val_windows=8):
+    os.makedirs(path, exist_ok=True)
+    for split, n in (('train', n_windows), ('val', val_windows)):
+        tokens = np.repeat(base + np.arange(n + 1), block_size)[:n * block_size + 1].astype(np.uint16)
+        tokens.tofile(os.path.join(path, f'{split}.bin'))
+    meta = dict(tokenizer='synthetic', vocab_size=VOCAB, eot_token=VOCAB - 1, dtype='uint16')
+    with open(os.path.join(path, 'meta.json'), 'w') as f:
+        json.dump(meta, f)
+    return path
+
+
+def make_sources(root, block_size=32, generic_windows=400, target_windows=40):
+    return (write_source(os.path.join(root, 'generic'), generic_windows, block_size, 0),
+            write_source(os.path.join(root, 'target'), target_windows, block_size, TARGET_BASE))
+
+
+def write_random_source(path, train_tokens, val_tokens=32 * 16 + 1, seed=0, **meta):
+    """Random tokens below 256, vocab_size 256: a 32K vocabulary makes each CPU step ~15x slower."""
+    os.makedirs(path, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, n in (('train', train_tokens), ('val', val_tokens)):
+        rng.integers(0, 256, n, dtype=np.uint16).tofile(os.path.join(path, f'{split}.bin'))
+    with open(os.path.join(path, 'meta.json'), 'w') as f:
+        json.dump(dict(dict(tokenizer='toy', vocab_size=256, dtype='uint16'), **meta), f)
+    return str(path)
+
+
+# ---- train.py runs and their logs -------------------------------------------------------------------------------
+
+def run_train(args, nproc=1, expect_ok=True):
+    """python train.py config/tiny.py --log_batch_ids=True ARGS (under torchrun with nproc > 1), one thread."""
+    cmd = [sys.executable, 'train.py', 'config/tiny.py', '--log_batch_ids=True', *args]
+    if nproc > 1:
+        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', *cmd[1:]]
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    if expect_ok:
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
+def read_log(out_dir):
+    with open(os.path.join(out_dir, 'log.jsonl')) as f:
+        return [json.loads(line) for line in f]
+
+
+def without_timing(log):
+    """Log records minus wall-clock fields: what must be equal between two runs of the same plan on CPU."""
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in log]
+
+
+def copy_for_resume(out_dir, step, resumed_dir):
+    """A fresh run dir holding run out_dir's checkpoint after `step` steps and its whole log (which also holds the
+    steps after `step`: a resume must cut them off and write them again)."""
+    os.makedirs(resumed_dir)
+    shutil.copy(os.path.join(out_dir, f'ckpt_{step}.pt'), os.path.join(resumed_dir, 'ckpt.pt'))
+    shutil.copy(os.path.join(out_dir, 'log.jsonl'), os.path.join(resumed_dir, 'log.jsonl'))
+    return resumed_dir
+
+
+# ---- sweep results for the analysis scripts ----------------------------------------------------------------------
+
+BUDGETS = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
+BASE_TOKENS = 4096
+
+
+def law(D, A=2.0, B=0.3, C=1.5):
+    return A * np.asarray(D, dtype=float) ** -B + C
+
+
+def write_sweep(directory, rows):
+    """results.csv (every key but evals; None -> empty cell) and results.jsonl (every key), as sweep.py writes them."""
+    os.makedirs(directory, exist_ok=True)
+    columns = [k for k in rows[0] if k != 'evals']
+    with open(os.path.join(directory, 'results.csv'), 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows([['' if row.get(k) is None else row[k] for k in columns] for row in rows])
+    with open(os.path.join(directory, 'results.jsonl'), 'w') as f:
+        f.writelines(json.dumps(row) + '\n' for row in rows)
+
+
+def run_row(name, seed, target_tokens, loss, reference, replay_fraction=None, stage2_allocation=None, **extra):
+    return dict(run=name, seed=seed, data_seed=seed, mode='midtrain', lr_schedule='cosine', cooldown_fraction=0.1,
+                replay_fraction=replay_fraction, stage2_allocation=stage2_allocation, stage2_fraction=None,
+                gamma=None, target_tokens=target_tokens, target_epochs=32, max_iters=200, stage2_start=None,
+                val_loss_target=loss, val_loss_generic=4.0, reference=reference,
+                protocol='reference' if reference else 'replay',
+                # sweep.py's per-run bookkeeping: differs between seeds, must not split them
+                rho_realised=replay_fraction, steps_computed=100 + seed, forked_from=f"run{seed}" if seed else None,
+                fork_step=10 * seed, out_dir=f"out/{name}", **extra)
+
+
+def reference_rows(losses_per_seed):
+    return [run_row(f"ref_{int(b)}_s{seed}", seed, int(b * BASE_TOKENS), float(loss), 1)
+            for seed, losses in enumerate(losses_per_seed) for b, loss in zip(BUDGETS, losses)]
