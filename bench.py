@@ -8,9 +8,9 @@ bench.py: how fast is a training step of a config, and what does replay cost?
 It measures the real code: the plan from schedule.make_plan, batches from data.load_step (both memmaps of the
 config's data), one step = train.train_step, fed as train.py feeds it (data.prefetcher: a prefetch thread on
 cuda, inline on cpu), the LR of the plan's step, and a host read of the loss sums every log_interval steps as
-train.py's logs do. The steps timed are the plan's from bench_start (default: the first stage-2 step, where both
-sources are mixed), after bench_warmup untimed steps (torch.compile, allocator, page cache). Single process:
-tokens/s is one device's.
+train.py's logs do. The steps timed are the plan's from bench_start (default: the first step of the last stage
+with target data, the paper's stage 2, where both sources are mixed), after bench_warmup untimed steps
+(torch.compile, allocator, page cache). Single process: tokens/s is one device's.
 
 --compare alternates, in this process and on the same model (the order flips every round so drift cancels):
 bench_steps steps fed by the replay loader, then bench_steps fed by single_source_batch, for bench_rounds rounds
@@ -51,7 +51,8 @@ BENCH_KEYS = dict(
                              # 0 = as many as fit in bench_seconds, at least 5
     bench_seconds=20.0,      # time budget of bench_rounds=0
     bench_loader_batches=64, # loader-only timing: steps per loader (mean printed; 64 = one data.StepBatches chunk)
-    bench_start=-1,          # first plan step timed; -1 = the first stage-2 step (0 without a stage 2)
+    bench_start=-1,          # first plan step timed; -1 = the first step of the last stage with target data (the
+                             # paper's stage 2; 0 without target data)
     prefetch='auto',         # where the loaders run: 'auto' = as train.py (a thread on cuda, inline on cpu),
                              # 'thread' or 'inline' to measure the other choice
 )
@@ -113,8 +114,9 @@ def setup(config):
     block_size = config['block_size']
     plan = schedule.make_plan(config, data.train_windows(target, block_size), data.train_windows(generic, block_size))
     pool = schedule.pool_of(plan)
-    start = config['bench_start'] if config['bench_start'] >= 0 else (plan['stage2_start'] if plan['stage2_steps']
-                                                                        else 0)
+    # by default the first step of the last stage with target data (the paper's stage 2), else step 0
+    with_target = [s['start'] for s in plan['stages'] if s['target']]
+    start = config['bench_start'] if config['bench_start'] >= 0 else (with_target[-1] if with_target else 0)
     if start >= plan['N']:
         raise UserError(f"bench_start={start} is past the plan's last step {plan['N'] - 1}")
     raw_model = runtime.build_model(model_config_from(config, generic['meta']['vocab_size']), system.device,

@@ -26,9 +26,10 @@ MIN_R2 = 0.9             # the law must explain this share of the loss variance 
 RANGE_TOLERANCE = 0.01   # effective_data accepts L up to this fraction of the fitted loss span beyond either end
 TEXT_COLUMNS = ('run', 'protocol', 'mode', 'lr_schedule', 'forked_from', 'out_dir')
 # not settings, so runs differing only in these are seeds of one setting; nor are the results (columns named val_*)
-NOT_SETTINGS = ('run', 'seed', 'data_seed', 'evals', 'rho_realised', 'steps_computed', 'forked_from', 'fork_step',
-                'out_dir')  # the last five: sweep.py's per-run bookkeeping
-SCHEDULE_KNOBS = ('replay_fraction', 'stage2_allocation', 'stage2_fraction', 'stage2_start')  # ρ, α, δ and its step
+NOT_SETTINGS = ('run', 'seed', 'data_seed', 'evals', 'stage_table', 'rho_realised', 'steps_computed', 'forked_from',
+                'fork_step', 'out_dir')  # evals, stage_table: from results.jsonl; the last five: sweep.py's bookkeeping
+# ρ, α, δ and stage 2's step, or a `stages` list (a column where a sweep varies it): what replay changes
+SCHEDULE_KNOBS = ('replay_fraction', 'stage2_allocation', 'stage2_fraction', 'stage2_start', 'stages')
 
 # ---- reading a sweep ------------------------------------------------------------------------------------------
 
@@ -45,8 +46,9 @@ def parse_cell(column, text):
 
 
 def load_sweep(sweep_dir):
-    """Rows of SWEEP_DIR/results.csv as dicts, each with 'evals' ([[step, target, generic], ...]) from
-    results.jsonl matched by run name ([] when the file or the run is absent)."""
+    """Rows of SWEEP_DIR/results.csv as dicts, each with 'evals' ([[step, target, generic], ...]) and 'stage_table'
+    (schedule.py's stage table: start, steps, lr, reset_optimizer, ...) from results.jsonl matched by run name
+    ([] when the file or the run is absent)."""
     csv_path, jsonl_path = os.path.join(sweep_dir, 'results.csv'), os.path.join(sweep_dir, 'results.jsonl')
     if not os.path.isfile(csv_path):
         raise ValueError(f"{csv_path} not found (is {sweep_dir} a sweep directory?)")
@@ -59,9 +61,9 @@ def load_sweep(sweep_dir):
         except json.JSONDecodeError as e:
             raise ValueError(f"{jsonl_path} line {number} is not JSON: {e.msg}")
         if isinstance(record, dict) and 'run' in record:
-            evals[str(record['run'])] = record.get('evals') or []
+            evals[str(record['run'])] = (record.get('evals') or [], record.get('stage_table') or [])
     for row in rows:
-        row['evals'] = evals.get(str(row.get('run')), [])
+        row['evals'], row['stage_table'] = evals.get(str(row.get('run')), ([], []))
     return rows
 
 

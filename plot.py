@@ -3,7 +3,7 @@ Every plot of a sweep, regenerated from SWEEP_DIR/results.csv and results.jsonl 
 
     python plot.py SWEEP_DIR [--pdf] [--fit] [--report]
 
-Writes SWEEP_DIR/plots/{replay_vs_loss,heatmap,spike,forgetting,efficiency}.png (and .pdf with --pdf) and
+Writes SWEEP_DIR/plots/{replay_vs_loss,heatmap,spike,forgetting,efficiency,curves}.png (and .pdf with --pdf) and
 plots/plotted.json, the numbers each plot draws. Where several seeds share a setting, a point is the mean over the
 seeds and its error bar (or shaded band) spans their min to max. Reference runs (reference == 1) appear only in
 efficiency.png. Series: one per α (stage2_allocation) and per value of any other setting that varies in the sweep
@@ -18,6 +18,10 @@ is the last value before stage 2; without an eval at s, the last one before it):
 So the spike is the excursion above the pre-stage-2 loss that starts at the boundary; a later rise (overfitting
 the repeated target data) is not counted once the loss has recovered. Both are read off the seed-mean curve that is
 drawn, at the resolution of the evals (spike_eval_interval).
+
+curves.png: both validation losses over the steps of every setting (reference runs aside), for any stage list: each
+stage start is marked, and the spike is measured as above at every stage start that restarts the LR schedule or
+resets the optimizer (results.jsonl holds each run's stage table).
 """
 import json
 import math
@@ -33,7 +37,7 @@ from efficiency import (SCHEDULE_KNOBS, describe, describe_schedule, efficiency,
                         load_sweep, seed_average, varying_keys)
 
 LOSS_UNIT = 'nats/token'
-PLOT_NAMES = ('replay_vs_loss', 'heatmap', 'spike', 'forgetting', 'efficiency')
+PLOT_NAMES = ('replay_vs_loss', 'heatmap', 'spike', 'forgetting', 'efficiency', 'curves')
 
 
 class Skip(Exception):
@@ -201,12 +205,58 @@ def plot_heatmap(rows, out_dir, formats):
     return dict(panels=plotted)
 
 
-def seed_mean_curve(rows_by_name, runs):
-    """Target loss per step, mean/min/max over the runs' evals, on the steps every run has."""
-    curves = [{e[0]: e[1] for e in rows_by_name[name]['evals'] if e[1] is not None} for name in runs]
+def seed_mean_curve(rows_by_name, runs, column=1):
+    """Target loss (column 2: generic) per step, mean/min/max over the runs' evals, on the steps every run has."""
+    curves = [{e[0]: e[column] for e in rows_by_name[name]['evals'] if e[column] is not None} for name in runs]
     steps = sorted(set.intersection(*(set(c) for c in curves)))
     values = np.array([[c[step] for step in steps] for c in curves])
     return steps, values.mean(axis=0), values.min(axis=0), values.max(axis=0)
+
+
+def spike_starts(stage_table):
+    """Steps where a stage restarts the LR schedule or resets the optimizer: where an initial loss spike is due."""
+    return [s['start'] for s in stage_table
+            if s['steps'] and s['start'] > 0 and (s['lr'] == 'restart' or s['reset_optimizer'])]
+
+
+def plot_curves(rows, out_dir, formats):
+    """Target and generic validation loss over steps, one line per setting (seed mean; band: min–max over seeds),
+    every stage start marked, and the spike (height, recovery) at each start that restarts the LR schedule or
+    resets the optimizer. Works for any stage list (results.jsonl holds each run's stage table)."""
+    rows_by_name = {row['run']: row for row in rows}
+    entries = seed_average([r for r in rows if r['evals'] and r.get('reference') != 1], 'val_loss_target')
+    if not entries:
+        raise Skip("no non-reference run has evals in results.jsonl and a val_loss_target")
+    varying = varying_keys([e['settings'] for e in entries])
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    curves = []
+    for entry in entries:
+        runs, label = entry['runs'], describe(entry['settings'], varying) or entry['runs'][0]
+        table = rows_by_name[runs[0]]['stage_table']
+        starts = [s['start'] for s in table if s['steps'] and s['start'] > 0]
+        curve = dict(label=label, runs=runs, stage_starts=starts, spikes=[])
+        for ax, column, name in zip(axes, (1, 2), ('target', 'generic')):
+            steps, mean, low, high = seed_mean_curve(rows_by_name, runs, column)
+            line, = ax.plot(steps, mean, marker='.', markersize=3, label=label)
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
+            for start in starts:
+                ax.axvline(start, color=line.get_color(), linewidth=0.8, linestyle=':')
+            curve[name] = dict(step=list(steps), mean=mean.tolist(), min=low.tolist(), max=high.tolist())
+        for start in spike_starts(table):
+            target = curve['target']
+            try:
+                height, recovery = spike_stats([[s, m] for s, m in zip(target['step'], target['mean'])], start)
+            except ValueError:
+                continue  # no eval on one side of this start
+            curve['spikes'].append(dict(start=start, spike_height=height, recovery_steps=recovery))
+        curves.append(curve)
+    for ax, name in zip(axes, ('target', 'generic')):
+        ax.set_xlabel('step (dotted: a stage starts)')
+        ax.set_ylabel(f'{name} val loss ({LOSS_UNIT})')
+        ax.set_title(f"{name.capitalize()} loss over training")
+    axes[0].legend(title='line: seed mean; band: min–max over seeds', fontsize=7, title_fontsize=7)
+    save(fig, out_dir, 'curves', formats)
+    return dict(curves=curves)
 
 
 def plot_spike(rows, out_dir, formats):
@@ -404,7 +454,8 @@ def main(argv):
                  heatmap=lambda: plot_heatmap(rows, out_dir, formats),
                  spike=lambda: plot_spike(rows, out_dir, formats),
                  forgetting=lambda: plot_forgetting(rows, out_dir, formats),
-                 efficiency=lambda: plot_efficiency(rows, out_dir, formats))
+                 efficiency=lambda: plot_efficiency(rows, out_dir, formats),
+                 curves=lambda: plot_curves(rows, out_dir, formats))
     plotted = {}
     for name in PLOT_NAMES:
         for extension in ('png', 'pdf'):  # a stale file from an earlier run would pass for this sweep's plot

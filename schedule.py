@@ -11,19 +11,30 @@ Symbols (the paper's, next to our config names):
     ρ = replay_fraction                generic share of stage 2
     α = stage2_allocation              share of the target slots that go to stage 2 (the rest: stage 1)
     δ = stage2_fraction                stage-2 length / N
-Give two of (ρ, α, δ); the third follows from δ(1−ρ) = γα. δ = 1 means no stage 1 (target spread over the whole
-run, as the paper's reference runs); δ = 0 means no stage 2.
+
+THE PLAN IS A LIST OF STAGES. A stage has L steps, exactly K target sequences, optionally a ramp (its target share
+moves linearly from its first step to its last), an LR schedule that restarts or continues the previous stage's,
+and whether the optimizer is reset at its start. Two ways to write one:
+  - the paper's keys give two stages (paper_stages): give two of (ρ, α, δ); the third follows from δ(1−ρ) = γα.
+    Stage 2 is the last L2 = max(round(δN), ceil(K2/S)) steps, stage 1 the first L1 = N − L2; K2 = round(α·U·e)
+    target sequences go to stage 2, K1 = U·e − K2 to stage 1, exactly. δ = 1 means no stage 1 (target spread over
+    the whole run, as the paper's reference runs); δ = 0 means no stage 2. mode='midtrain': one LR schedule over
+    all N steps, one optimizer; mode='finetune': stage 2 restarts the schedule at stage2_learning_rate and resets
+    the optimizer (`stage2_schedule` and `reset_optimizer` override either, for ablations).
+  - `stages = [dict(...), ...]` gives any list (stages_from_list; config/three_stage.py, config/replay_ramp.py).
 
 What step t sees:
-  1. Stage 2 is the last L2 = max(round(δN), ceil(K2/S)) steps; stage 1 the first L1 = N − L2.
-     K2 = round(α·U·e) target sequences go to stage 2, K1 = U·e − K2 to stage 1, exactly.
-  2. Inside a stage of L steps holding K target sequences, its j-th step gets floor((j+1)K/L) − floor(jK/L) of them
-     (as even as integers allow), and inside a step the k target slots of S are spread the same way.
+  1. t falls in the stage whose steps [start, start + L) hold it.
+  2. Inside a stage of L steps holding K target sequences, the first j steps hold floor(K·W(j)/W(L)) of them,
+     W(j) = the summed weights of steps 0..j-1: every weight 1 without a ramp (so step j gets
+     floor((j+1)K/L) − floor(jK/L): as even as integers allow), linear from a to b with a ramp a:b. The counts are
+     exact integers summing to K, from a closed form (integer arithmetic), and inside a step the k target slots
+     of S are spread the same even way.
      DEVIATION from the paper: it mixes exactly per block of 2048 sequences with random placement inside a
      block; we spread deterministically per step, so any step's composition is a pure function of (config, t).
   3. Target slots take pool sequences in order of a running counter c = 0, 1, ...: epoch c // U visits the
      pool in its own data_seed permutation, so every epoch sees each pool sequence exactly once; the counter
-     runs on across the stage boundary.
+     runs on across stage boundaries.
   4. Generic slots take windows of the generic train split in a data_seed permutation, without replacement,
      starting after generic_offset windows (a run started from another run's checkpoint continues that run's
      cursor, so replay is fresh data, as the paper never repeats C4). If the split runs out it is reshuffled
@@ -31,32 +42,40 @@ What step t sees:
 A "window" w of a split is tokens [w*block_size, w*block_size + block_size + 1): block_size inputs plus the
 shifted labels, so consecutive windows never share an input token.
 
-Learning rate: `lr_schedule` ∈ {cosine, wsd, constant}, linear warmup over max(1, round(warmup_fraction·L))
-steps (the LR of the first update is peak/warmup, never 0), then cosine to min_lr, or WSD: stable, then linear to
-min_lr over the last cooldown_fraction of the schedule. mode='midtrain': one schedule over all N steps, one
-optimizer. mode='finetune': stage 2 restarts the schedule at stage2_learning_rate and resets the optimizer.
-`stage2_schedule` ('restart'|'continue') and `reset_optimizer` override the mode's defaults (ablations).
+Learning rate: a schedule starts at the first stage and at every stage that restarts it, and runs over that stage
+and the stages that continue it: `lr_schedule` ∈ {cosine, wsd, constant}, linear warmup over
+max(1, round(warmup_fraction·L)) steps (the LR of the first update is peak/warmup, never 0), then cosine to min_lr,
+or WSD: stable, then linear to min_lr over the last cooldown_fraction of the schedule.
 
 Usage: python schedule.py [config.py ...] [--key=value ...] [--format=json] [--show_step=t]
 """
+import bisect
+import difflib
 import functools
 import hashlib
 import json
 import math
 import os
+from fractions import Fraction
 
 import numpy as np
 
 from configurator import UserError, load_config, run_main
 
 # Keys whose whole effect on training is captured by the per-step records below (composition, ids, LR, optimizer
-# reset, evals) or that only say where things go. Every OTHER key must match for two runs to share a prefix.
+# reset, evals, stage starts) or that only say where things go. Every OTHER key must match for two runs to share a
+# prefix.
 PER_STEP_KEYS = {'max_iters', 'target_tokens', 'target_epochs', 'replay_fraction', 'stage2_allocation', 'stage2_fraction',
                  'mode', 'reset_optimizer', 'stage2_schedule', 'lr_schedule', 'learning_rate',
                  'stage2_learning_rate', 'min_lr', 'warmup_fraction', 'cooldown_fraction', 'eval_interval',
-                 'spike_eval_interval', 'spike_eval_steps'}
+                 'spike_eval_interval', 'spike_eval_steps', 'stages'}
 IO_KEYS = {'out_dir', 'checkpoint_interval', 'checkpoint_steps', 'init_from', 'resume_from', 'force_resume',
-           'wandb_log', 'wandb_project', 'wandb_run_name'}
+           'wandb_log', 'wandb_project', 'wandb_run_name', 'stop_after'}
+LR_KEYS = ('lr_schedule', 'learning_rate', 'min_lr', 'warmup_fraction', 'cooldown_fraction')
+LR_KINDS = ('cosine', 'wsd', 'constant')
+# what a dict in `stages` may set (config/default.py documents them)
+STAGE_KEYS = ('steps', 'fraction', 'target', 'allocation', 'replay_fraction', 'ramp', 'schedule', *LR_KEYS,
+              'reset_optimizer', 'spike_evals')
 
 
 def round_half_up(x):
@@ -76,8 +95,12 @@ def spread(total, slots, index):
     return (index + 1) * total // slots - index * total // slots
 
 
+def is_fraction(value):
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value <= 1
+
+
 # ---------------------------------------------------------------------------------------------------------------
-# 1. Resolve the stages: (ρ, α, δ) -> stage lengths and exact target counts
+# 1. The stages: from the paper's (ρ, α, δ), or a list; exact integer steps and target counts
 # ---------------------------------------------------------------------------------------------------------------
 
 def make_plan(config, target_windows=None, generic_windows=None, generic_offset=None):
@@ -95,18 +118,9 @@ def make_plan(config, target_windows=None, generic_windows=None, generic_offset=
         if c[key] < 0:
             raise UserError(f"{key}={c[key]} must be 0 or more")
     for key in ('replay_fraction', 'stage2_allocation', 'stage2_fraction', 'warmup_fraction', 'cooldown_fraction'):
-        value = c[key]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not 0 <= value <= 1):
-            raise UserError(f"{key}={value!r} must be a number between 0 and 1")
-    if c['mode'] not in ('midtrain', 'finetune'):
-        raise UserError(f"mode={c['mode']!r} must be 'midtrain' or 'finetune'")
-    if c['lr_schedule'] not in ('cosine', 'wsd', 'constant'):
-        raise UserError(f"lr_schedule={c['lr_schedule']!r} must be 'cosine', 'wsd' or 'constant'")
-    if c['stage2_schedule'] not in (None, 'restart', 'continue'):
-        raise UserError(f"stage2_schedule={c['stage2_schedule']!r} must be 'restart', 'continue' or None")
-    if c['reset_optimizer'] is not None and not isinstance(c['reset_optimizer'], bool):
-        raise UserError(f"reset_optimizer={c['reset_optimizer']!r} must be True, False or None")
+        if c[key] is not None and not is_fraction(c[key]):
+            raise UserError(f"{key}={c[key]!r} must be a number between 0 and 1")
+    check_lr_kind(c['lr_schedule'], 'lr_schedule')
 
     N = c['max_iters']
     S = c['batch_size'] * c['gradient_accumulation_steps']
@@ -122,9 +136,64 @@ def make_plan(config, target_windows=None, generic_windows=None, generic_offset=
         raise UserError(f"target_tokens//block_size * target_epochs = {T} target sequences do not fit in "
                         f"max_iters * batch_size * gradient_accumulation_steps = {N * S} slots")
     gamma = T / (N * S)
+    if c['stages'] is not None:
+        given = [k for k in ('replay_fraction', 'stage2_allocation', 'stage2_fraction') if c[k] is not None]
+        if given:
+            raise UserError(f"stages is set, and so is {', '.join(given)}: a stage list gives each stage's target "
+                            f"share itself; drop {', '.join(given)} (or stages)")
+        stages, front = stages_from_list(c, N, S, T), legacy_keys(None)
+    else:
+        stages, front = paper_stages(c, N, S, T, gamma)
+    place(stages, N, S)
+
+    generic_total = N * S - T
+    plan = dict(N=N, S=S, U=U, e=e, T=T, gamma=gamma, stages=stages, generic_total=generic_total,
+                eval_interval=c['eval_interval'], spike_eval_interval=c['spike_eval_interval'],
+                spike_eval_steps=c['spike_eval_steps'], data_seed=c['data_seed'], generic_offset=generic_offset,
+                block_size=c['block_size'], target_windows=target_windows, generic_windows=generic_windows, **front)
+    warnings = plan['warnings']
+    if target_windows is not None and U > target_windows:
+        raise UserError(f"target_tokens={c['target_tokens']} asks for {U} unique target sequences but the target "
+                        f"train split holds only {target_windows} windows of block_size={c['block_size']}")
+    if generic_windows is not None and generic_total > 0:
+        if generic_windows < 1:
+            raise UserError(f"the generic train split is shorter than one window of block_size={c['block_size']}")
+        plan['generic_epochs'] = (generic_offset + generic_total) / generic_windows
+        if plan['generic_epochs'] > 1:
+            warnings.append(f"the generic train split repeats: this run needs {generic_total} generic windows "
+                            f"after generic_offset={generic_offset}, the split has {generic_windows} "
+                            f"({plan['generic_epochs']:.2f} epochs; the paper never repeats generic data)")
+    return plan
+
+
+def check_lr_kind(kind, where):
+    if kind not in LR_KINDS:
+        raise UserError(f"{where}={kind!r} must be one of {', '.join(map(repr, LR_KINDS))}")
+
+
+def lr_settings(config, overrides=None):
+    """A new LR schedule: kind, peak, min_lr, warmup and cooldown fractions (the config's, or a stage's own)."""
+    settings = {k: config[k] for k in LR_KEYS}
+    settings.update(overrides or {})
+    return settings
+
+
+def stage(steps, target, lr=None, reset_optimizer=False, spike_evals=False, ramp=None):
+    """One stage. lr: the LR schedule it starts (lr_settings), or None to continue the previous one."""
+    return dict(steps=steps, target=target, ramp=ramp, lr=lr, reset_optimizer=reset_optimizer,
+                spike_evals=spike_evals)
+
+
+def paper_stages(c, N, S, T, gamma):
+    """The paper's two stages from (ρ, α, δ), mode and the ablation keys; and the plan's summary keys of them."""
+    if c['mode'] not in ('midtrain', 'finetune'):
+        raise UserError(f"mode={c['mode']!r} must be 'midtrain' or 'finetune'")
+    if c['stage2_schedule'] not in (None, 'restart', 'continue'):
+        raise UserError(f"stage2_schedule={c['stage2_schedule']!r} must be 'restart', 'continue' or None")
+    if c['reset_optimizer'] is not None and not isinstance(c['reset_optimizer'], bool):
+        raise UserError(f"reset_optimizer={c['reset_optimizer']!r} must be True, False or None")
     rho, alpha, delta = resolve_rho_alpha_delta(c['replay_fraction'], c['stage2_allocation'],
                                                 c['stage2_fraction'], gamma)
-
     # Exact integer counts. Stage 2 is never shorter than its target sequences need.
     K2 = round_half_up(alpha * T)
     K1 = T - K2
@@ -139,41 +208,33 @@ def make_plan(config, target_windows=None, generic_windows=None, generic_offset=
     if L2 > 0 and abs(rho_realised - rho) > 0.01:
         warnings.append(f"rounding moved ρ (replay_fraction) from {rho:.4f} to {rho_realised:.4f}: stage 2 has "
                         f"{L2} steps x {S} sequences for {K2} target sequences")
-
     finetune = c['mode'] == 'finetune'
-    stage2_schedule = c['stage2_schedule'] or ('restart' if finetune else 'continue')
-    reset = finetune if c['reset_optimizer'] is None else c['reset_optimizer']
-    two_stages = L1 > 0 and L2 > 0  # a reset needs something before it
+    # 'restart' gives stage 2 its own schedule at stage2_learning_rate; with no stage 1 (δ = 1, e.g. fine-tuning
+    # from another run's checkpoint) that is the whole run
+    restart = L2 > 0 and (c['stage2_schedule'] or ('restart' if finetune else 'continue')) == 'restart'
+    reset = L1 > 0 and L2 > 0 and (finetune if c['reset_optimizer'] is None else c['reset_optimizer'])
+    stages = [stage(L1, K1, lr_settings(c)),
+              # the spike evals follow stage 2's start whatever the mode: the paper studies the spike there
+              stage(L2, K2, lr_settings(c, dict(learning_rate=c['stage2_learning_rate'])) if restart else None,
+                    reset_optimizer=reset, spike_evals=True)]
+    front = legacy_keys(dict(rho=rho, alpha=alpha, delta=delta, rho_realised=rho_realised, stage1_steps=L1,
+                             stage2_steps=L2, stage2_start=L1, stage1_target=K1, stage2_target=K2,
+                             restart_schedule=restart, reset_optimizer=reset))
+    front.update(warnings=warnings, lr_schedule=c['lr_schedule'], learning_rate=c['learning_rate'],
+                 stage2_learning_rate=c['stage2_learning_rate'], min_lr=c['min_lr'],
+                 warmup_fraction=c['warmup_fraction'], cooldown_fraction=c['cooldown_fraction'], mode=c['mode'])
+    return stages, front
 
-    generic_total = N * S - T
-    plan = dict(
-        N=N, S=S, U=U, e=e, T=T, gamma=gamma, rho=rho, alpha=alpha, delta=delta,
-        stage1_steps=L1, stage2_steps=L2, stage2_start=L1, stage1_target=K1, stage2_target=K2,
-        rho_realised=rho_realised, generic_total=generic_total,
-        # 'restart' gives stage 2 its own schedule at stage2_learning_rate; with no stage 1 (δ = 1, e.g. fine-tuning
-        # from another run's checkpoint) that is the whole run
-        restart_schedule=L2 > 0 and stage2_schedule == 'restart',
-        reset_optimizer=two_stages and reset,
-        lr_schedule=c['lr_schedule'], learning_rate=c['learning_rate'],
-        stage2_learning_rate=c['stage2_learning_rate'], min_lr=c['min_lr'],
-        warmup_fraction=c['warmup_fraction'], cooldown_fraction=c['cooldown_fraction'],
-        eval_interval=c['eval_interval'], spike_eval_interval=c['spike_eval_interval'],
-        spike_eval_steps=c['spike_eval_steps'],
-        data_seed=c['data_seed'], generic_offset=generic_offset, block_size=c['block_size'],
-        target_windows=target_windows, generic_windows=generic_windows, warnings=warnings,
-    )
-    if target_windows is not None and U > target_windows:
-        raise UserError(f"target_tokens={c['target_tokens']} asks for {U} unique target sequences but the target "
-                        f"train split holds only {target_windows} windows of block_size={c['block_size']}")
-    if generic_windows is not None and generic_total > 0:
-        if generic_windows < 1:
-            raise UserError(f"the generic train split is shorter than one window of block_size={c['block_size']}")
-        plan['generic_epochs'] = (generic_offset + generic_total) / generic_windows
-        if plan['generic_epochs'] > 1:
-            warnings.append(f"the generic train split repeats: this run needs {generic_total} generic windows "
-                            f"after generic_offset={generic_offset}, the split has {generic_windows} "
-                            f"({plan['generic_epochs']:.2f} epochs; the paper never repeats generic data)")
-    return plan
+
+def legacy_keys(values):
+    """The two-stage plan's summary keys (results.csv, plots and the efficiency fit read them); None for a stage
+    list, which has no single ρ, α, δ."""
+    keys = ('rho', 'alpha', 'delta', 'rho_realised', 'stage1_steps', 'stage2_steps', 'stage2_start',
+            'stage1_target', 'stage2_target', 'restart_schedule', 'reset_optimizer')
+    out = {k: (values or {}).get(k) for k in keys}
+    if values is None:
+        out.update(warnings=[], mode='stages')
+    return out
 
 
 def resolve_rho_alpha_delta(rho, alpha, delta, gamma):
@@ -228,20 +289,193 @@ def resolve_rho_alpha_delta(rho, alpha, delta, gamma):
     return rho, alpha, delta
 
 
+
+def stages_from_list(c, N, S, T):
+    """`stages`: a list of dicts, each with
+      steps (int) or fraction (of max_iters; rounded half up): its length; at most one stage gives neither and
+        takes the steps the others leave;
+      target (exact count), allocation (share of the U·e target sequences, rounded half up) or replay_fraction
+        (ρ: target = round((1 − ρ)·steps·S), or a pair (ρ at its first step, ρ at its last) for a linear ramp): its
+        target sequences; at most one stage gives none and takes the rest; all of them sum to U·e;
+      ramp: (share at the first step, share at the last), a ratio (only the ratio matters), for target/allocation;
+      schedule: 'restart' (a new LR schedule starts here; the first stage always starts one) or 'continue'
+        (default): the previous stage's schedule runs on over this one;
+      lr_schedule, learning_rate, min_lr, warmup_fraction, cooldown_fraction: the new schedule's, on a stage that
+        starts one (default: the config's keys);
+      reset_optimizer: fresh AdamW moments at its start (default False);
+      spike_evals: the dense evals of spike_eval_* after its start (default: when it resets or restarts)."""
+    stages = c['stages']
+    if not isinstance(stages, (list, tuple)) or not stages or not all(isinstance(s, dict) for s in stages):
+        raise UserError(f"stages={stages!r} must be a non-empty list of dicts (see config/default.py)")
+    for i, spec in enumerate(stages):
+        for key in spec:
+            if key not in STAGE_KEYS:
+                close = difflib.get_close_matches(str(key), STAGE_KEYS, n=1)
+                raise UserError(f"stages[{i}] has an unknown key {key!r}" + (f" (did you mean {close[0]!r}?)"
+                                                                            if close else f" (known: {', '.join(STAGE_KEYS)})"))
+        if 'steps' in spec and 'fraction' in spec or sum(k in spec for k in ('target', 'allocation',
+                                                                            'replay_fraction')) > 1:
+            raise UserError(f"stages[{i}] gives its length or its target twice: use one of steps/fraction and one "
+                            f"of target/allocation/replay_fraction")
+    lengths = [stage_length(spec, i, N) for i, spec in enumerate(stages)]
+    fill_the_rest(lengths, N, 'steps', 'steps or fraction', f"max_iters={N}")
+    out = []
+    for i, (spec, steps) in enumerate(zip(stages, lengths)):
+        target, ramp = stage_target(spec, i, steps, S, T)
+        restart = i == 0 or spec.get('schedule', 'continue') == 'restart'
+        if spec.get('schedule', 'continue') not in ('restart', 'continue'):
+            raise UserError(f"stages[{i}] schedule={spec['schedule']!r} must be 'restart' or 'continue'")
+        lr_given = {k: spec[k] for k in LR_KEYS if k in spec}
+        if lr_given and not restart:
+            raise UserError(f"stages[{i}] sets {', '.join(lr_given)} but continues the previous LR schedule: add "
+                            f"schedule='restart' to it")
+        check_stage_lr(lr_given, i)
+        for key in ('reset_optimizer', 'spike_evals'):
+            if not isinstance(spec.get(key, False), bool):
+                raise UserError(f"stages[{i}] {key}={spec[key]!r} must be True or False")
+        reset = spec.get('reset_optimizer', False)
+        spike = spec.get('spike_evals', i > 0 and (reset or spec.get('schedule') == 'restart'))
+        out.append(stage(steps, target, lr_settings(c, lr_given) if restart else None, reset, spike, ramp))
+    targets = [s['target'] for s in out]
+    fill_the_rest(targets, T, 'target sequences', 'target, allocation or replay_fraction',
+                  f"target_tokens//block_size * target_epochs = {T}")
+    for s, target in zip(out, targets):
+        s['target'] = target
+    return out
+
+
+def stage_length(spec, i, N):
+    if 'steps' in spec:
+        steps = spec['steps']
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise UserError(f"stages[{i}] steps={steps!r} must be a whole number, 0 or more")
+        return steps
+    if 'fraction' in spec:
+        if not is_fraction(spec['fraction']):
+            raise UserError(f"stages[{i}] fraction={spec['fraction']!r} must be a number between 0 and 1")
+        return round_half_up(spec['fraction'] * N)
+    return None
+
+
+def stage_target(spec, i, steps, S, T):
+    """(exact target count or None for "the rest", ramp as integers (a, b) or None) of one stage."""
+    ramp = spec.get('ramp')
+    rho = spec.get('replay_fraction')
+    if isinstance(rho, (list, tuple)):  # ρ from its first step to its last: a ramp of the target share
+        if ramp is not None:
+            raise UserError(f"stages[{i}] gives both a replay_fraction pair and a ramp: give one")
+        if len(rho) != 2 or not all(is_fraction(r) for r in rho):
+            raise UserError(f"stages[{i}] replay_fraction={rho!r} must be a number or a pair of numbers in [0, 1]")
+        ramp, rho = (1 - rho[0], 1 - rho[1]), (rho[0] + rho[1]) / 2
+    if ramp is not None:
+        if (not isinstance(ramp, (list, tuple)) or len(ramp) != 2 or
+                not all(not isinstance(r, bool) and isinstance(r, (int, float)) and 0 <= r < math.inf for r in ramp)
+                or not sum(ramp) > 0):
+            raise UserError(f"stages[{i}] ramp={ramp!r} must be two numbers >= 0, not both 0: the target share at "
+                            f"the stage's first and last step, as a ratio")
+        a, b = (Fraction(r).limit_denominator(10**6) for r in ramp)  # exact rationals, then integers
+        scale = math.lcm(a.denominator, b.denominator)
+        a, b = int(a * scale), int(b * scale)
+        ramp = (a // math.gcd(a, b), b // math.gcd(a, b)) if a != b else None  # 1:1 is no ramp
+    if rho is not None:
+        if not is_fraction(rho):
+            raise UserError(f"stages[{i}] replay_fraction={rho!r} must be a number between 0 and 1")
+        if steps is None:
+            raise UserError(f"stages[{i}] gives replay_fraction but takes the rest of the steps: give it steps or "
+                            f"a fraction")
+        return round_half_up((1 - rho) * steps * S), ramp
+    if 'allocation' in spec:
+        if not is_fraction(spec['allocation']):
+            raise UserError(f"stages[{i}] allocation={spec['allocation']!r} must be a number between 0 and 1")
+        return round_half_up(spec['allocation'] * T), ramp
+    if 'target' in spec:
+        if isinstance(spec['target'], bool) or not isinstance(spec['target'], int) or spec['target'] < 0:
+            raise UserError(f"stages[{i}] target={spec['target']!r} must be a whole number, 0 or more")
+        return spec['target'], ramp
+    return None, ramp
+
+
+def check_stage_lr(lr_given, i):
+    if 'lr_schedule' in lr_given:
+        check_lr_kind(lr_given['lr_schedule'], f"stages[{i}] lr_schedule")
+    for key in ('learning_rate', 'min_lr'):
+        value = lr_given.get(key, 1.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            raise UserError(f"stages[{i}] {key}={value!r} must be a number, 0 or more")
+    for key in ('warmup_fraction', 'cooldown_fraction'):
+        if not is_fraction(lr_given.get(key, 0)):
+            raise UserError(f"stages[{i}] {key}={lr_given[key]!r} must be a number between 0 and 1")
+
+
+def fill_the_rest(values, total, what, keys, total_name):
+    """values: one per stage, None where a stage takes what the others leave (at most one). Fills it in place so
+    that they sum to total, or says which stage to change."""
+    missing = [i for i, v in enumerate(values) if v is None]
+    if len(missing) > 1:
+        raise UserError(f"stages {missing} give no {keys}: at most one stage may take the rest")
+    given = sum(v for v in values if v is not None)
+    if missing:
+        if given > total:
+            raise UserError(f"the stages give {given} {what}, more than {total_name}")
+        values[missing[0]] = total - given
+    elif given != total:
+        raise UserError(f"the stages give {given} {what} but {total_name}: change one, or leave one stage without "
+                        f"{keys} to take the rest")
+
+
+def place(stages, N, S):
+    """Each stage's first step, the target sequences before it, and the LR schedule it runs in (start, length,
+    settings); checks that every step's target sequences fit in S slots."""
+    start, before, schedule = 0, 0, None
+    for i, s in enumerate(stages):
+        if s['target'] > s['steps'] * S:
+            raise UserError(f"stage {i + 1} has {s['steps']} steps x {S} sequences but {s['target']} target "
+                            f"sequences: give it more steps or less target data")
+        if s['ramp'] is not None and s['target'] and max(stage_step_targets(s, j) for j in range(s['steps'])) > S:
+            raise UserError(f"stage {i + 1}'s ramp {s['ramp'][0]}:{s['ramp'][1]} needs more than {S} target "
+                            f"sequences in a step: flatten the ramp or lower the stage's target share")
+        if s['lr'] is not None:
+            schedule = dict(s['lr'], start=start, length=0)
+        schedule['length'] += s['steps']
+        s.update(start=start, targets_before=before, schedule=schedule)
+        start, before = start + s['steps'], before + s['target']
+    assert start == N
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 2. What step t sees
 # ---------------------------------------------------------------------------------------------------------------
 
+def stage_index(plan, t):
+    """The index in plan['stages'] of the stage that holds step t (for t = N: the last stage)."""
+    return bisect.bisect_right([s['start'] for s in plan['stages']], t) - 1
+
+
 def stage_of(plan, t):
-    return 1 if t < plan['stage2_start'] else 2
+    """Step t's stage, counted from 1 (a stage of 0 steps keeps its number: the paper's stage 2 is stage 2)."""
+    return stage_index(plan, t) + 1
+
+
+def stage_targets_before(s, j):
+    """Target sequences in the first j steps of stage s: floor(K·W(j)/W(L)) with weights 1 (no ramp) or linear
+    from a to b, W(j) = sum of the first j weights; in integers: 2(L−1)·W(j) = 2(L−1)a·j + (b−a)·j(j−1)."""
+    L, K = s['steps'], s['target']
+    if L == 0:
+        return 0
+    if s['ramp'] is None or L == 1:
+        return j * K // L
+    a, b = s['ramp']
+    return K * (2 * (L - 1) * a * j + (b - a) * j * (j - 1)) // (L * (L - 1) * (a + b))
+
+
+def stage_step_targets(s, j):
+    return stage_targets_before(s, j + 1) - stage_targets_before(s, j)
 
 
 def targets_before(plan, t):
-    """Target sequences fed in steps 0..t-1 (O(1): the spreading rule has a closed-form prefix sum)."""
-    s, L2 = plan['stage2_start'], plan['stage2_steps']
-    if t <= s:
-        return t * plan['stage1_target'] // s if s else 0
-    return plan['stage1_target'] + (t - s) * plan['stage2_target'] // L2
+    """Target sequences fed in steps 0..t-1 (O(1) in t: the spreading rule has a closed-form prefix sum)."""
+    s = plan['stages'][stage_index(plan, t)]
+    return s['targets_before'] + stage_targets_before(s, t - s['start'])
 
 
 def generic_cursor(plan, t):
@@ -264,29 +498,30 @@ def step_batch(plan, t):
     return is_target, ids
 
 
-def target_pool_ids(plan, first, count):
-    """Pool ids for target counter values first..first+count-1; epoch c//U visits the pool in its own order."""
-    U = plan['U']
+def in_permutations(order, first, count, size):
+    """order(epoch)[c % size] for the counters c = first..first+count-1: each epoch its own permutation."""
+    if count and first // size == (first + count - 1) // size:  # one epoch (nearly always): a slice
+        return order(first // size)[first % size:first % size + count].astype(np.int64)
     counters = np.arange(first, first + count)
     out = np.empty(count, dtype=np.int64)
-    for epoch in np.unique(counters // U) if count else []:
-        here = counters // U == epoch
-        out[here] = epoch_order(plan['data_seed'], U, int(epoch))[counters[here] % U]
+    for epoch in np.unique(counters // size) if count else []:
+        here = counters // size == epoch
+        out[here] = order(int(epoch))[counters[here] % size]
     return out
+
+
+def target_pool_ids(plan, first, count):
+    """Pool ids for target counter values first..first+count-1; epoch c//U visits the pool in its own order."""
+    return in_permutations(lambda epoch: epoch_order(plan['data_seed'], plan['U'], epoch), first, count, plan['U'])
 
 
 def generic_windows(plan, first, count):
     """Generic windows for stream positions first..first+count-1: a data_seed permutation of the split,
     reshuffled if the split runs out. Without a known split size, the stream positions themselves."""
-    positions = np.arange(first, first + count)
     W = plan['generic_windows']
     if W is None:
-        return positions
-    out = np.empty(count, dtype=np.int64)
-    for epoch in np.unique(positions // W) if count else []:
-        here = positions // W == epoch
-        out[here] = generic_order(plan['data_seed'], W, int(epoch))[positions[here] % W]
-    return out
+        return np.arange(first, first + count)
+    return in_permutations(lambda epoch: generic_order(plan['data_seed'], W, epoch), first, count, W)
 
 
 @functools.lru_cache(maxsize=8)
@@ -311,7 +546,7 @@ def pool_of(plan):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 3. Learning rate, optimizer resets, evaluations
+# 3. Learning rate, optimizer resets, evaluations, stage starts
 # ---------------------------------------------------------------------------------------------------------------
 
 def schedule_lr(kind, i, length, peak, min_lr, warmup_fraction, cooldown_fraction):
@@ -331,30 +566,51 @@ def schedule_lr(kind, i, length, peak, min_lr, warmup_fraction, cooldown_fractio
 
 
 def lr_at(plan, t):
-    """The learning rate of step t."""
-    s = plan['stage2_start']
-    if plan['restart_schedule'] and t >= s:
-        i, length, peak = t - s, plan['N'] - s, plan['stage2_learning_rate']
-    else:
-        i, length, peak = t, (s if plan['restart_schedule'] else plan['N']), plan['learning_rate']
-    return schedule_lr(plan['lr_schedule'], i, length, peak, plan['min_lr'], plan['warmup_fraction'],
-                       plan['cooldown_fraction'])
+    """The learning rate of step t: the schedule of its stage (started by it or by an earlier stage)."""
+    sched = plan['stages'][stage_index(plan, t)]['schedule']
+    return schedule_lr(sched['lr_schedule'], t - sched['start'], sched['length'], sched['learning_rate'],
+                       sched['min_lr'], sched['warmup_fraction'], sched['cooldown_fraction'])
+
+
+def starting_stage(plan, t):
+    """The stage that starts at step t (its first step is t and it has steps), else None."""
+    s = plan['stages'][stage_index(plan, t)]
+    return s if t < plan['N'] and s['start'] == t else None
 
 
 def resets_optimizer_at(plan, t):
-    """True at the first step of stage 2 when the optimizer state is thrown away there (fine-tuning)."""
-    return plan['reset_optimizer'] and t == plan['stage2_start']
+    """True at the first step of a stage that throws the optimizer state away (fine-tuning's stage 2)."""
+    s = starting_stage(plan, t)
+    return bool(s and t > 0 and s['reset_optimizer'])
+
+
+def stage_starts(plan):
+    """Steps after which a new stage begins (0 < start < N): train.py logs and checkpoints at each."""
+    return sorted({s['start'] for s in plan['stages'] if s['steps'] and 0 < s['start'] < plan['N']})
+
+
+def stage_record(plan, t):
+    """What train.py logs when a stage starts at step t (kind 'stage'), else None: only what the first t + 1
+    steps decide, so that runs sharing a prefix share their log."""
+    s = starting_stage(plan, t)
+    if s is None:
+        return None
+    restarts = s['lr'] is not None
+    return dict(kind='stage', step=t, stage=stage_of(plan, t), lr_schedule=s['schedule']['lr_schedule'],
+                lr_restart=restarts, learning_rate=s['schedule']['learning_rate'],
+                reset_optimizer=resets_optimizer_at(plan, t))
 
 
 def evals_at(plan, k):
     """True if a full validation pass runs after k completed steps (k = 0..N): every eval_interval, at the end,
-    and every spike_eval_interval for spike_eval_steps after stage 2 starts (the initial loss spike)."""
+    and every spike_eval_interval for spike_eval_steps after the start of each stage with spike_evals (the
+    initial loss spike)."""
     if k == plan['N'] or (plan['eval_interval'] > 0 and k % plan['eval_interval'] == 0):
         return True
-    s = plan['stage2_start']
-    since = k - s
-    return (plan['spike_eval_steps'] > 0 and plan['stage2_steps'] > 0 and s > 0
-            and 0 <= since <= plan['spike_eval_steps'] and since % max(1, plan['spike_eval_interval']) == 0)
+    if plan['spike_eval_steps'] <= 0:
+        return False
+    return any(s['spike_evals'] and s['steps'] > 0 and s['start'] > 0 and 0 <= k - s['start'] <= plan['spike_eval_steps']
+               and (k - s['start']) % max(1, plan['spike_eval_interval']) == 0 for s in plan['stages'])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -363,8 +619,9 @@ def evals_at(plan, k):
 
 def prefix_hashes(config, plan, upto=None):
     """h[k] for k = 0..upto (default N): a digest of everything that decides the state after k steps and the
-    log up to it: the config keys not covered per step, then for each step t < k its stage, LR, optimizer
-    reset, eval before it, and the ids it feeds, and finally whether an eval runs at k."""
+    log up to it: the config keys not covered per step, then for each step t < k its stage (and the record of a
+    stage starting there), LR, optimizer reset, eval before it, and the ids it feeds, and finally whether an eval
+    runs at k."""
     upto = plan['N'] if upto is None else upto
     fixed = {k: v for k, v in sorted(config.items()) if k not in PER_STEP_KEYS | IO_KEYS}
     fixed['generic_offset'] = plan['generic_offset']  # the one in use (train.py may take it from a checkpoint)
@@ -376,8 +633,9 @@ def prefix_hashes(config, plan, upto=None):
         hashes.append(closing.hexdigest())
         if t < upto:
             is_target, ids = step_batch(plan, t)
+            record = stage_record(plan, t)
             running.update(f"{t}|{stage_of(plan, t)}|{lr_at(plan, t)!r}|{resets_optimizer_at(plan, t)}|"
-                           f"{evals_at(plan, t)}|".encode())
+                           f"{evals_at(plan, t)}|{json.dumps(record, sort_keys=True) if record else ''}|".encode())
             running.update(is_target.tobytes())
             running.update(ids[~is_target].tobytes())
             if is_target.any():  # the target windows themselves, so runs with other pool sizes can share a prefix
@@ -385,8 +643,7 @@ def prefix_hashes(config, plan, upto=None):
                     running.update(f"U={plan['U']}|".encode())
                     running.update(ids[is_target].tobytes())
                 else:
-                    running.update(target_pool(plan['data_seed'], plan['target_windows'], plan['U'])
-                                   [ids[is_target]].tobytes())
+                    running.update(pool_of(plan)[ids[is_target]].tobytes())
     return hashes
 
 
@@ -404,23 +661,45 @@ def split_windows(data_dir, block_size):
     return count_windows(os.path.getsize(bin_path) // itemsize, block_size)
 
 
+def stage_table(plan):
+    """Each stage as a row: where it is, its target sequences and share at its first and last step, its LR."""
+    rows, S = [], plan['S']
+    for i, s in enumerate(plan['stages']):
+        L, K = s['steps'], s['target']
+        share = lambda j: stage_step_targets(s, j) / S if L else None  # noqa: E731  (the realised share)
+        rows.append(dict(stage=i + 1, start=s['start'], steps=L, target=K, target_share=K / (L * S) if L else None,
+                         share_start=share(0), share_end=share(L - 1), ramp=list(s['ramp']) if s['ramp'] else None,
+                         lr_schedule=s['schedule']['lr_schedule'], learning_rate=s['schedule']['learning_rate'],
+                         lr='restart' if s['lr'] is not None else 'continue', reset_optimizer=s['reset_optimizer']
+                         and s['start'] > 0 and L > 0, spike_evals=s['spike_evals']))
+    return rows
+
+
 def summarize(config, plan):
     """The plan as one JSON-able dict: what the CLI prints."""
-    N, s = plan['N'], plan['stage2_start']
-    key_steps = sorted({0, max(0, s - 1), s, N - 1} - {N})
+    N = plan['N']
+    key_steps = sorted({0, N - 1} | {t for s in stage_starts(plan) for t in (s - 1, s)})
     out = {k: plan[k] for k in ('N', 'S', 'U', 'e', 'T', 'gamma', 'rho', 'alpha', 'delta', 'rho_realised',
                                 'stage1_steps', 'stage2_steps', 'stage2_start', 'stage1_target', 'stage2_target',
                                 'generic_total', 'restart_schedule', 'reset_optimizer', 'warnings')}
+    shares = {f'stage{i}_target_share': (plan[f'stage{i}_target'] / (plan[f'stage{i}_steps'] * plan['S'])
+                                         if plan[f'stage{i}_steps'] else None) for i in (1, 2)}
     out.update(block_size=plan['block_size'], tokens_per_step=plan['S'] * plan['block_size'],
-               target_tokens_unique=plan['U'] * plan['block_size'],
-               stage1_target_share=plan['stage1_target'] / (plan['stage1_steps'] * plan['S'])
-               if plan['stage1_steps'] else None,
-               stage2_target_share=plan['stage2_target'] / (plan['stage2_steps'] * plan['S'])
-               if plan['stage2_steps'] else None,
-               generic_epochs=plan.get('generic_epochs'), mode=config['mode'], lr_schedule=plan['lr_schedule'],
+               target_tokens_unique=plan['U'] * plan['block_size'], **shares,
+               generic_epochs=plan.get('generic_epochs'), mode=plan['mode'],
+               lr_schedule=plan['stages'][0]['schedule']['lr_schedule'],
                lr_at_key_steps={t: lr_at(plan, t) for t in key_steps},
-               eval_steps=[k for k in range(N + 1) if evals_at(plan, k)])
+               eval_steps=[k for k in range(N + 1) if evals_at(plan, k)], stages=stage_table(plan),
+               replay_share=replay_share(plan))
     return out
+
+
+def replay_share(plan):
+    """The generic share of the sequence slots of the stages that hold target data: ρ of any stage list (for the
+    paper's α = 1 plans, stage 2's realised ρ). None without target data."""
+    mixed = [s for s in plan['stages'] if s['target']]
+    slots = sum(s['steps'] for s in mixed) * plan['S']
+    return 1 - sum(s['target'] for s in mixed) / slots if slots else None
 
 
 def describe_step(plan, t):
@@ -428,8 +707,7 @@ def describe_step(plan, t):
     return dict(step=t, stage=stage_of(plan, t), lr=lr_at(plan, t), reset_optimizer=resets_optimizer_at(plan, t),
                 n_target=int(is_target.sum()), n_generic=int((~is_target).sum()),
                 target_pool_ids=ids[is_target].tolist(),
-                target_windows=(target_pool(plan['data_seed'], plan['target_windows'], plan['U'])
-                                [ids[is_target]].tolist() if plan['target_windows'] else None),
+                target_windows=pool_of(plan)[ids[is_target]].tolist() if plan['target_windows'] else None,
                 generic_windows=ids[~is_target].tolist() if plan['generic_windows'] is not None else None,
                 generic_stream_positions=None if plan['generic_windows'] is not None else ids[~is_target].tolist(),
                 slots_target=np.flatnonzero(is_target).tolist())
@@ -438,18 +716,21 @@ def describe_step(plan, t):
 def print_text(summary):
     p = summary
     print(f"{p['N']} steps x {p['S']} sequences x {p['block_size']} tokens = {p['N'] * p['tokens_per_step']:,} "
-          f"tokens; mode {p['mode']}, LR {p['lr_schedule']}")
-    print(f"target: U={p['U']} unique sequences x e={p['e']} epochs = {p['T']} sequences, "
-          f"γ={p['gamma']:.6g}; ρ={p['rho']:.4g} α={p['alpha']:.4g} δ={p['delta']:.4g}")
-    s = p['stage2_start']
-    if p['stage1_steps']:
-        print(f"stage 1: steps 0..{s - 1} ({p['stage1_steps']} steps), {p['stage1_target']} target sequences "
-              f"(share {p['stage1_target_share']:.4g})")
-    if p['stage2_steps']:
-        print(f"stage 2: steps {s}..{p['N'] - 1} ({p['stage2_steps']} steps), {p['stage2_target']} target "
-              f"sequences (share {p['stage2_target_share']:.4g}, realised ρ={p['rho_realised']:.4g}); "
-              f"LR schedule {'restarts' if p['restart_schedule'] else 'continues'}, optimizer "
-              f"{'reset' if p['reset_optimizer'] else 'kept'}")
+          f"tokens; mode {p['mode']}")
+    symbols = (f"; ρ={p['rho']:.4g} α={p['alpha']:.4g} δ={p['delta']:.4g}" if p['rho'] is not None else "")
+    print(f"target: U={p['U']} unique sequences x e={p['e']} epochs = {p['T']} sequences, γ={p['gamma']:.6g}"
+          + symbols)
+    print(f"{'stage':>5} {'steps':>13} {'target seqs':>11} {'share first..last':>17}  {'LR':<26} optimizer")
+    for r in p['stages']:
+        if not r['steps']:
+            continue
+        share = (f"{r['share_start']:.4g}..{r['share_end']:.4g}" if r['ramp'] else f"{r['target_share']:.4g}")
+        lr = (f"{r['lr_schedule']} from {r['learning_rate']:.3g}" if r['lr'] == 'restart' else
+              f"continues ({r['lr_schedule']})")
+        print(f"{r['stage']:>5} {r['start']:>6}..{r['start'] + r['steps'] - 1:<6} {r['target']:>11} {share:>17}  "
+              f"{lr:<26} {'reset' if r['reset_optimizer'] else 'kept'}")
+    if p['rho_realised'] is not None:
+        print(f"realised ρ of stage 2: {p['rho_realised']:.4g}")
     epochs = f", {p['generic_epochs']:.3g} generic epochs" if p['generic_epochs'] is not None else ""
     print(f"total: {p['T']} target + {p['generic_total']} generic sequences{epochs}")
     print("LR at key steps: " + ", ".join(f"{t}: {lr:.4g}" for t, lr in p['lr_at_key_steps'].items()))

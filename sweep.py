@@ -225,9 +225,10 @@ def execute(runs, order, options):
 
 
 def gather(runs, sweep_dir):
-    """results.csv and results.jsonl from every finished run's summary.json and log.jsonl."""
+    """results.csv and results.jsonl from every finished run's summary.json and log.jsonl (the .jsonl also holds
+    each run's evals and its stages)."""
     extra = sorted({k for r in runs for k in r['swept']} - set(RESULT_COLUMNS))
-    rows = []
+    rows, stages = [], {}
     for run in runs:
         out = run['config']['out_dir']
         if not os.path.isfile(os.path.join(out, 'summary.json')):
@@ -240,8 +241,11 @@ def gather(runs, sweep_dir):
         config, plan = summary['config'], summary['plan']
         row = dict(run=run['name'], **run['labels'], seed=config['seed'], data_seed=config['data_seed'],
                    mode=config['mode'], lr_schedule=config['lr_schedule'],
-                   cooldown_fraction=config['cooldown_fraction'], replay_fraction=plan['rho'],
-                   rho_realised=plan['rho_realised'], stage2_allocation=plan['alpha'],
+                   cooldown_fraction=config['cooldown_fraction'],
+                   # a stage list has no single ρ: the generic share of its stages that hold target data
+                   replay_fraction=plan['rho'] if plan['rho'] is not None else plan['replay_share'],
+                   rho_realised=plan['rho_realised'] if plan['rho'] is not None else plan['replay_share'],
+                   stage2_allocation=plan['alpha'],
                    stage2_fraction=plan['delta'], gamma=plan['gamma'], target_tokens=config['target_tokens'],
                    target_epochs=config['target_epochs'], max_iters=config['max_iters'],
                    stage2_start=plan['stage2_start'], val_loss_target=summary['final'].get('val_loss_target'),
@@ -250,6 +254,7 @@ def gather(runs, sweep_dir):
                    fork_step=run['fork_step'] if run['forked_from'] else 0, out_dir=out,
                    **{k: config.get(k) for k in extra})
         rows.append((row, evals))
+        stages[run['name']] = plan['stages']  # where each stage starts, its LR restart and optimizer reset
     with open(os.path.join(sweep_dir, 'results.csv'), 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS + extra)
         writer.writeheader()
@@ -257,7 +262,7 @@ def gather(runs, sweep_dir):
             writer.writerow({k: '' if v is None else v for k, v in row.items()})
     with open(os.path.join(sweep_dir, 'results.jsonl'), 'w') as f:
         for row, evals in rows:
-            f.write(json.dumps({**row, 'evals': evals}) + '\n')
+            f.write(json.dumps({**row, 'evals': evals, 'stage_table': stages[row['run']]}) + '\n')
     return len(rows)
 
 

@@ -175,12 +175,13 @@ def logger(log_path, master, config):
 
 def train_log_due(plan, t, log_interval):
     """A train record after step t: every log_interval steps, at the last step before a stage starts, at the end."""
-    return (t + 1) % log_interval == 0 or t == plan['N'] - 1 or t == plan['stage2_start'] - 1
+    return (t + 1) % log_interval == 0 or t == plan['N'] - 1 or t + 1 in schedule.stage_starts(plan)
 
 
 def checkpoint_due(plan, step, checkpoint_interval):
-    """ckpt.pt after `step` steps: every checkpoint_interval steps, at a stage start, at the end."""
-    return bool(checkpoint_interval and step % checkpoint_interval == 0) or step in (plan['stage2_start'], plan['N'])
+    """ckpt.pt after `step` steps: every checkpoint_interval steps, at every stage start, at the end."""
+    return (bool(checkpoint_interval and step % checkpoint_interval == 0) or step == plan['N']
+            or step in schedule.stage_starts(plan))
 
 
 def batch_record(t, fed, world):
@@ -322,8 +323,8 @@ def main(argv):
     window_start = t0
     if master:
         print(f"run {out_dir}: {N} steps x {S} sequences x {block_size} tokens, U={plan['U']} target sequences x "
-              f"e={plan['e']}, stage 2 from step {plan['stage2_start']}, {raw_model.get_num_params() / 1e6:.2f}M "
-              f"non-embedding params, device {system.device_name}, dtype {dtype}"
+              f"e={plan['e']}, stages from steps {[0] + schedule.stage_starts(plan)}, "
+              f"{raw_model.get_num_params() / 1e6:.2f}M non-embedding params, device {system.device_name}, dtype {dtype}"
               + (f", resuming at step {start.step}" if start.step else ""), flush=True)
     for t in range(start.step, N + 1):
         # after t completed steps: evaluate, then checkpoint (a resume at t starts right here, past both)
@@ -349,7 +350,9 @@ def main(argv):
 
         batch = upcoming.result()
         upcoming = prefetch.submit(load, t + 1) if t + 1 < N else None
-        if schedule.resets_optimizer_at(plan, t):  # fine-tuning: stage 2 starts with fresh AdamW moments
+        if schedule.stage_record(plan, t):  # a stage starts: say where, with its LR schedule and optimizer reset
+            log(schedule.stage_record(plan, t))
+        if schedule.resets_optimizer_at(plan, t):  # e.g. fine-tuning: stage 2 starts with fresh AdamW moments
             optimizer = runtime.make_optimizer(raw_model, config, system.device_type)
         lr = schedule.lr_at(plan, t)
         for group in optimizer.param_groups:

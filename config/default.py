@@ -37,6 +37,12 @@ target_epochs = 1                 # e: times each unique target sequence is seen
 replay_fraction = None            # ρ: generic share of stage 2
 stage2_allocation = None          # α: share of the target slots placed in stage 2 (the rest go to stage 1)
 stage2_fraction = None            # δ: stage-2 length / N. Give two of (ρ, α, δ); δ(1-ρ) = γα fixes the third
+stages = None                     # a list of stages instead of (ρ, α, δ): dicts with steps or fraction; target,
+                                  # allocation or replay_fraction (a number, or a (first step, last step) pair
+                                  # for a ramp) or none (= the rest); ramp; schedule 'restart'|'continue' with
+                                  # lr_schedule, learning_rate, min_lr, warmup_fraction, cooldown_fraction;
+                                  # reset_optimizer; spike_evals. schedule.py's stages_from_list documents each key.
+                                  # Examples: config/three_stage.py, config/replay_ramp.py
 generic_offset = 0                # generic windows already used before step 0 (train.py sets it from an init_from
                                   # checkpoint, so replayed generic data is fresh)
 

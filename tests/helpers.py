@@ -21,20 +21,21 @@ TIMING_KEYS = ('ms_per_step', 'elapsed_s', 'mfu')
 
 # ---- sources ---------------------------------------------------------------------------------------------------
 
-def write_source(path, n_windows, block_size, base, val_windows=8):
+def write_source(path, n_windows, block_size, base, val_windows=8, vocab=VOCAB):
     os.makedirs(path, exist_ok=True)
     for split, n in (('train', n_windows), ('val', val_windows)):
         tokens = np.repeat(base + np.arange(n + 1), block_size)[:n * block_size + 1].astype(np.uint16)
         tokens.tofile(os.path.join(path, f'{split}.bin'))
-    meta = dict(tokenizer='synthetic', vocab_size=VOCAB, eot_token=VOCAB - 1, dtype='uint16')
+    meta = dict(tokenizer='synthetic', vocab_size=vocab, eot_token=vocab - 1, dtype='uint16')
     with open(os.path.join(path, 'meta.json'), 'w') as f:
         json.dump(meta, f)
     return path
 
 
-def make_sources(root, block_size=32, generic_windows=400, target_windows=40):
-    return (write_source(os.path.join(root, 'generic'), generic_windows, block_size, 0),
-            write_source(os.path.join(root, 'target'), target_windows, block_size, TARGET_BASE))
+def make_sources(root, block_size=32, generic_windows=400, target_windows=40, target_base=TARGET_BASE, vocab=VOCAB):
+    """A generic source (window w is token w) and a target source (window w is token target_base + w)."""
+    return (write_source(os.path.join(root, 'generic'), generic_windows, block_size, 0, vocab=vocab),
+            write_source(os.path.join(root, 'target'), target_windows, block_size, target_base, vocab=vocab))
 
 
 def write_random_source(path, train_tokens, val_tokens=32 * 16 + 1, seed=0, **meta):
@@ -50,9 +51,9 @@ def write_random_source(path, train_tokens, val_tokens=32 * 16 + 1, seed=0, **me
 
 # ---- train.py runs and their logs -------------------------------------------------------------------------------
 
-def run_train(args, nproc=1, expect_ok=True):
-    """python train.py config/tiny.py --log_batch_ids=True ARGS (under torchrun with nproc > 1), one thread."""
-    cmd = [sys.executable, 'train.py', 'config/tiny.py', '--log_batch_ids=True', *args]
+def run_train(args, nproc=1, expect_ok=True, config='config/tiny.py'):
+    """python train.py CONFIG --log_batch_ids=True ARGS (under torchrun with nproc > 1), one thread."""
+    cmd = [sys.executable, 'train.py', *([config] if config else []), '--log_batch_ids=True', *args]
     if nproc > 1:
         cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', *cmd[1:]]
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
@@ -92,9 +93,10 @@ def law(D, A=2.0, B=0.3, C=1.5):
 
 
 def write_sweep(directory, rows):
-    """results.csv (every key but evals; None -> empty cell) and results.jsonl (every key), as sweep.py writes them."""
+    """results.csv (every key but evals and stage_table; None -> empty cell) and results.jsonl (every key), as
+    sweep.py writes them."""
     os.makedirs(directory, exist_ok=True)
-    columns = [k for k in rows[0] if k != 'evals']
+    columns = [k for k in rows[0] if k not in ('evals', 'stage_table')]
     with open(os.path.join(directory, 'results.csv'), 'w', newline='') as f:
         writer = csv.writer(f)
         writer.writerow(columns)

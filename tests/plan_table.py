@@ -1,7 +1,7 @@
 """The plan-identity table: for every run config in config/ and every run of every sweep file, a digest of what
 each step does: (stage, lr, optimizer reset, eval before it, is_target, ids), plus the eval after the last step.
-tests/data/plan_table.json was written by `python tests/plan_table.py --write` from the planner as it was before
-plans became stage lists (commit 9ff2209); test_plan_identity.py recomputes it with today's planner. Split sizes
+tests/data/plan_table.json was written by `python tests/plan_table.py --write` run against the planner as it was
+before plans became stage lists (commit c3c5d5c: schedule.py, sweep.py and config/ of that commit); test_plan_identity.py recomputes it with today's planner. Split sizes
 are fixed here, not read from prepared data (whose size depends on the Python version)."""
 import glob
 import hashlib
@@ -16,9 +16,10 @@ import sweep  # noqa: E402
 from configurator import load_config  # noqa: E402
 
 TABLE = os.path.join(ROOT, 'tests', 'data', 'plan_table.json')
-# (target windows, generic windows): big enough that nothing repeats in any config, and a small generic split
-# that makes every run reshuffle its generic data (the repeat path)
-SPLITS = {'big': (65536, 1_500_000), 'small': (20000, 3000)}
+# (target windows, generic windows) for a run that needs U pool windows and G generic windows: big enough that
+# nothing repeats in any config, and a small split (the pool plus 7 windows; a third of the generic windows the run
+# needs) that makes every run reshuffle its generic data (the repeat path)
+SPLITS = {'big': lambda U, G: (65536, 1_500_000), 'small': lambda U, G: (U + 7, G // 3 + 1)}
 
 
 def run_configs():
@@ -50,10 +51,16 @@ def plan_digest(config, target_windows, generic_windows):
 
 
 def table():
-    rows = {}
+    rows, done = {}, {}
     for name, config in run_configs():
-        for split, (target_windows, generic_windows) in SPLITS.items():
-            rows[f'{name}|{split}'] = plan_digest(config, target_windows, generic_windows)
+        plan = schedule.make_plan(config)
+        for split, sizes in SPLITS.items():
+            windows = sizes(plan['U'], plan['generic_total'])
+            # sweep files share runs (the reference runs are in several): each distinct plan is digested once
+            key = json.dumps([{k: v for k, v in config.items() if k != 'out_dir'}, windows], sort_keys=True)
+            if key not in done:
+                done[key] = plan_digest(config, *windows)
+            rows[f'{name}|{split}'] = done[key]
     return rows
 
 

@@ -200,3 +200,35 @@ def test_report_compares_rho_half_with_no_replay_against_the_seed_spread(tmp_pat
     assert f"lowers the target loss by 0.1000 (3.3%): {verdict}" in report
     assert 'best ρ: 0.5 ' in report
     assert 'efficiency' in report
+
+
+def test_curves_mark_every_stage_start_and_measure_the_spike_at_resets_and_restarts(tmp_path):
+    """A three-stage sweep (no ρ, α): curves.png draws each setting's losses over steps with its stage starts, and
+    measures the spike at stage 3 (which restarts the LR and resets the optimizer), not at stage 2 (continues)."""
+    table = [dict(start=0, steps=60, lr='restart', reset_optimizer=False),
+             dict(start=60, steps=20, lr='continue', reset_optimizer=False),
+             dict(start=80, steps=20, lr='restart', reset_optimizer=True)]
+    rows = []
+    for lr, jump in ((3e-4, 0.2), (1e-3, 0.5)):
+        for seed in SEEDS:
+            evals = [[s, 4.0 - s / 500 + (jump * math.exp(-(s - 80) / 5) if s > 80 else 0) + 0.001 * seed, 4.5]
+                     for s in range(0, 101, 4)]
+            rows.append(dict(run_row(f"lr{lr}_s{seed}", seed, BASE_TOKENS, evals[-1][1], 0), stage3_lr=lr,
+                             evals=evals, stage_table=table))
+    write_sweep(tmp_path, rows)
+    result = run_plot(tmp_path)
+    assert result.returncode == 0 and 'wrote' in result.stdout and 'curves.png' in result.stdout, result.stderr
+    with open(tmp_path / 'plots' / 'plotted.json') as f:
+        curves = json.load(f)['curves']['curves']
+    assert len(curves) == 2
+    for curve in curves:
+        assert curve['stage_starts'] == [60, 80]
+        runs = [r for r in rows if r['run'] in curve['runs']]
+        mean = np.mean([[e[1] for e in r['evals']] for r in runs], axis=0)
+        assert curve['target']['mean'] == pytest.approx(mean.tolist())
+        steps = [e[0] for e in runs[0]['evals']]
+        height, recovery = spike_stats([[s, m] for s, m in zip(steps, mean)], 80)
+        assert [s['start'] for s in curve['spikes']] == [80]
+        assert (curve['spikes'][0]['spike_height'], curve['spikes'][0]['recovery_steps']) == pytest.approx(
+            (height, recovery))
+        assert height > 0.05  # the synthetic jump decays within the 4 steps between evals

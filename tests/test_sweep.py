@@ -25,7 +25,7 @@ def sweeps(tmp_path_factory):
     """A mid-training WSD ρ sweep at α=1, plus a no-replay run with twice the target data, run twice: with prefix
     sharing and from scratch."""
     root = tmp_path_factory.mktemp('sweep')
-    generic, target = make_sources(str(root / 'data'))
+    generic, target = make_sources(str(root / 'data'), target_base=1200, vocab=1300)  # a small vocab: fast steps
     sweep_file = root / 'sweep_test.py'
     sweep_file.write_text(
         "base = ['config/tiny.py']\n"
@@ -97,3 +97,36 @@ def test_paper_midtrain_rho_sweep_shares_its_generic_prefix(tmp_path):
     # stage 2 starts at 992, 981, 960, 896, 768: 1024 + 256 + 128 + 64 + 43 steps (an eval at a boundary can
     # move a fork point by one step)
     assert abs(shared - 1515) <= 5
+
+
+def test_stage_lists_share_their_common_stages(tmp_path):
+    """Three-stage runs that differ only in how stage 3 fine-tunes (its LR restart and optimizer reset) share
+    stages 1 and 2: the forks start where their plans part and equal runs from scratch bit for bit."""
+    generic, target = make_sources(str(tmp_path / 'data'), target_base=1200, vocab=1300)
+    sweep_file = tmp_path / 'stages.py'
+    sweep_file.write_text(
+        "base = ['config/tiny.py']\n"
+        f"overrides = {{'generic_dir': {generic!r}, 'target_dir': {target!r}, 'log_batch_ids': True,\n"
+        "             'replay_fraction': None, 'stage2_allocation': None, 'spike_eval_steps': 0}\n"
+        "_first = [dict(steps=24, target=0), dict(steps=8, replay_fraction=0.75)]\n"
+        "runs = [dict(name='restart', stages=_first + [dict(schedule='restart', learning_rate=1e-3,"
+        " reset_optimizer=True)]),\n"
+        "        dict(name='restart_lower', stages=_first + [dict(schedule='restart', learning_rate=3e-4)]),\n"
+        "        dict(name='continue', stages=_first + [dict()])]\n"
+        f"sweep_dir = {str(tmp_path / 'shared')!r}\n")
+    shared_out = run_sweep(str(sweep_file))
+    run_sweep(str(sweep_file), '--share=False', f"--sweep_dir={tmp_path / 'scratch'}")
+    rows = {r['run']: r for r in csv.DictReader(open(tmp_path / 'shared' / 'results.csv'))}
+    # the restart runs share all 32 steps of stages 1 and 2; 'continue' runs ONE WSD schedule over all 40 steps,
+    # so its cooldown (from step 36, not 29) makes its LR depart at step 30
+    assert {r['run']: int(r['fork_step']) for r in rows.values()} == {'restart': 0, 'restart_lower': 32,
+                                                                      'continue': 30}
+    assert 'forked from' in shared_out
+    for name in rows:
+        assert (without_timing(read_log(tmp_path / 'shared' / name))
+                == without_timing(read_log(tmp_path / 'scratch' / name))), name
+    # results.jsonl carries each run's stages; a stage list's replay_fraction is the generic share of its
+    # stages with target data: (8 + 8) x 8 slots holding 32 target sequences
+    jsonl = {r['run']: r for r in map(json.loads, open(tmp_path / 'shared' / 'results.jsonl'))}
+    assert [s['start'] for s in jsonl['restart']['stage_table']] == [0, 24, 32]
+    assert float(rows['restart']['replay_fraction']) == 1 - 32 / 128

@@ -1,0 +1,167 @@
+"""Plans as stage lists: the planner against its spec (exact ramps, stage LR schedules, resets, spike evals, bad
+lists), and train.py running config/three_stage.py and config/replay_ramp.py, judged by what it actually fed (every
+sequence's first token encodes its window) and by the stage, LR and reset records it logged."""
+import collections
+import json
+import math
+import os
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import schedule
+from configurator import UserError, load_config
+from helpers import make_sources, read_log, run_train
+
+TARGET_BASE, VOCAB = 1200, 1300  # generic window w is token w < 1200; target window w is token 1200 + w
+
+
+def plan_for(stages, N=40, S=8, U=10, e=4, block_size=8, **extra):
+    config = load_config([], defaults={**load_config([]), 'max_iters': N, 'batch_size': S,
+                                       'gradient_accumulation_steps': 1, 'block_size': block_size,
+                                       'target_tokens': U * block_size, 'target_epochs': e, 'stages': stages,
+                                       **extra})
+    return schedule.make_plan(config)
+
+
+def step_counts(plan):
+    return [int(schedule.step_batch(plan, t)[0].sum()) for t in range(plan['N'])]
+
+
+def spec_ramp_counts(L, K, a, b):
+    """The spec, written out with exact fractions: the first j steps of a stage hold floor(K·W(j)/W(L)) target
+    sequences, W(j) the sum of the first j weights, which run linearly from a (first step) to b (last step)."""
+    weights = [Fraction(a) + (Fraction(b) - Fraction(a)) * i / (L - 1) if L > 1 else Fraction(1) for i in range(L)]
+    total = sum(weights)
+    before = [math.floor(K * sum(weights[:j]) / total) for j in range(L + 1)]
+    return [before[j + 1] - before[j] for j in range(L)]
+
+
+@pytest.mark.parametrize('L, K, a, b', [(10, 40, 1, 3), (10, 40, 3, 1), (7, 20, 0, 1), (13, 51, 2, 5),
+                                        (1, 5, 1, 3), (2, 9, 1, 2), (25, 100, 0.25, 0.75)])
+def test_a_ramp_gives_exact_integer_counts_on_a_line(L, K, a, b):
+    S = 8
+    plan = plan_for([dict(steps=40 - L, target=0), dict(steps=L, target=K, ramp=(a, b))], S=S, U=K, e=1)
+    counts = step_counts(plan)
+    assert counts[:40 - L] == [0] * (40 - L)
+    assert counts[40 - L:] == spec_ramp_counts(L, K, a, b)
+    assert sum(counts) == K
+    # targets_before is the closed form of the running sum, at every step
+    assert [schedule.targets_before(plan, t) for t in range(41)] == [0] + list(np.cumsum(counts))
+
+
+def test_replay_fraction_pair_is_a_ramp_of_the_target_share():
+    plan = plan_for([dict(steps=20, target=0), dict(steps=20, replay_fraction=(0.75, 0.25))], S=8, U=80, e=1)
+    counts = step_counts(plan)[20:]
+    assert sum(counts) == round(0.5 * 20 * 8) == 80
+    assert counts == spec_ramp_counts(20, 80, 0.25, 0.75)
+    assert counts[0] == 2 and counts[-1] == 6  # target share 0.25 -> 0.75 of 8 slots
+
+
+def test_three_stages_lr_resets_and_spike_evals():
+    stages = [dict(fraction=0.5, target=0), dict(fraction=0.25, replay_fraction=0.5),
+              dict(schedule='restart', lr_schedule='cosine', learning_rate=3e-4, reset_optimizer=True)]
+    plan = plan_for(stages, N=40, S=8, U=10, e=8, lr_schedule='wsd', learning_rate=1e-3, cooldown_fraction=0.1,
+                    warmup_fraction=0.1, spike_eval_steps=4, spike_eval_interval=2, eval_interval=0)
+    assert [(s['start'], s['steps'], s['target']) for s in plan['stages']] == [(0, 20, 0), (20, 10, 40), (30, 10, 40)]
+    assert [schedule.stage_of(plan, t) for t in (0, 19, 20, 29, 30, 39)] == [1, 1, 2, 2, 3, 3]
+    # stages 1 and 2 share one WSD schedule of 30 steps: warmup 3, decay over the last 3; stage 3 its own cosine
+    wsd = [1e-3 * (i + 1) / 3 if i < 3 else 1e-3 if i < 27 else 1e-3 * (1 - (i - 27) / 3) for i in range(30)]
+    cosine = [3e-4 * (i + 1) / 1 if i < 1 else 3e-4 * 0.5 * (1 + math.cos(math.pi * (i - 1) / 9)) for i in range(10)]
+    assert [schedule.lr_at(plan, t) for t in range(40)] == pytest.approx(wsd + cosine)
+    assert [t for t in range(40) if schedule.resets_optimizer_at(plan, t)] == [30]
+    assert schedule.stage_starts(plan) == [20, 30]
+    # dense evals after the stage that resets and restarts; none after stage 2, which only continues
+    assert [k for k in range(41) if schedule.evals_at(plan, k)] == [30, 32, 34, 40]
+    assert [schedule.stage_record(plan, t)['step'] for t in range(40) if schedule.stage_record(plan, t)] == [0, 20, 30]
+    assert schedule.stage_record(plan, 30)['reset_optimizer'] and schedule.stage_record(plan, 30)['lr_restart']
+    assert not schedule.stage_record(plan, 20)['lr_restart']
+
+
+@pytest.mark.parametrize('stages, extra, message', [
+    ([dict(steps=40)], dict(replay_fraction=0.5), "stages is set, and so is replay_fraction"),
+    ([dict(stpes=40)], {}, "stages[0] has an unknown key 'stpes' (did you mean 'steps'?)"),
+    ([dict(target=0), dict(target=40)], {}, "stages [0, 1] give no steps or fraction"),
+    ([dict(steps=30, target=0), dict(steps=20)], {}, "the stages give 50 steps but max_iters=40: change one"),
+    ([dict(steps=30, target=0), dict(steps=20), dict(target=0)], {}, "the stages give 50 steps, more than max_iters"),
+    ([dict(steps=30, target=0), dict(steps=10, target=30)], {}, "the stages give 30 target sequences but"),
+    ([dict(steps=30, target=0), dict(learning_rate=1e-3)], {}, "stages[1] sets learning_rate but continues"),
+    ([dict(steps=39, target=0), dict(target=40)], {}, "stage 2 has 1 steps x 8 sequences but 40 target"),
+    ([dict(steps=30, target=0), dict(ramp=(0, 1))], dict(U=15), "stage 2's ramp 0:1 needs more than 8 target"),
+    ("not a list", {}, "must be a non-empty list of dicts"),
+    ([dict(steps=30, target=0), dict(replay_fraction=(0.5, 1.5))], {}, "must be a number or a pair of numbers"),
+])
+def test_bad_stage_lists_name_what_to_change(stages, extra, message):
+    with pytest.raises(UserError) as e:
+        plan_for(stages, **extra)
+    assert message in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# train.py on the example configs: what it fed and logged
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def sources(tmp_path_factory):
+    return make_sources(str(tmp_path_factory.mktemp('data')), block_size=64, generic_windows=1150,
+                        target_windows=80, target_base=TARGET_BASE, vocab=VOCAB)
+
+
+# shorter than the configs (80 of their 320 steps) with target data to match: the stage fractions stay theirs
+EXAMPLES = {'config/three_stage.py': ['--max_iters=80', '--target_epochs=4'],
+            'config/replay_ramp.py': ['--max_iters=80', '--target_tokens=2048', '--target_epochs=5']}
+
+
+@pytest.fixture(scope='module', params=sorted(EXAMPLES))
+def example_run(request, sources, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('run'))
+    args = [request.param, *EXAMPLES[request.param], f'--generic_dir={sources[0]}', f'--target_dir={sources[1]}',
+            '--log_interval=1', '--eval_interval=20', '--val_tokens=1024', f'--out_dir={out}']
+    run_train(args, config='')
+    config = load_config(args)
+    plan = schedule.make_plan(config, target_windows=80, generic_windows=1150)
+    return request.param, out, plan
+
+
+def test_example_feeds_exactly_its_plan(example_run):
+    name, out, plan = example_run
+    log = read_log(out)
+    fed = [r for r in log if r['kind'] == 'batch']
+    assert [b['step'] for b in fed] == list(range(plan['N']))
+    pool = schedule.pool_of(plan)
+    for b in fed:
+        is_target, ids = schedule.step_batch(plan, b['step'])
+        assert b['first_tokens'] == [TARGET_BASE + pool[i] if t else i for t, i in zip(is_target, ids)]
+        assert b['is_target'] == [int(t) for t in is_target]
+    target = [tok - TARGET_BASE for b in fed for tok in b['first_tokens'] if tok >= TARGET_BASE]
+    assert len(target) == plan['T'] and set(collections.Counter(target).values()) == {plan['e']}
+    generic = [tok for b in fed for tok in b['first_tokens'] if tok < TARGET_BASE]
+    assert len(generic) == len(set(generic)) == plan['generic_total']  # never repeated
+    per_step = [sum(tok >= TARGET_BASE for tok in b['first_tokens']) for b in fed]
+    if name == 'config/replay_ramp.py':  # stage 2: the last 20 steps, ρ from 0.75 to 0.25 over 16 slots
+        assert per_step == [0] * 60 + spec_ramp_counts(20, 160, 0.25, 0.75)
+        assert per_step[60] == 4 and per_step[-1] == 12
+    else:  # 48 pre-training steps, 16 at ρ = 0.75, 16 more with the other 192 target sequences (ρ = 0.25)
+        assert per_step == [0] * 48 + [4] * 16 + [12] * 16
+
+
+def test_stage_records_lr_and_resets_fall_where_the_plan_says(example_run):
+    name, out, plan = example_run
+    log = read_log(out)
+    stages = [r for r in log if r['kind'] == 'stage']
+    expected = {'config/three_stage.py': [(0, 1, 'wsd', True, False), (48, 2, 'wsd', False, False),
+                                          (64, 3, 'cosine', True, True)],
+                'config/replay_ramp.py': [(0, 1, 'wsd', True, False), (60, 2, 'wsd', False, False)]}[name]
+    assert [(r['step'], r['stage'], r['lr_schedule'], r['lr_restart'], r['reset_optimizer']) for r in stages] == expected
+    train = [r for r in log if r['kind'] == 'train']
+    assert [r['step'] for r in train] == list(range(plan['N']))
+    assert [r['lr'] for r in train] == [schedule.lr_at(plan, t) for t in range(plan['N'])]
+    assert [r['stage'] for r in train] == [schedule.stage_of(plan, t) for t in range(plan['N'])]
+    evals = [r['step'] for r in log if r['kind'] == 'eval']
+    assert evals == [k for k in range(plan['N'] + 1) if schedule.evals_at(plan, k)]
+    if name == 'config/three_stage.py':  # the spike evals follow stage 3's reset and restart only
+        assert evals == [0, 20, 40, 60, 64, 68, 72, 76, 80]
+    with open(os.path.join(out, 'summary.json')) as f:
+        table = json.load(f)['plan']['stages']
+    assert [(s['start'], s['steps']) for s in table] == [(s['start'], s['steps']) for s in plan['stages']]
