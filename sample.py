@@ -1,5 +1,6 @@
 """
-sample.py: text from a checkpoint, decoded with the tokenizer its data was prepared with (meta.json).
+sample.py: text from a checkpoint, decoded with the tokenizer its data was prepared with (the checkpoint's record
+of it, or the run's meta.json): gpt2, bytes, or a model directory's tokenizer.json.
 
     python sample.py --out_dir=out/tiny --start="def " --num_samples=2 --max_new_tokens=200
     python sample.py --ckpt=out/tiny/ckpt_20.pt --start=FILE:prompt.txt --temperature=0.8 --top_k=50
@@ -11,10 +12,10 @@ import sys
 import torch
 
 from configurator import UserError, load_config, run_main
-from model import GPT, model_config_from
+from model import GPT, checkpoint_model_config
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'prepare'))
-from common import get_tokenizer  # noqa: E402  (prepare/common.py: gpt2 via tiktoken, offline too, or bytes)
+import common  # noqa: E402  (prepare/common.py: gpt2 via tiktoken, offline too, bytes, or a tokenizer.json)
 
 OPTIONS = dict(
     out_dir='out',          # the run whose ckpt.pt to read
@@ -26,12 +27,17 @@ OPTIONS = dict(
     top_k=200,              # keep only the k likeliest tokens (0 = all)
     seed=1337,
     device='auto',
-    tokenizer='',           # override meta.json's tokenizer name ('gpt2', 'bytes')
+    tokenizer='',           # override the run's tokenizer: 'gpt2', 'bytes' or a model directory with tokenizer.json
 )
 
 
-def tokenizer_name(config):
-    """The tokenizer the run's data was prepared with, from the target (or generic) source's meta.json."""
+def tokenizer_name(checkpoint):
+    """The tokenizer the run's data was prepared with: its directory or name as the checkpoint records it, else
+    from the target (or generic) source's meta.json (older checkpoints)."""
+    recorded = checkpoint.get('tokenizer_meta') or {}
+    if recorded.get('tokenizer_path') or recorded.get('tokenizer'):
+        return recorded.get('tokenizer_path') or recorded['tokenizer']
+    config = checkpoint['config']
     for key in ('target_dir', 'generic_dir'):
         path = os.path.join(config[key], 'meta.json')
         if os.path.isfile(path):
@@ -47,25 +53,28 @@ def main():
     if not os.path.isfile(path):
         raise UserError(f"checkpoint {path} not found: train first or pass --ckpt=PATH")
     checkpoint = torch.load(path, map_location='cpu', weights_only=True)  # loading runs no code from the file
-    config = checkpoint['config']
-    vocab_size = checkpoint['model']['lm_head.weight'].shape[0]
-    model = GPT(model_config_from(config, vocab_size))
+    model = GPT(checkpoint_model_config(checkpoint))
     model.load_state_dict(checkpoint['model'])
     device = options['device']
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     model.to(device).eval()
 
-    name = options['tokenizer'] or tokenizer_name(config)
-    if name not in ('gpt2', 'bytes'):
-        raise UserError(f"tokenizer {name!r} from meta.json cannot be decoded here: pass --tokenizer=gpt2 or bytes")
-    tokenizer = get_tokenizer(name)
+    name = options['tokenizer'] or tokenizer_name(checkpoint)
+    if name not in ('gpt2', 'bytes') and not os.path.isdir(name):
+        raise UserError(f"tokenizer {name!r} of the run cannot be decoded here: pass --tokenizer=gpt2, bytes or a "
+                        f"model directory with its tokenizer.json")
+    try:
+        tokenizer = common.get_tokenizer(name)
+    except common.UserError as e:
+        raise UserError(str(e)) from None
     start = options['start']
     if start.startswith('FILE:'):
         with open(start[5:], encoding='utf-8') as f:
             start = f.read()
     ids, _ = tokenizer['encode']([start])
-    prompt = torch.tensor(ids[:-1].astype('int64'), device=device)[None]  # drop the end-of-text encode appends
+    # drop the end-of-text that ends every encoded document (a BOS in front, where the tokenizer adds one, stays)
+    prompt = torch.tensor(ids[:-1].astype('int64'), device=device)[None]
     torch.manual_seed(options['seed'])
     for _ in range(options['num_samples']):
         out = model.generate(prompt, options['max_new_tokens'], temperature=options['temperature'],

@@ -11,6 +11,7 @@ Outputs in out_dir: log.jsonl (one JSON record per line; keys in README "Log for
 ckpt.pt (latest, replaced atomically), ckpt_<step>.pt for checkpoint_steps.
 """
 import contextlib
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -28,6 +29,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import hf
 import schedule
 from configurator import UserError, load_config, run_main
 from model import GPT, model_config_from
@@ -63,6 +65,9 @@ def open_source(name, data_dir):
     if not ok:
         raise UserError(f"{meta_path} is not a valid meta.json (needs a positive int vocab_size and an unsigned "
                         f"dtype): re-run the prepare script for {data_dir}")
+    if meta['vocab_size'] > np.iinfo(dtype).max + 1:
+        raise UserError(f"{meta_path}: vocab_size {meta['vocab_size']} does not fit its dtype {dtype} (ids up to "
+                        f"{np.iinfo(dtype).max}): re-run the prepare script for {data_dir}")
     source = dict(name=name, dir=data_dir, meta=meta, meta_sha256=hashlib.sha256(meta_bytes).hexdigest())
     for split in ('train', 'val'):
         path = os.path.join(data_dir, f'{split}.bin')
@@ -244,6 +249,8 @@ def check_config(config, world):
             raise UserError(f"device={c['device']!r} is not a torch device: use 'auto', 'cpu' or 'cuda'") from None
         if c['device'].startswith('cuda') and not torch.cuda.is_available():
             raise UserError(f"device={c['device']!r} but no CUDA GPU is visible: use device='cpu' or 'auto'")
+    if c['init_from'] not in ('scratch', 'resume'):
+        hf.check_not_hub_id('init_from', c['init_from'])
     if c['init_from'] not in ('scratch', 'resume') and not os.path.exists(c['init_from']):
         raise UserError(f"init_from={c['init_from']!r} is not 'scratch', 'resume' or an existing checkpoint path")
     if c['resume_from'] and c['init_from'] != 'resume':
@@ -260,7 +267,9 @@ def check_config(config, world):
 def check_sources(generic, target, config):
     bs = config['block_size']
     for key in ('tokenizer', 'vocab_size'):
-        if generic['meta'].get(key) != target['meta'].get(key):
+        same = hf.same_tokenizer(generic['meta'], target['meta']) if key == 'tokenizer' else \
+            generic['meta'].get(key) == target['meta'].get(key)
+        if not same:
             raise UserError(f"generic_dir and target_dir use different {key}s ({generic['meta'].get(key)!r} vs "
                             f"{target['meta'].get(key)!r}): prepare both with the same tokenizer")
     for source in (generic, target):
@@ -336,7 +345,10 @@ def load_checkpoint(path):
 
 
 def check_architecture(checkpoint, config, path, meta):
-    """Weights load only into the same shapes, and mean something only with the same tokenizer."""
+    """Weights load only into the same shapes, and mean something only with the same tokenizer. A run that started
+    from a Hugging Face model keeps that model's shape (in its checkpoint), whatever this run's model keys say."""
+    if checkpoint.get('hf_source'):
+        return
     saved = dict(checkpoint['config'], tokenizer=checkpoint['tokenizer'], vocab_size=checkpoint['vocab_size'])
     now = dict(config, tokenizer=meta.get('tokenizer'), vocab_size=meta['vocab_size'])
     changed = [f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in MODEL_KEYS + ('tokenizer', 'vocab_size')
@@ -431,22 +443,35 @@ def main():
     bs = config['block_size']
     windows = lambda source: max(0, (len(source['train']) - 1) // bs)
     checkpoint, start_step, resume_path = None, 0, None
+    hf_source = None  # the Hugging Face model this run's weights come from: {'dir', 'config', 'tokenizer'}
     if config['init_from'] == 'resume':
         resume_path = config['resume_from'] or os.path.join(out_dir, 'ckpt.pt')
         if not os.path.isfile(resume_path):
             raise UserError(f"init_from='resume' but {resume_path} does not exist: start with init_from='scratch'")
         checkpoint = load_checkpoint(resume_path)
         check_architecture(checkpoint, config, resume_path, generic['meta'])
+        hf_source = checkpoint.get('hf_source')
         start_step = checkpoint['step']
         if config['generic_offset'] == 0:  # a run started from another run's weights keeps the cursor it took
             config['generic_offset'] = checkpoint['config']['generic_offset']
+    elif hf.is_model_dir(config['init_from']):  # a Hugging Face model's weights; this run's own plan
+        hf_source = hf.open_model_dir(config['init_from'])
     elif config['init_from'] != 'scratch':  # weights of another run; this run's own plan
         path = config['init_from']
         path = os.path.join(path, 'ckpt.pt') if os.path.isdir(path) else path
         checkpoint = load_checkpoint(path)
         check_architecture(checkpoint, config, path, generic['meta'])
+        hf_source = checkpoint.get('hf_source')
         if config['generic_offset'] == 0:  # continue that run's generic cursor: replay is fresh data
             config['generic_offset'] = checkpoint['generic_cursor']
+    vocab_size = generic['meta']['vocab_size']
+    if hf_source:  # the shape is the Hugging Face model's, not this run's model keys
+        model_config = hf.model_config(hf_source, bs, config['dropout'])
+        hf.check_data_tokenizer(hf_source, model_config, (generic, target))
+        if checkpoint is None:
+            hf.check_weights(hf_source['dir'], model_config)
+    else:
+        model_config = model_config_from(config, vocab_size)
     plan = schedule.make_plan(config, windows(target), windows(generic))
     pool = schedule.target_pool(config['data_seed'], windows(target), plan['U']) if plan['U'] else np.zeros(0, int)
     this_fingerprint = fingerprint(config, generic, target)
@@ -467,10 +492,11 @@ def main():
 
     # --- model and optimizer ---
     torch.manual_seed(config['seed'])
-    vocab_size = generic['meta']['vocab_size']
-    model = GPT(model_config_from(config, vocab_size)).to(device)
+    model = GPT(model_config).to(device)
     if checkpoint is not None:
         model.load_state_dict(checkpoint['model'])
+    elif hf_source:
+        model.load_state_dict(hf.load_weights(hf_source['dir'], model_config))
     dtype = config['dtype']
     if dtype == 'auto':
         dtype = ('bfloat16' if torch.cuda.is_bf16_supported() else 'float16') if device_type == 'cuda' else 'float32'
@@ -550,7 +576,10 @@ def main():
                  prefix_hash=schedule.prefix_hashes(config, plan, upto=step)[-1],
                  generic_cursor=config['generic_offset'] + step * S - schedule.targets_before(plan, step),
                  rng_cpu=torch.get_rng_state(), log_sums=window[:5].clone(), last_log_step=last_log_step,
-                 tokenizer=generic['meta'].get('tokenizer'), vocab_size=vocab_size)
+                 tokenizer=generic['meta'].get('tokenizer'), vocab_size=vocab_size,
+                 # what export.py and sample.py need: the shape, the Hugging Face origin, the data's tokenizer
+                 model_config=dataclasses.asdict(model_config), hf_source=hf_source,
+                 tokenizer_meta=hf.tokenizer_meta(generic['meta']))
         if device_type == 'cuda':
             s['rng_cuda'] = torch.cuda.get_rng_state(device)
         return s, bool(torch.isfinite(window).all())
@@ -590,6 +619,8 @@ def main():
               f"e={plan['e']}, stage 2 from step {plan['stage2_start']}, {raw_model.get_num_params() / 1e6:.2f}M "
               f"non-embedding params, device {device_name}, dtype {dtype}"
               + (f", resuming at step {start_step}" if start_step else ""), flush=True)
+        if hf_source:
+            print(f"model from {hf_source['dir']}: {hf.describe(model_config)}", flush=True)
     for t in range(start_step, N + 1):
         # after t completed steps: evaluate, then checkpoint (a resume at t starts right here, past both)
         if t > start_step or t == 0:
@@ -671,7 +702,8 @@ def main():
                        generic_cursor_end=config['generic_offset'] + plan['generic_total'],
                        git_commit=git_commit(), versions=dict(python=platform.python_version(),
                                                               torch=torch.__version__, numpy=np.__version__),
-                       device=device_name, world_size=world, sources=sources, wall_s=time.time() - t0)
+                       device=device_name, world_size=world, sources=sources, wall_s=time.time() - t0,
+                       model=hf.model_summary(model_config, hf_source))
         with open(os.path.join(out_dir, 'summary.json.tmp'), 'w') as f:
             json.dump(summary, f, indent=1)
         os.replace(os.path.join(out_dir, 'summary.json.tmp'), os.path.join(out_dir, 'summary.json'))

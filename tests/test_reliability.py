@@ -428,16 +428,24 @@ def test_bad_inputs_fail_fast_with_one_clear_line(bad_inputs, data, tmp_path):
             key, _, value = arg.format(**bad_inputs).partition('=')
             args.append(f'{key}={bad_inputs[value]}' if value in bad_inputs else arg.format(**bad_inputs))
         cases.append(args)
+    assert len(BAD) >= 15
+    failures, _ = one_line_failures([(name, expected) for name, _, expected in BAD], cases, tmp_path)
+    assert not failures, '\n'.join(failures)
+
+
+def one_line_failures(expected, cases, tmp_path):
+    """Run `python train.py ARGS` for each case (forked, FORKED_TRAIN). Returns the failures, cases whose result is
+    not exit status 2 with one line `error: ...` holding the expected piece ((name, piece) per case), and every
+    case's (exit status, stdout, stderr)."""
     result = subprocess.run([sys.executable, '-c', FORKED_TRAIN, json.dumps(cases), str(tmp_path)], cwd=ROOT, env=ENV,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert len(BAD) >= 15
-    failures = []
-    for (name, _, expected), (rc, stdout, stderr) in zip(BAD, json.loads(result.stdout)):
+    results, failures = json.loads(result.stdout), []
+    for (name, piece), (rc, stdout, stderr) in zip(expected, results):
         lines = stderr.splitlines()
-        if not (rc == 2 and len(lines) == 1 and lines[0].startswith('error: ') and expected in lines[0]):
+        if not (rc == 2 and len(lines) == 1 and lines[0].startswith('error: ') and piece in lines[0]):
             failures.append(f"{name}: rc={rc} stderr={stderr[-1500:]!r} stdout={stdout[-300:]!r}")
-    assert not failures, '\n'.join(failures)
+    return failures, results
 
 
 def test_changed_schedule_resume_is_refused_then_forced(bad_inputs, reference):
