@@ -45,15 +45,13 @@ IGNORED = re.compile(r'(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)|model\.l
                      r'inv_freq')
 
 
+@contextlib.contextmanager
 def tokenizer_errors():
     """prepare/common.py raises its own UserError (prepare/ does not import configurator): make it ours."""
-    @contextlib.contextmanager
-    def converted():
-        try:
-            yield
-        except common.UserError as e:
-            raise UserError(str(e)) from None
-    return converted()
+    try:
+        yield
+    except common.UserError as e:
+        raise UserError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -71,8 +69,8 @@ def check_not_hub_id(key, value):
     """init_from='meta-llama/Llama-3.1-8B' that is no local path: say how to download it (we never do)."""
     if not os.path.exists(value) and re.fullmatch(r'[\w.-]+/[\w.-]+', value):
         local = os.path.join('models', value.split('/')[1])
-        raise UserError(f"{key}={value!r} is no local path; it looks like a Hugging Face Hub id, and models are "
-                        f"not downloaded here: run `hf download {value} --local-dir {local}` first, then "
+        raise UserError(f"{key}={value!r} does not exist here; if it is a Hugging Face Hub id, download it first "
+                        f"(nothing is downloaded here): run `hf download {value} --local-dir {local}`, then "
                         f"{key}={local}")
 
 
@@ -116,7 +114,7 @@ def model_config(hf_source, block_size, dropout=0.0):
             value = default
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             raise UserError(f"{where}: {key}={value!r} must be {kind.__name__}")
         return value
 
@@ -225,7 +223,7 @@ def our_shapes(config):
         return {k: tuple(v.shape) for k, v in GPT(config).state_dict().items()}
 
 
-def split_sizes(config, name):
+def qkv_rows(config):
     """Row counts of q, k, v in our qkv tensor."""
     Q = config.head_size
     return [config.n_head * Q, config.kv_heads * Q, config.kv_heads * Q]
@@ -277,7 +275,7 @@ def check_weights(path, config):
     for name, shape in our_shapes(config).items():
         names, how = hf_names(config, name, prefix)
         wanted = ([(shape[::-1] if how == 'transpose' else shape)] if how != 'stack'
-                  else [(rows,) + shape[1:] for rows in split_sizes(config, name)])
+                  else [(rows,) + shape[1:] for rows in qkv_rows(config)])
         for hf, want in zip(names, wanted):
             if hf not in shapes:
                 raise UserError(f"{path}: tensor {hf} is missing from the weights (config.json implies shape "
@@ -415,7 +413,7 @@ def hf_state_dict(config, state, dtype):
             continue
         names, how = hf_names(config, name, 'transformer.')
         tensor = tensor.detach().to(dtype)
-        parts = (tensor.split(split_sizes(config, name)) if how == 'stack'
+        parts = (tensor.split(qkv_rows(config)) if how == 'stack'
                  else [tensor.t() if how == 'transpose' else tensor])
         for hf, part in zip(names, parts):
             out[hf] = part.contiguous().clone()  # own memory: safetensors refuses views and shared storage

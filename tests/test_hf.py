@@ -372,7 +372,7 @@ def test_bad_inputs_fail_fast_with_one_clear_line(models, trained, broken, tmp_p
         ('block longer than the context', [f"--init_from={gpt2['path']}", *data(gpt2), '--block_size=512'],
          "block_size=512 is longer than the model's context"),
         ('a Hub id', ['--init_from=meta-llama/Llama-3.1-8B', *data(llama)],
-         "run `hf download meta-llama/Llama-3.1-8B --local-dir models/Llama-3.1-8B` first"),
+         "run `hf download meta-llama/Llama-3.1-8B --local-dir models/Llama-3.1-8B`, then init_from=models/"),
     ]
     argv = [[*RUN, *args, f'--out_dir={tmp_path}/case{i}'] for i, (_, args, _) in enumerate(cases)]
     failures, results = one_line_failures([(name, expected) for name, _, expected in cases], argv, tmp_path)
