@@ -67,7 +67,7 @@ def is_model_dir(path):
 
 def check_not_hub_id(key, value):
     """init_from='meta-llama/Llama-3.1-8B' that is no local path: say how to download it (we never do)."""
-    if not os.path.exists(value) and re.fullmatch(r'[\w.-]+/[\w.-]+', value):
+    if not os.path.exists(value) and re.fullmatch(r"[\w.-]+/[\w.-]+", value):
         local = os.path.join('models', value.split('/')[1])
         raise UserError(f"{key}={value!r} does not exist here; if it is a Hugging Face Hub id, download it first "
                         f"(nothing is downloaded here): run `hf download {value} --local-dir {local}`, then "
@@ -264,13 +264,12 @@ def read_header(file):
 
 def check_weights(path, config):
     """Before any compute: every tensor the model needs is in the directory with the shape config.json implies,
-    and no tensor is left over (a leftover means config.json and the weights disagree). Reads headers only.
-    Returns the GPT-2 prefix ('transformer.' or '') the files use."""
+    and no tensor is left over (a leftover means config.json and the weights disagree). Reads headers only."""
     files = weight_files(path)
     shapes = {}
     for file in sorted(set(files.values())):
         shapes.update(read_header(file))
-    prefix = 'transformer.' if any(n.startswith('transformer.') for n in shapes) else ''
+    prefix = gpt2_prefix(shapes)
     used = set()
     for name, shape in our_shapes(config).items():
         names, how = hf_names(config, name, prefix)
@@ -289,7 +288,11 @@ def check_weights(path, config):
     if left:
         raise UserError(f"{path}: {len(left)} tensor(s) that config.json does not account for, e.g. {left[0]}: "
                         f"config.json and the weights disagree")
-    return prefix
+
+
+def gpt2_prefix(names):
+    """GPT2LMHeadModel saves `transformer.h.0...`; GPT2Model and the Hub's original gpt2 files save `h.0...`."""
+    return 'transformer.' if any(n.startswith('transformer.') for n in names) else ''
 
 
 def iter_weights(path, config):
@@ -297,7 +300,7 @@ def iter_weights(path, config):
     their stored dtype (load_state_dict casts). A sharded loader can take each tensor, keep its shard and drop the
     rest, without ever holding the whole model. Call check_weights first: this assumes the names and shapes."""
     files = weight_files(path)
-    prefix = 'transformer.' if any(n.startswith('transformer.') for n in files) else ''
+    prefix = gpt2_prefix(files)
     with contextlib.ExitStack() as stack:
         opened = {}
 
@@ -359,11 +362,11 @@ def check_data_tokenizer(hf_source, model_config, sources):
     """The data was prepared in the model's tokenizer (same fingerprint of vocabulary, merges and special tokens;
     gpt2 data fits a GPT-2 directory's tokenizer) and its ids fit the model's embedding. One line naming both."""
     model_tok = hf_source.get('tokenizer')
+    if model_tok is None:
+        raise UserError(f"{hf_source['dir']} has no tokenizer.json, so the data cannot be checked to be in the "
+                        f"model's tokenizer: copy the model's tokenizer files there")
     for source in sources:
         meta, where = source['meta'], f"{source['name']}_dir={source['dir']}"
-        if model_tok is None:
-            raise UserError(f"{hf_source['dir']} has no tokenizer.json, so its data cannot be checked to be in its "
-                            f"tokenizer: copy the model's tokenizer files there")
         if not same_tokenizer(meta, model_tok):
             raise UserError(f"{where} was prepared with tokenizer {name_tokenizer(meta)}, but the model "
                             f"{hf_source['dir']} uses {name_tokenizer(model_tok)}: prepare the data with "

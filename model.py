@@ -269,7 +269,8 @@ class GPT(nn.Module):
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, eps, device_type):
         """AdamW with two groups: [0] decayed matrices, [1] everything else (norms, biases, ...).
-        llama (the paper's rule): every matrix but the token embedding is decayed; the untied head is decayed.
+        llama (the paper's rule): every matrix but the token embedding is decayed; the untied head is decayed, a
+        tied one (Llama 3.2 1B/3B) is the token embedding and is not.
         gpt2 (as nanoGPT): every matrix is decayed, including the tied embedding/head and the position table."""
         exempt = self.wte.weight if self.config.arch == 'llama' else None
         params = list(self.parameters())  # tied weights appear once

@@ -249,9 +249,8 @@ def check_config(config, world):
             raise UserError(f"device={c['device']!r} is not a torch device: use 'auto', 'cpu' or 'cuda'") from None
         if c['device'].startswith('cuda') and not torch.cuda.is_available():
             raise UserError(f"device={c['device']!r} but no CUDA GPU is visible: use device='cpu' or 'auto'")
-    if c['init_from'] not in ('scratch', 'resume'):
-        hf.check_not_hub_id('init_from', c['init_from'])
     if c['init_from'] not in ('scratch', 'resume') and not os.path.exists(c['init_from']):
+        hf.check_not_hub_id('init_from', c['init_from'])
         raise UserError(f"init_from={c['init_from']!r} is not 'scratch', 'resume' or an existing checkpoint path")
     if c['resume_from'] and c['init_from'] != 'resume':
         raise UserError(f"resume_from={c['resume_from']!r} is only read with init_from='resume' (init_from is "
@@ -266,9 +265,8 @@ def check_config(config, world):
 
 def check_sources(generic, target, config):
     bs = config['block_size']
-    for key in ('tokenizer', 'vocab_size'):
-        same = hf.same_tokenizer(generic['meta'], target['meta']) if key == 'tokenizer' else \
-            generic['meta'].get(key) == target['meta'].get(key)
+    for key, same in (('tokenizer', hf.same_tokenizer(generic['meta'], target['meta'])),  # by fingerprint if any
+                      ('vocab_size', generic['meta'].get('vocab_size') == target['meta'].get('vocab_size'))):
         if not same:
             raise UserError(f"generic_dir and target_dir use different {key}s ({generic['meta'].get(key)!r} vs "
                             f"{target['meta'].get(key)!r}): prepare both with the same tokenizer")

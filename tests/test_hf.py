@@ -10,6 +10,7 @@ here (prepare/tiny_model.py), their weights drawn again with std 0.15 so that a 
 - from-scratch checkpoints export with GPT-2's tokenizer built offline (== tiktoken) or the bytes one (== UTF-8);
 - tokenizer fingerprints survive re-saving; uint32 token files above 65,536 tokens;
 - bad inputs: one `error:` line, exit status 2, before the model is built."""
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -22,6 +23,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from synthetic import copy_for_resume, read_log, without_timing
 from test_reliability import one_line_failures  # python train.py ARGS, forked; one `error:` line?
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +43,7 @@ TOLERANCE = 1e-4
 BLOCK = 32
 # on top of config/tiny.py: N=6 steps x S=8, U=8 target sequences seen once, ρ=0.5, α=1 -> stage 2 = steps 4, 5
 RUN = ['config/tiny.py', '--max_iters=6', '--target_epochs=1', '--eval_interval=3', '--log_interval=1',
-       '--spike_eval_steps=0', '--checkpoint_interval=0', '--learning_rate=3e-3']
+       '--spike_eval_steps=0', '--checkpoint_interval=0', '--learning_rate=3e-3', '--checkpoint_steps=[3]']
 
 
 def script(*args, expect_ok=True):
@@ -164,8 +166,7 @@ def test_round_trip_export_without_training(models, tmp_path):
 def trained(models, tmp_path_factory):
     """For the untied GQA Llama (BOS-adding tokenizer) and GPT-2 (no BOS): data prepared in the model's tokenizer,
     6 training steps with replay from its directory, the export."""
-    runs = {}
-    for name in ('llama', 'gpt2'):
+    def pipeline(name):
         path = models[name][0]
         root = tmp_path_factory.mktemp(name)
         data = dict(generic=str(root / 'generic'), target=str(root / 'target'))
@@ -175,8 +176,9 @@ def trained(models, tmp_path_factory):
         result = script('train.py', *RUN, f'--init_from={path}', f"--generic_dir={data['generic']}",
                         f"--target_dir={data['target']}", f'--out_dir={out}')
         script('export.py', out, f'--to={export}')
-        runs[name] = dict(path=path, data=data, out=out, export=export, stdout=result.stdout)
-    return runs
+        return dict(path=path, data=data, out=out, export=export, stdout=result.stdout)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # two single-threaded chains of processes, side by side
+        return dict(zip(('llama', 'gpt2'), pool.map(pipeline, ('llama', 'gpt2'))))
 
 
 @pytest.mark.parametrize('name', ['llama', 'gpt2'])
@@ -219,6 +221,16 @@ def test_trains_from_the_model_and_exports_what_it_trained(models, trained, name
     text = 'Floating point literals are described by the following lexical definitions.'
     ids, _ = tok['encode']([text])
     assert transformers.AutoTokenizer.from_pretrained(run['export'])(text).input_ids == ids[:-1].tolist()
+
+
+def test_resume_needs_no_model_directory(trained, tmp_path):
+    """A run from a model directory resumes exactly from its checkpoint alone (shape, source and tokenizer in it),
+    and its run config's model keys stay unused (here a different n_layer, which a run from scratch would refuse)."""
+    run = trained['gpt2']
+    resumed = copy_for_resume(run['out'], 3, str(tmp_path / 'resumed'))
+    script('train.py', *RUN, '--init_from=resume', '--n_layer=5', f"--generic_dir={run['data']['generic']}",
+           f"--target_dir={run['data']['target']}", f'--out_dir={resumed}')
+    assert without_timing(read_log(resumed)) == without_timing(read_log(run['out']))
 
 
 def test_sample_decodes_with_the_model_tokenizer(trained):
@@ -384,11 +396,10 @@ def test_bad_inputs_fail_fast_with_one_clear_line(models, trained, broken, tmp_p
 
 def test_export_and_prepare_bad_inputs(trained, tmp_path):
     run = trained['llama']
-    result = script('export.py', run['out'], f"--to={run['export']}", expect_ok=False)
-    assert result.returncode == 2 and result.stderr.startswith('error: ') and 'is not an empty directory' in \
-        result.stderr and len(result.stderr.splitlines()) == 1
+    checkpoint = torch.load(f"{run['out']}/ckpt.pt", weights_only=True)
+    with pytest.raises(UserError, match='is not an empty directory'):
+        hf.export(checkpoint, run['export'])
     with pytest.raises(UserError, match='is no longer at'):  # the tokenizer the run used has gone
-        checkpoint = torch.load(f"{run['out']}/ckpt.pt", weights_only=True)
         checkpoint['hf_source']['dir'] = checkpoint['tokenizer_meta']['tokenizer_path'] = str(tmp_path / 'gone')
         checkpoint['hf_source']['tokenizer']['tokenizer_path'] = str(tmp_path / 'gone')
         hf.export(checkpoint, str(tmp_path / 'out'))
