@@ -17,6 +17,7 @@ from collections import namedtuple
 import torch
 
 import data
+import hf
 import schedule
 from configurator import UserError
 
@@ -29,32 +30,40 @@ CHECKPOINT_KEYS = ('model', 'optimizer', 'scaler', 'step', 'config', 'fingerprin
 
 # How a run starts, decided once (start()):
 #   kind        'scratch' | 'resume' (this run, from out_dir/ckpt.pt) | 'fork' (another run's checkpoint whose plan
-#               prefix equals this run's: resume_from) | 'weights' (another run's weights; init_from=PATH)
-#   path        the checkpoint file ('' from scratch); checkpoint: its contents (None from scratch)
+#               prefix equals this run's: resume_from) | 'weights' (another run's weights; init_from=PATH) | 'hf'
+#               (a Hugging Face model directory's weights; init_from=DIR)
+#   path        the checkpoint file or model directory ('' from scratch); checkpoint: our checkpoint's contents
+#               (None from scratch or a model directory)
 #   step        steps already done (resume and fork; 0 otherwise)
 #   generic_offset  generic windows used before step 0: generic_offset if set, else what the checkpoint says
-Start = namedtuple('Start', 'kind path checkpoint step generic_offset')
+#   hf_source   the Hugging Face model the weights come from, first or through our checkpoints (hf.open_model_dir)
+Start = namedtuple('Start', 'kind path checkpoint step generic_offset hf_source')
 
 
 def start(config, meta):
     """How this run starts, with its checkpoint loaded and checked against this model and data (meta: the
     generic source's meta.json)."""
     if config['init_from'] == 'scratch':
-        return Start('scratch', '', None, 0, config['generic_offset'])
+        return Start('scratch', '', None, 0, config['generic_offset'], None)
     if config['init_from'] == 'resume':
         path = config['resume_from'] or os.path.join(config['out_dir'], 'ckpt.pt')
         if not os.path.isfile(path):
             raise UserError(f"init_from='resume' but {path} does not exist: start with init_from='scratch'")
+    elif hf.is_model_dir(config['init_from']):  # weights only, this run's own plan; the shape is the model's
+        path = config['init_from']
+        return Start('hf', path, None, 0, config['generic_offset'], hf.open_model_dir(path))
     else:
         path = config['init_from']
         path = os.path.join(path, 'ckpt.pt') if os.path.isdir(path) else path
     checkpoint = load_checkpoint(path)
     check_architecture(checkpoint, config, path, meta)
     if config['init_from'] != 'resume':  # weights only: this run's own plan from step 0; replay is fresh data
-        return Start('weights', path, checkpoint, 0, config['generic_offset'] or checkpoint['generic_cursor'])
+        return Start('weights', path, checkpoint, 0, config['generic_offset'] or checkpoint['generic_cursor'],
+                     checkpoint.get('hf_source'))
     # a run started from another run's weights keeps the offset it took (older checkpoints: in their config)
     offset = config['generic_offset'] or checkpoint.get('generic_offset', checkpoint['config']['generic_offset'])
-    return Start('fork' if config['resume_from'] else 'resume', path, checkpoint, checkpoint['step'], offset)
+    return Start('fork' if config['resume_from'] else 'resume', path, checkpoint, checkpoint['step'], offset,
+                 checkpoint.get('hf_source'))
 
 
 def prepare_out_dir(out_dir):
@@ -120,7 +129,11 @@ def check_resume(run_start, config, plan, this_fingerprint):
 
 
 def check_architecture(checkpoint, config, path, meta):
-    """Weights load only into the same shapes, and mean something only with the same tokenizer."""
+    """Weights load only into the same shapes, and mean something only with the same tokenizer. A run that started
+    from a Hugging Face model keeps that model's shape (in its checkpoint), whatever this run's model keys say: its
+    tokenizer is checked against the data by train.model_shape."""
+    if checkpoint.get('hf_source'):
+        return
     saved = dict(checkpoint['config'], tokenizer=checkpoint['tokenizer'], vocab_size=checkpoint['vocab_size'])
     now = dict(config, tokenizer=meta.get('tokenizer'), vocab_size=meta['vocab_size'])
     changed = [f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in MODEL_KEYS + ('tokenizer', 'vocab_size')

@@ -13,6 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
+import hf
 import schedule
 from configurator import UserError
 
@@ -36,6 +37,9 @@ def open_source(name, data_dir):
     if not ok:
         raise UserError(f"{meta_path} is not a valid meta.json (needs a positive int vocab_size and an unsigned "
                         f"dtype): re-run the prepare script for {data_dir}")
+    if meta['vocab_size'] > np.iinfo(dtype).max + 1:
+        raise UserError(f"{meta_path}: vocab_size {meta['vocab_size']} does not fit its dtype {dtype} (ids up to "
+                        f"{np.iinfo(dtype).max}): re-run the prepare script for {data_dir}")
     source = dict(name=name, dir=data_dir, meta=meta, meta_sha256=hashlib.sha256(meta_bytes).hexdigest())
     for split in ('train', 'val'):
         path = os.path.join(data_dir, f'{split}.bin')
@@ -66,8 +70,9 @@ def check_sources(generic, target, config):
     """The two sources fit each other and this run: same tokenizer, enough tokens for a window, validation windows,
     and no token id the model has no embedding for (an index error or a device-side assert mid-run otherwise)."""
     block_size = config['block_size']
-    for key in ('tokenizer', 'vocab_size'):
-        if generic['meta'].get(key) != target['meta'].get(key):
+    for key, same in (('tokenizer', hf.same_tokenizer(generic['meta'], target['meta'])),  # by fingerprint if any
+                      ('vocab_size', generic['meta'].get('vocab_size') == target['meta'].get('vocab_size'))):
+        if not same:
             raise UserError(f"generic_dir and target_dir use different {key}s ({generic['meta'].get(key)!r} vs "
                             f"{target['meta'].get(key)!r}): prepare both with the same tokenizer")
     for source in (generic, target):

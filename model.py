@@ -7,8 +7,13 @@ The model: one GPT class with two architectures behind `arch`.
            The paper's "150m" shape is n_layer=6, n_embd=512, n_head=8, intermediate_size=1792 (22.8M parameters
            without embeddings).
 
+The fields after init_std exist for Hugging Face models (hf.py reads them from a config.json): grouped-query
+attention, a head size of its own, Llama 3.1's RoPE scaling, a tied or untied head, GPT-2's tanh GELU and its
+1024-row position table. Their defaults are what a run config builds, unchanged.
+
 forward(idx, targets) returns the PER-SEQUENCE mean cross entropy, shape (B,), so train.py can split the loss by
-data source; the training loss is its .mean().
+data source; the training loss is its .mean(). forward(idx, all_logits=True) returns every position's logits
+(per-token log-likelihoods for task evaluation).
 """
 import inspect
 import math
@@ -33,14 +38,29 @@ class GPTConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     init_std: float = 0.02
+    n_kv_head: int = 0            # key/value heads, grouped-query attention; 0 = n_head
+    head_dim: int = 0             # per-head width; 0 = n_embd // n_head
+    n_positions: int = 0          # gpt2: rows of the position table (a Hugging Face GPT-2 has 1024); 0 = block_size
+    tie_embeddings: bool = None   # head = token embedding; None = the arch's own rule (gpt2 tied, llama untied)
+    activation: str = 'gelu'      # gpt2 MLP: 'gelu' (exact, erf) | 'gelu_new' (GPT-2's tanh approximation)
+    rope_scaling: dict = None     # llama: None, or Llama 3.1's {'rope_type': 'llama3', 'factor',
+                                  # 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'}
 
     def __post_init__(self):
         if self.arch not in ('gpt2', 'llama'):
             raise ValueError(f"arch must be 'gpt2' or 'llama', got {self.arch!r}")
-        if self.n_embd % self.n_head:
+        if not self.head_dim and self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
-        if self.arch == 'llama' and (self.n_embd // self.n_head) % 2:
+        if self.n_head % self.kv_heads:
+            raise ValueError(f"n_head={self.n_head} is not a multiple of n_kv_head={self.n_kv_head}")
+        if self.arch == 'llama' and self.head_size % 2:
             raise ValueError("rotary embeddings need an even head dimension")
+        if self.activation not in ('gelu', 'gelu_new'):
+            raise ValueError(f"activation must be 'gelu' or 'gelu_new', got {self.activation!r}")
+        if self.rope_scaling is not None and self.rope_scaling.get('rope_type') != 'llama3':
+            raise ValueError(f"rope_scaling must be None or of rope_type 'llama3', got {self.rope_scaling!r}")
+        if self.arch == 'gpt2' and self.block_size > self.position_rows:
+            raise ValueError(f"block_size={self.block_size} exceeds the {self.position_rows} position embeddings")
 
     @property
     def mlp_hidden(self):
@@ -55,11 +75,36 @@ class GPTConfig:
     def use_bias(self):
         return self.bias and self.arch == 'gpt2'
 
+    @property
+    def kv_heads(self):
+        return self.n_kv_head or self.n_head
+
+    @property
+    def head_size(self):
+        return self.head_dim or self.n_embd // self.n_head
+
+    @property
+    def position_rows(self):
+        return self.n_positions or self.block_size
+
+    @property
+    def tied(self):
+        return self.arch == 'gpt2' if self.tie_embeddings is None else self.tie_embeddings
+
 
 def model_config_from(config: dict, vocab_size: int) -> GPTConfig:
-    """The model's keys out of a full run config (configurator.load_config); vocab_size comes from the data."""
+    """The model's keys out of a full run config (configurator.load_config); vocab_size comes from the data. Fields
+    that are no config key (the Hugging Face ones) keep their defaults."""
     return GPTConfig(vocab_size=vocab_size, **{f.name: config[f.name] for f in fields(GPTConfig)
-                                               if f.name != 'vocab_size'})
+                                               if f.name != 'vocab_size' and f.name in config})
+
+
+def checkpoint_model_config(checkpoint: dict) -> GPTConfig:
+    """The GPTConfig a checkpoint's weights were made with. Checkpoints carry it whole ('model_config'); older ones
+    are rebuilt from their run config and the weights' vocabulary."""
+    if 'model_config' in checkpoint:
+        return GPTConfig(**checkpoint['model_config'])
+    return model_config_from(checkpoint['config'], checkpoint['model']['wte.weight'].shape[0])
 
 
 def make_norm(config):
@@ -69,11 +114,27 @@ def make_norm(config):
 
 
 def rotary_tables(config):
-    """cos and sin of position * frequency, each (block_size, head_dim/2)."""
-    head_dim = config.n_embd // config.n_head
+    """cos and sin of position * frequency, each (block_size, head_dim/2): only the positions a run feeds, not a
+    model's whole context (131,072 for Llama 3.1)."""
+    head_dim = config.head_size
     inv_freq = 1.0 / config.rope_theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    if config.rope_scaling is not None:
+        inv_freq = llama3_frequencies(inv_freq, **{k: v for k, v in config.rope_scaling.items() if k != 'rope_type'})
     angles = torch.outer(torch.arange(config.block_size, dtype=torch.float32), inv_freq)
     return angles.cos(), angles.sin()
+
+
+def llama3_frequencies(inv_freq, factor, low_freq_factor, high_freq_factor, original_max_position_embeddings):
+    """Llama 3.1's RoPE scaling (its "llama3" rope_type), for contexts longer than it was pre-trained on. Measured by
+    wavelength 2π/freq against the pre-training context L: rotations slower than L/low_freq_factor are slowed
+    `factor` times more, rotations faster than L/high_freq_factor are kept (they resolve nearby tokens), and the
+    band in between blends the two linearly in L/wavelength."""
+    L = original_max_position_embeddings
+    wavelength = 2 * math.pi / inv_freq
+    blend = (L / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor)  # 0 slow edge .. 1 fast edge
+    blended = (1 - blend) * inv_freq / factor + blend * inv_freq
+    return torch.where(wavelength > L / low_freq_factor, inv_freq / factor,
+                       torch.where(wavelength < L / high_freq_factor, inv_freq, blended))
 
 
 def apply_rotary(x, cos, sin):
@@ -86,21 +147,25 @@ def apply_rotary(x, cos, sin):
 class CausalSelfAttention(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.n_head = config.n_head
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.kv_heads, config.head_size
         self.dropout = config.dropout
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.use_bias)
-        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.use_bias)
+        # one matrix for q (n_head heads), then k and v (n_kv_head heads each): rows [q | k | v]
+        self.qkv = nn.Linear(config.n_embd, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=config.use_bias)
+        self.proj = nn.Linear(self.n_head * self.head_dim, config.n_embd, bias=config.use_bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, rope=None):
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).unbind(dim=2)
+        B, T, _ = x.shape
+        H, KV, Q = self.n_head, self.n_kv_head, self.head_dim
+        q, k, v = self.qkv(x).split([H * Q, KV * Q, KV * Q], dim=-1)
+        q, k, v = q.view(B, T, H, Q), k.view(B, T, KV, Q), v.view(B, T, KV, Q)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, Q)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, Q)
+        # grouped-query attention: each k/v head serves H/KV consecutive query heads
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=True)
-        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)))
+                                           is_causal=True, enable_gqa=KV != H)
+        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, H * Q)))
 
 
 class MLP(nn.Module):
@@ -111,9 +176,13 @@ class MLP(nn.Module):
         self.gate = nn.Linear(config.n_embd, hidden, bias=False) if config.arch == 'llama' else None
         self.proj = nn.Linear(hidden, config.n_embd, bias=config.use_bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.approximate = 'tanh' if config.activation == 'gelu_new' else 'none'  # 'none' = the exact erf GELU
 
     def forward(self, x):
-        h = F.gelu(self.fc(x)) if self.gate is None else F.silu(self.gate(x)) * self.fc(x)
+        if self.gate is None:
+            h = F.gelu(self.fc(x), approximate=self.approximate)
+        else:
+            h = F.silu(self.gate(x)) * self.fc(x)
         return self.dropout(self.proj(h))
 
 
@@ -133,14 +202,14 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.arch == 'gpt2' else None
+        self.wpe = nn.Embedding(config.position_rows, config.n_embd) if config.arch == 'gpt2' else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm_f = make_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        if config.arch == 'gpt2':
+        if config.tied:
             self.lm_head.weight = self.wte.weight  # tied: one tensor, counted and decayed once
-        else:
+        if config.arch == 'llama':
             # recomputed from the config on construction, so kept out of the state_dict
             cos, sin = rotary_tables(config)
             self.register_buffer('rope_cos', cos, persistent=False)
@@ -159,9 +228,10 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx, targets=None, all_logits=False):
         """idx, targets: (B, T) int64. Returns (logits (B, T, V), loss (B,)) with targets, where loss is each
-        sequence's mean cross entropy over its targets != -1; without targets, (logits (B, 1, V), None)."""
+        sequence's mean cross entropy over its targets != -1; without targets, (logits (B, 1, V), None): the last
+        position's, or with all_logits=True every position's, (logits (B, T, V), None)."""
         B, T = idx.shape
         assert T <= self.config.block_size, f"sequence of {T} tokens > block_size {self.config.block_size}"
         x = self.wte(idx)
@@ -176,7 +246,7 @@ class GPT(nn.Module):
         x = self.norm_f(x)
 
         if targets is None:  # generation only needs the last position
-            return self.lm_head(x[:, [-1], :]), None
+            return self.lm_head(x if all_logits else x[:, [-1], :]), None
         logits = self.lm_head(x)
         token_loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1,
                                      reduction='none').view(B, T)
@@ -199,7 +269,8 @@ class GPT(nn.Module):
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, eps, device_type):
         """AdamW with two groups: [0] decayed matrices, [1] everything else (norms, biases, ...).
-        llama (the paper's rule): every matrix but the token embedding is decayed; the untied head is decayed.
+        llama (the paper's rule): every matrix but the token embedding is decayed; the untied head is decayed, a
+        tied one (Llama 3.2 1B/3B) is the token embedding and is not.
         gpt2 (as nanoGPT): every matrix is decayed, including the tied embedding/head and the position table."""
         exempt = self.wte.weight if self.config.arch == 'llama' else None
         params = list(self.parameters())  # tied weights appear once
@@ -240,7 +311,7 @@ def flops_per_token(config: GPTConfig, non_embedding_params: int) -> int:
     part in a matmul per token: the non-embedding parameters plus the output head (n_embd*vocab), as nanoGPT's N
     includes its tied head; embedding lookups cost no matmul and are left out."""
     L, H, T = config.n_layer, config.n_head, config.block_size
-    Q = config.n_embd // config.n_head
+    Q = config.head_size
     N = non_embedding_params + config.n_embd * config.vocab_size
     return 6 * N + 12 * L * H * Q * T
 

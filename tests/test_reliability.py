@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import ROOT, read_log, without_timing, write_random_source
+from helpers import ROOT, one_line_failures, read_log, without_timing, write_random_source
 
 ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
 BLOCK = 32
@@ -374,45 +374,6 @@ BAD = [
 ]
 
 
-# Each case is `python train.py ARGS` in a process forked from one that has imported train.py (torch is imported
-# once, not once a case at ~2 s of CPU); runtime.GPT raises, so a case that got as far as building the model fails.
-FORKED_TRAIN = r'''
-import json, os, sys, traceback
-sys.path.insert(0, os.getcwd())
-import runtime
-import train
-from configurator import run_main
-
-
-def no_model(*args, **kwargs):
-    raise AssertionError("the model was built before the error")
-
-
-runtime.GPT = no_model
-results = []
-for i, argv in enumerate(json.loads(sys.argv[1])):
-    out, err = (os.path.join(sys.argv[2], f'{i}.{name}') for name in ('out', 'err'))
-    pid = os.fork()
-    if pid == 0:
-        for fd, path in ((1, out), (2, err)):
-            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-        sys.argv, code = ['train.py', *argv], 0
-        try:
-            run_main(train.main)  # what train.py's __main__ does
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else int(e.code is not None)
-        except BaseException:
-            traceback.print_exc()  # what the interpreter would print
-            code = 1
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    results.append([os.waitstatus_to_exitcode(status), open(out).read(), open(err).read()])
-print(json.dumps(results))
-'''
-
-
 def test_bad_inputs_fail_fast_with_one_clear_line(bad_inputs, data, tmp_path):
     cases = []
     for i, (_, extra, _) in enumerate(BAD):
@@ -422,15 +383,8 @@ def test_bad_inputs_fail_fast_with_one_clear_line(bad_inputs, data, tmp_path):
             key, _, value = arg.format(**bad_inputs).partition('=')
             args.append(f'{key}={bad_inputs[value]}' if value in bad_inputs else arg.format(**bad_inputs))
         cases.append(args)
-    result = subprocess.run([sys.executable, '-c', FORKED_TRAIN, json.dumps(cases), str(tmp_path)], cwd=ROOT, env=ENV,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
     assert len(BAD) >= 15
-    failures = []
-    for (name, _, expected), (rc, stdout, stderr) in zip(BAD, json.loads(result.stdout)):
-        lines = stderr.splitlines()
-        if not (rc == 2 and len(lines) == 1 and lines[0].startswith('error: ') and expected in lines[0]):
-            failures.append(f"{name}: rc={rc} stderr={stderr[-1500:]!r} stdout={stdout[-300:]!r}")
+    failures, _ = one_line_failures([(name, expected) for name, _, expected in BAD], cases, tmp_path)
     assert not failures, '\n'.join(failures)
 
 

@@ -1,0 +1,523 @@
+"""
+hf.py: Hugging Face model directories in and out. No transformers needed: config.json is read as JSON, weights
+with the `safetensors` package, tokenizers with the `tokenizers` package (prepare/common.py).
+
+In (train.py, init_from=DIR):
+    open_model_dir(path)              config.json + the model's tokenizer, checked: the run's `hf_source`
+    model_config(hf_source, block_size, dropout)
+                                      -> GPTConfig, from config.json (transformers 4.x or 5.x layout)
+    check_weights(path, model_config) every tensor there, with its shape, from the safetensors headers alone
+    iter_weights / load_weights       our state_dict names -> tensors, read one tensor at a time
+    check_data_tokenizer(...)         data prepared in the model's tokenizer, or one line naming both
+Out (export.py):
+    export(checkpoint, to, dtype)     config.json + model.safetensors (sharded above 5 GB) + tokenizer files, which
+                                      transformers.AutoModelForCausalLM.from_pretrained loads
+
+Supported: GPT2LMHeadModel (Conv1D weights stored [in, out]; gelu_new; with or without the `transformer.` prefix;
+the saved attention-mask buffers are ignored) and LlamaForCausalLM (Llama 2, 3, 3.1, 3.2: grouped-query attention,
+head_dim, rope_theta, llama3 RoPE scaling, tied or untied head). Our layout: one qkv matrix with rows [q | k | v]
+(Llama's q_proj, k_proj, v_proj stacked; they are already in the rotate-half order model.py uses), Llama's
+up_proj = our mlp.fc, gate_proj = mlp.gate, down_proj = mlp.proj.
+"""
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import sys
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from configurator import UserError
+from model import GPT, GPTConfig, checkpoint_model_config
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'prepare'))
+import common  # noqa: E402  (prepare/common.py: tokenizers, including model directories' tokenizer.json)
+
+ARCHITECTURES = {'GPT2LMHeadModel': 'gpt2', 'LlamaForCausalLM': 'llama'}
+GELUS = {'gelu': 'gelu', 'gelu_new': 'gelu_new', 'gelu_pytorch_tanh': 'gelu_new'}  # HF name -> model.py's
+TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json')
+MAX_SHARD_BYTES = 5 * 2**30  # transformers' own default shard size
+# tensors a checkpoint may hold that are no weights: GPT-2's causal-mask buffers, old Llama rotary tables
+IGNORED = re.compile(r'(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)|model\.layers\.\d+\.self_attn\.rotary_emb\.'
+                     r'inv_freq')
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# config.json -> GPTConfig
+# ---------------------------------------------------------------------------------------------------------------
+
+def is_model_dir(path):
+    """A directory that is not one of our run directories (those hold ckpt.pt) is read as a Hugging Face model
+    directory, so that one without config.json is told so."""
+    return os.path.isdir(path) and (os.path.isfile(os.path.join(path, 'config.json'))
+                                    or not os.path.exists(os.path.join(path, 'ckpt.pt')))
+
+
+def check_not_hub_id(key, value):
+    """init_from='meta-llama/Llama-3.1-8B' that is no local path: say how to download it (we never do)."""
+    if not os.path.exists(value) and re.fullmatch(r"[\w.-]+/[\w.-]+", value):
+        local = os.path.join('models', value.split('/')[1])
+        raise UserError(f"{key}={value!r} does not exist here; if it is a Hugging Face Hub id, download it first "
+                        f"(nothing is downloaded here): run `hf download {value} --local-dir {local}`, then "
+                        f"{key}={local}")
+
+
+def open_model_dir(path):
+    """A model directory as this run's hf_source: {'dir', 'config': config.json as a dict, 'tokenizer': its
+    tokenizer as meta.json keys}. UserError when config.json is missing or names an unsupported architecture."""
+    file = os.path.join(path, 'config.json')
+    if not os.path.isfile(file):
+        raise UserError(f"{path} has no config.json: init_from takes a Hugging Face model directory (config.json "
+                        f"and model.safetensors), one of our checkpoints, or a run directory with ckpt.pt")
+    try:
+        with open(file) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{file} is not readable JSON ({type(e).__name__}: {e})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{file} is not a JSON object")
+    architecture_of(config, file)
+    return dict(dir=os.path.abspath(path), config=config, tokenizer=model_tokenizer(path))
+
+
+def architecture_of(config, where):
+    names = config.get('architectures') or []
+    name = names[0] if names else {'gpt2': 'GPT2LMHeadModel', 'llama': 'LlamaForCausalLM'}.get(config.get('model_type'))
+    if name not in ARCHITECTURES:
+        raise UserError(f"{where}: architecture {names[0] if names else config.get('model_type')!r} is not "
+                        f"supported (supported: {', '.join(ARCHITECTURES)})")
+    return name
+
+
+def model_config(hf_source, block_size, dropout=0.0):
+    """The GPTConfig of a Hugging Face config.json, for a run of block_size tokens per sequence (rotary tables
+    cover only those; GPT-2 keeps its whole position table). Defaults are transformers' own for a missing key.
+    Both config layouts: 4.x (rope_theta + rope_scaling) and 5.x (rope_parameters)."""
+    config, where = hf_source['config'], os.path.join(hf_source['dir'], 'config.json')
+    architecture = architecture_of(config, where)
+
+    def get(key, default, kind=int):
+        value = config.get(key, default)
+        if value is None:
+            value = default
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise UserError(f"{where}: {key}={value!r} must be {kind.__name__}")
+        return value
+
+    def unsupported(key, value, supported):
+        raise UserError(f"{where}: {key}={value!r} is not supported here (supported: {supported})")
+
+    if architecture == 'GPT2LMHeadModel':
+        activation = get('activation_function', 'gelu_new', str)
+        if activation not in GELUS:
+            unsupported('activation_function', activation, ', '.join(GELUS))
+        for key, wanted in (('scale_attn_weights', True), ('scale_attn_by_inverse_layer_idx', False),
+                            ('add_cross_attention', False)):
+            if get(key, wanted, bool) != wanted:
+                unsupported(key, not wanted, wanted)
+        positions, positions_key = get('n_positions', get('n_ctx', 1024)), 'n_positions'
+        shape = dict(arch='gpt2', n_layer=get('n_layer', 12), n_head=get('n_head', 12), n_embd=get('n_embd', 768),
+                     intermediate_size=get('n_inner', 0), bias=True, norm_eps=get('layer_norm_epsilon', 1e-5, float),
+                     n_positions=positions, activation=GELUS[activation],
+                     tie_embeddings=get('tie_word_embeddings', True, bool), vocab_size=get('vocab_size', 50257))
+    else:
+        if get('hidden_act', 'silu', str) != 'silu':
+            unsupported('hidden_act', config['hidden_act'], 'silu')
+        for key in ('attention_bias', 'mlp_bias'):
+            if get(key, False, bool):
+                unsupported(key, True, False)
+        rope = config.get('rope_scaling') or config.get('rope_parameters') or {}  # 4.x's name first, as 5.x reads
+        rope_type = rope.get('rope_type', rope.get('type', 'default'))
+        if rope_type not in ('default', 'llama3'):
+            unsupported('rope_type', rope_type, 'default, llama3')
+        if rope.get('partial_rotary_factor', 1.0) != 1.0:
+            unsupported('partial_rotary_factor', rope['partial_rotary_factor'], 1.0)
+        positions, positions_key = get('max_position_embeddings', 2048), 'max_position_embeddings'
+        scaling = None
+        if rope_type == 'llama3':
+            try:
+                scaling = dict(rope_type='llama3', factor=float(rope['factor']),
+                               low_freq_factor=float(rope['low_freq_factor']),
+                               high_freq_factor=float(rope['high_freq_factor']),
+                               original_max_position_embeddings=int(rope.get('original_max_position_embeddings',
+                                                                             positions)))
+            except (KeyError, TypeError, ValueError) as e:
+                raise UserError(f"{where}: llama3 RoPE scaling needs factor, low_freq_factor and high_freq_factor "
+                                f"({type(e).__name__}: {e})") from None
+        n_head = get('num_attention_heads', 32)
+        shape = dict(arch='llama', n_layer=get('num_hidden_layers', 32), n_head=n_head,
+                     n_embd=get('hidden_size', 4096), n_kv_head=get('num_key_value_heads', n_head),
+                     head_dim=get('head_dim', 0), intermediate_size=get('intermediate_size', 11008),
+                     norm_eps=get('rms_norm_eps', 1e-6, float),
+                     rope_theta=float(rope.get('rope_theta', get('rope_theta', 10000.0, float))),
+                     rope_scaling=scaling, tie_embeddings=get('tie_word_embeddings', False, bool),
+                     vocab_size=get('vocab_size', 32000))
+    if block_size > positions:
+        raise UserError(f"block_size={block_size} is longer than the model's context: {where} has "
+                        f"{positions_key}={positions}")
+    try:
+        return GPTConfig(block_size=block_size, dropout=dropout, **shape)
+    except ValueError as e:  # inconsistent numbers, e.g. heads that do not divide the width
+        raise UserError(f"{where}: {e}") from None
+
+
+def describe(model_config):
+    """One line: the shape a run loaded (printed at its start; summary.json has all fields)."""
+    c = model_config
+    heads = f"{c.n_head} heads" + (f" ({c.kv_heads} key/value)" if c.kv_heads != c.n_head else '')
+    extra = [f"rope_theta {c.rope_theta:g}" + (", llama3 scaling" if c.rope_scaling else '')] \
+        if c.arch == 'llama' else [c.activation]
+    return (f"{c.arch}: {c.n_layer} layers, width {c.n_embd}, {heads} of {c.head_size}, MLP {c.mlp_hidden}, "
+            f"vocab {c.vocab_size}, {'tied' if c.tied else 'untied'} head, " + ', '.join(extra))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Weights: our names <-> Hugging Face names
+# ---------------------------------------------------------------------------------------------------------------
+
+GPT2_MODULES = {'norm1': 'ln_1', 'norm2': 'ln_2', 'attn.qkv': 'attn.c_attn', 'attn.proj': 'attn.c_proj',
+                'mlp.fc': 'mlp.c_fc', 'mlp.proj': 'mlp.c_proj'}
+LLAMA_MODULES = {'norm1': 'input_layernorm', 'norm2': 'post_attention_layernorm', 'attn.proj': 'self_attn.o_proj',
+                 'mlp.gate': 'mlp.gate_proj', 'mlp.fc': 'mlp.up_proj', 'mlp.proj': 'mlp.down_proj'}
+
+
+def hf_names(config, name, prefix=''):
+    """(Hugging Face tensor names, how) one of our state_dict tensors is made of. how: 'copy'; 'transpose' (GPT-2's
+    Conv1D stores [in, out]); 'stack' (our qkv = Llama's q_proj, k_proj, v_proj stacked by rows). prefix: GPT-2's
+    'transformer.' or ''. A tied head is the token embedding."""
+    if name == 'lm_head.weight' and config.tied:
+        name = 'wte.weight'
+    module, kind = name.rsplit('.', 1)
+    layer = re.fullmatch(r'blocks\.(\d+)\.(.+)', module)
+    if config.arch == 'gpt2':
+        if layer:
+            hf = f"{prefix}h.{layer[1]}.{GPT2_MODULES[layer[2]]}.{kind}"
+            return [hf], 'transpose' if kind == 'weight' and not layer[2].startswith('norm') else 'copy'
+        return [{'lm_head': 'lm_head'}.get(module, prefix + {'norm_f': 'ln_f'}.get(module, module)) + f'.{kind}'], \
+            'copy'
+    if layer:
+        base = f"model.layers.{layer[1]}."
+        if layer[2] == 'attn.qkv':
+            return [f"{base}self_attn.{p}_proj.{kind}" for p in 'qkv'], 'stack'
+        return [f"{base}{LLAMA_MODULES[layer[2]]}.{kind}"], 'copy'
+    return [{'wte': 'model.embed_tokens', 'norm_f': 'model.norm', 'lm_head': 'lm_head'}[module] + f'.{kind}'], 'copy'
+
+
+def our_shapes(config):
+    """Our state_dict's names and shapes, from a model built on the meta device (no memory, no RNG)."""
+    with torch.device('meta'):
+        return {k: tuple(v.shape) for k, v in GPT(config).state_dict().items()}
+
+
+def qkv_rows(config):
+    """Row counts of q, k, v in our qkv tensor."""
+    Q = config.head_size
+    return [config.n_head * Q, config.kv_heads * Q, config.kv_heads * Q]
+
+
+def weight_files(path):
+    """{Hugging Face tensor name: safetensors file} of a model directory: model.safetensors, or the shards that
+    model.safetensors.index.json lists (each one checked to be there)."""
+    single, index = os.path.join(path, 'model.safetensors'), os.path.join(path, 'model.safetensors.index.json')
+    if os.path.isfile(single):
+        return {name: single for name in read_header(single)}
+    if not os.path.isfile(index):
+        others = [f for f in ('pytorch_model.bin', 'model.pt') if os.path.exists(os.path.join(path, f))]
+        raise UserError(f"{path} has no model.safetensors or model.safetensors.index.json"
+                        + (f" (only {others[0]}, which is not read here: save the model with safetensors)"
+                           if others else ''))
+    try:
+        with open(index) as f:
+            weight_map = json.load(f)['weight_map']
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{index} is not a safetensors index (a JSON object with a weight_map): "
+                        f"{type(e).__name__}: {e}") from None
+    for shard in sorted(set(weight_map.values())):
+        if not os.path.isfile(os.path.join(path, shard)):
+            raise UserError(f"{path}: shard {shard} is missing (model.safetensors.index.json lists it): download "
+                            f"the model again")
+    return {name: os.path.join(path, shard) for name, shard in weight_map.items()}
+
+
+def read_header(file):
+    """{name: shape} of a safetensors file, from its header alone."""
+    try:
+        with safe_open(file, framework='pt') as f:
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except Exception as e:  # safetensors raises its own SafetensorError for a torn or foreign file
+        raise UserError(f"{file} is not a readable safetensors file ({type(e).__name__}: {str(e)[:160]})") from None
+
+
+def check_weights(path, config):
+    """Before any compute: every tensor the model needs is in the directory with the shape config.json implies,
+    and no tensor is left over (a leftover means config.json and the weights disagree). Reads headers only."""
+    files = weight_files(path)
+    shapes = {}
+    for file in sorted(set(files.values())):
+        shapes.update(read_header(file))
+    prefix = gpt2_prefix(shapes)
+    used = set()
+    for name, shape in our_shapes(config).items():
+        names, how = hf_names(config, name, prefix)
+        wanted = ([(shape[::-1] if how == 'transpose' else shape)] if how != 'stack'
+                  else [(rows,) + shape[1:] for rows in qkv_rows(config)])
+        for hf, want in zip(names, wanted):
+            if hf not in shapes:
+                raise UserError(f"{path}: tensor {hf} is missing from the weights (config.json implies shape "
+                                f"{list(want)})")
+            if shapes[hf] != want:
+                raise UserError(f"{path}: tensor {hf} in {os.path.basename(files[hf])} has shape {list(shapes[hf])}, "
+                                f"but config.json implies {list(want)}")
+            used.add(hf)
+    left = sorted(n for n in shapes if n not in used and not IGNORED.fullmatch(n)
+                  and not (n == 'lm_head.weight' and config.tied))
+    if left:
+        raise UserError(f"{path}: {len(left)} tensor(s) that config.json does not account for, e.g. {left[0]}: "
+                        f"config.json and the weights disagree")
+
+
+def gpt2_prefix(names):
+    """GPT2LMHeadModel saves `transformer.h.0...`; GPT2Model and the Hub's original gpt2 files save `h.0...`."""
+    return 'transformer.' if any(n.startswith('transformer.') for n in names) else ''
+
+
+def iter_weights(path, config):
+    """(our name, tensor) for every tensor of our state_dict, read from the safetensors files one at a time, in
+    their stored dtype (load_state_dict casts). A sharded loader can take each tensor, keep its shard and drop the
+    rest, without ever holding the whole model. Call check_weights first: this assumes the names and shapes."""
+    files = weight_files(path)
+    prefix = gpt2_prefix(files)
+    with contextlib.ExitStack() as stack:
+        opened = {}
+
+        def read(hf):
+            if files[hf] not in opened:
+                opened[files[hf]] = stack.enter_context(safe_open(files[hf], framework='pt'))
+            return opened[files[hf]].get_tensor(hf)
+        for name in our_shapes(config):
+            names, how = hf_names(config, name, prefix)
+            if how == 'stack':
+                yield name, torch.cat([read(hf) for hf in names], dim=0)
+            elif how == 'transpose':
+                yield name, read(names[0]).t().contiguous()
+            else:
+                yield name, read(names[0])
+
+
+def load_weights(path, config):
+    """Our state_dict (names -> tensors) of a Hugging Face model directory."""
+    return dict(iter_weights(path, config))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tokenizers: which one a model has, and whether data matches it
+# ---------------------------------------------------------------------------------------------------------------
+
+TOKENIZER_KEYS = ('tokenizer', 'tokenizer_path', 'tokenizer_fingerprint', 'vocab_size', 'eot_token', 'bos_token')
+
+
+def model_tokenizer(path):
+    """A model directory's tokenizer, as meta.json keys (name, path, fingerprint, ...), or None without a
+    tokenizer.json."""
+    if not os.path.isfile(os.path.join(path, 'tokenizer.json')):
+        return None
+    tok = common.hf_tokenizer(path)
+    return dict(tokenizer=tok['name'], tokenizer_path=tok['path'], tokenizer_fingerprint=tok['fingerprint'],
+                vocab_size=tok['vocab_size'], eot_token=tok['eot_token'], bos_token=tok['bos_token'])
+
+
+def tokenizer_meta(meta):
+    """The tokenizer keys of a meta.json (what a checkpoint keeps of its data's tokenizer)."""
+    return {k: meta.get(k) for k in TOKENIZER_KEYS}
+
+
+def same_tokenizer(meta_a, meta_b):
+    """Whether two meta.json-like dicts name the same tokenizer: by fingerprint where either has one (a GPT-2
+    model directory's tokenizer and tiktoken's gpt2 are the same), else by name."""
+    return common.same_tokenizer(meta_a, meta_b)
+
+
+def name_tokenizer(meta):
+    fingerprint = meta.get('tokenizer_fingerprint')
+    return repr(meta.get('tokenizer')) + (f" (fingerprint {fingerprint[:12]})" if fingerprint else '')
+
+
+def check_data_tokenizer(hf_source, model_config, sources):
+    """The data was prepared in the model's tokenizer (same fingerprint of vocabulary, merges and special tokens;
+    gpt2 data fits a GPT-2 directory's tokenizer) and its ids fit the model's embedding. One line naming both."""
+    model_tok = hf_source.get('tokenizer')
+    if model_tok is None:
+        raise UserError(f"{hf_source['dir']} has no tokenizer.json, so the data cannot be checked to be in the "
+                        f"model's tokenizer: copy the model's tokenizer files there")
+    for source in sources:
+        meta, where = source['meta'], f"{source['name']}_dir={source['dir']}"
+        if not same_tokenizer(meta, model_tok):
+            raise UserError(f"{where} was prepared with tokenizer {name_tokenizer(meta)}, but the model "
+                            f"{hf_source['dir']} uses {name_tokenizer(model_tok)}: prepare the data with "
+                            f"--tokenizer={model_tok['tokenizer_path']}")
+        if meta['vocab_size'] > model_config.vocab_size:
+            raise UserError(f"{where} has vocab_size {meta['vocab_size']}, more than the model's "
+                            f"{model_config.vocab_size} embeddings ({hf_source['dir']})")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Export: our checkpoint -> a Hugging Face model directory
+# ---------------------------------------------------------------------------------------------------------------
+
+def hf_config(config, hf_source, tok, dtype):
+    """config.json for the export: the source model's own (the shape never changes in training) with the dtype
+    updated, or, for a run from scratch, a new one in the transformers 4.x layout (which 5.x reads too)."""
+    dtype_name = str(dtype).replace('torch.', '')
+    if hf_source is not None:
+        out = dict(hf_source['config'])
+        out['dtype' if 'dtype' in out and 'torch_dtype' not in out else 'torch_dtype'] = dtype_name
+        return out
+    eot = tok.get('eot_token')
+    bos = tok.get('bos_token') if tok.get('bos_token') is not None else eot
+    if config.arch == 'gpt2':
+        return dict(architectures=['GPT2LMHeadModel'], model_type='gpt2', vocab_size=config.vocab_size,
+                    n_positions=config.position_rows, n_embd=config.n_embd, n_layer=config.n_layer,
+                    n_head=config.n_head, n_inner=config.mlp_hidden, activation_function=config.activation,
+                    layer_norm_epsilon=config.norm_eps, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                    initializer_range=config.init_std, scale_attn_weights=True, tie_word_embeddings=config.tied,
+                    bos_token_id=bos, eos_token_id=eot, torch_dtype=dtype_name)
+    return dict(architectures=['LlamaForCausalLM'], model_type='llama', vocab_size=config.vocab_size,
+                hidden_size=config.n_embd, intermediate_size=config.mlp_hidden, num_hidden_layers=config.n_layer,
+                num_attention_heads=config.n_head, num_key_value_heads=config.kv_heads, head_dim=config.head_size,
+                hidden_act='silu', max_position_embeddings=config.block_size, rms_norm_eps=config.norm_eps,
+                rope_theta=config.rope_theta, rope_scaling=config.rope_scaling, attention_bias=False, mlp_bias=False,
+                tie_word_embeddings=config.tied, initializer_range=config.init_std, bos_token_id=bos,
+                eos_token_id=eot, torch_dtype=dtype_name)
+
+
+def hf_state_dict(config, state, dtype):
+    """Our state_dict -> Hugging Face tensors (GPT2LMHeadModel's names with the `transformer.` prefix, as
+    transformers saves it). A tied head is not written (transformers ties it on load). GPT-2 without biases (our
+    default) gets zero biases: transformers' GPT-2 always has them, and zeros compute the same."""
+    out = {}
+    for name, tensor in state.items():
+        if name == 'lm_head.weight' and config.tied:
+            continue
+        names, how = hf_names(config, name, 'transformer.')
+        tensor = tensor.detach().to(dtype)
+        parts = (tensor.split(qkv_rows(config)) if how == 'stack'
+                 else [tensor.t() if how == 'transpose' else tensor])
+        for hf, part in zip(names, parts):
+            out[hf] = part.contiguous().clone()  # own memory: safetensors refuses views and shared storage
+        module = name.rsplit('.', 1)[0]
+        if config.arch == 'gpt2' and name.endswith('.weight') and module not in ('wte', 'wpe', 'lm_head') \
+                and module + '.bias' not in state:
+            bias = hf_names(config, module + '.bias', 'transformer.')[0][0]
+            out[bias] = torch.zeros(tensor.shape[0], dtype=dtype)  # our weights are [out, in]
+    return out
+
+
+def write_weights(tensors, to, max_shard_bytes=MAX_SHARD_BYTES):
+    """model.safetensors, or shards of at most max_shard_bytes (a tensor larger than that gets a shard of its own)
+    with model.safetensors.index.json, as transformers writes them."""
+    shards, size = [[]], 0
+    for name, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    if len(shards) == 1:
+        save_file(tensors, os.path.join(to, 'model.safetensors'), metadata={'format': 'pt'})
+        return
+    weight_map = {}
+    for i, names in enumerate(shards):
+        file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file({n: tensors[n] for n in names}, os.path.join(to, file), metadata={'format': 'pt'})
+        weight_map.update({n: file for n in names})
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    with open(os.path.join(to, 'model.safetensors.index.json'), 'w') as f:
+        json.dump(dict(metadata=dict(total_size=total), weight_map=weight_map), f, indent=2)
+
+
+def tokenizer_source(checkpoint, tokenizer_dir=''):
+    """Where the export's tokenizer files come from: (directory with tokenizer.json, None), (None, 'gpt2' or
+    'bytes') for a tokenizer built here, or (None, None) when there is none to write. A directory must still hold
+    the tokenizer the run used (same fingerprint)."""
+    hf_source = checkpoint.get('hf_source') or {}
+    data_tok = checkpoint.get('tokenizer_meta') or {'tokenizer': checkpoint.get('tokenizer')}
+    wanted = hf_source.get('tokenizer') or data_tok
+    candidates = [tokenizer_dir] if tokenizer_dir else [d for d in (hf_source.get('dir'), wanted.get('tokenizer_path'))
+                                                        if d]
+    for path in candidates:
+        found = model_tokenizer(path) if os.path.isdir(path) else None
+        if found is not None and same_tokenizer(found, wanted):
+            return path, None
+    if tokenizer_dir:
+        raise UserError(f"--tokenizer={tokenizer_dir} does not hold the tokenizer this checkpoint was trained with "
+                        f"({name_tokenizer(wanted)})")
+    if wanted.get('tokenizer_path'):
+        raise UserError(f"the tokenizer this checkpoint was trained with ({name_tokenizer(wanted)}) is no longer at "
+                        f"{wanted['tokenizer_path']}: pass --tokenizer=DIR with its tokenizer.json")
+    name = wanted.get('tokenizer')
+    return None, (name if name in ('gpt2', 'bytes') else None)
+
+
+def write_tokenizer(to, path, builtin, model_config):
+    """The tokenizer files beside the weights: copied from a model directory, or built (gpt2, bytes)."""
+    if path is not None:
+        for file in TOKENIZER_FILES:
+            if os.path.isfile(os.path.join(path, file)):
+                with open(os.path.join(path, file), 'rb') as src, open(os.path.join(to, file), 'wb') as dst:
+                    dst.write(src.read())
+        return
+    tok = common.builtin_hf_tokenizer(builtin)
+    tok.save(os.path.join(to, 'tokenizer.json'))
+    # the tokenizer class transformers reads any tokenizer.json with; GPT-2's special-token convention
+    config = dict(tokenizer_class='PreTrainedTokenizerFast', bos_token=common.EOT_TEXT, eos_token=common.EOT_TEXT,
+                  unk_token=common.EOT_TEXT, model_max_length=model_config.position_rows,
+                  clean_up_tokenization_spaces=False)
+    with open(os.path.join(to, 'tokenizer_config.json'), 'w') as f:
+        json.dump(config, f, indent=2)
+
+
+def export(checkpoint, to, dtype=None, tokenizer_dir='', max_shard_bytes=MAX_SHARD_BYTES):
+    """Write one of our checkpoints (a dict, as torch.load returns it) as a Hugging Face model directory `to`,
+    which must not exist or be empty. dtype: a torch dtype, default the trained weights' own. Written under a
+    temporary name and renamed when complete. Returns a one-line description."""
+    if os.path.exists(to) and (not os.path.isdir(to) or os.listdir(to)):
+        raise UserError(f"--to={to} exists and is not an empty directory: choose a new directory")
+    config = checkpoint_model_config(checkpoint)
+    state = checkpoint['model']
+    dtype = dtype or state['wte.weight'].dtype
+    tok_dir, builtin = tokenizer_source(checkpoint, tokenizer_dir)  # may fail: before anything is written
+    tmp = f"{os.path.abspath(to).rstrip(os.sep)}.tmp{os.getpid()}"
+    os.makedirs(tmp)
+    try:
+        tok = (checkpoint.get('hf_source') or {}).get('tokenizer') or checkpoint.get('tokenizer_meta') or {}
+        if tok.get('eot_token') is None and builtin is not None:  # an older checkpoint names its tokenizer only
+            tok = dict(eot_token=common.builtin_hf_tokenizer(builtin).token_to_id(common.EOT_TEXT))
+        with open(os.path.join(tmp, 'config.json'), 'w') as f:
+            json.dump(hf_config(config, checkpoint.get('hf_source'), tok, dtype), f, indent=2)
+        write_weights(hf_state_dict(config, state, dtype), tmp, max_shard_bytes)
+        if tok_dir is not None or builtin is not None:
+            write_tokenizer(tmp, tok_dir, builtin, config)
+        if os.path.isdir(to):
+            os.rmdir(to)  # empty, checked above
+        os.replace(tmp, to)
+    finally:
+        if os.path.isdir(tmp):
+            for name in os.listdir(tmp):
+                os.remove(os.path.join(tmp, name))
+            os.rmdir(tmp)
+    params = sum(t.numel() for n, t in state.items() if not (n == 'lm_head.weight' and config.tied))
+    what = ('tokenizer from ' + tok_dir if tok_dir else f'{builtin} tokenizer built here' if builtin
+            else 'no tokenizer (the data tokenizer has no Hugging Face form)')
+    return (f"{to}: {'GPT2LMHeadModel' if config.arch == 'gpt2' else 'LlamaForCausalLM'}, "
+            f"{params / 1e6:.2f}M parameters, {str(dtype).replace('torch.', '')}, {what}")
+
+
+def model_summary(model_config, hf_source):
+    """summary.json's `model`: the shape that was trained and where it came from."""
+    return dict(dataclasses.asdict(model_config), source=hf_source['dir'] if hf_source else 'scratch')
