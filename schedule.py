@@ -57,7 +57,7 @@ PER_STEP_KEYS = {'max_iters', 'target_tokens', 'target_epochs', 'replay_fraction
                  'stage2_learning_rate', 'min_lr', 'warmup_fraction', 'cooldown_fraction', 'eval_interval',
                  'spike_eval_interval', 'spike_eval_steps'}
 IO_KEYS = {'out_dir', 'checkpoint_interval', 'checkpoint_steps', 'init_from', 'resume_from', 'force_resume',
-           'wandb_log', 'wandb_project', 'wandb_run_name'}
+           'stop_after', 'wandb_log', 'wandb_project', 'wandb_run_name'}
 
 
 def round_half_up(x):

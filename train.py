@@ -219,7 +219,7 @@ def check_config(config, world):
             raise UserError(f"{key}={c[key]!r} must be {what}")
     for key in ('n_layer', 'n_head', 'n_embd', 'log_interval', 'val_tokens'):
         need(c[key] >= 1, key, "at least 1")
-    for key in ('eval_interval', 'checkpoint_interval', 'spike_eval_steps', 'spike_eval_interval',
+    for key in ('eval_interval', 'checkpoint_interval', 'spike_eval_steps', 'spike_eval_interval', 'stop_after',
                 'intermediate_size', 'seed', 'data_seed'):
         need(c[key] >= 0, key, "0 or more")
     for key in ('learning_rate', 'stage2_learning_rate', 'adam_eps', 'norm_eps', 'init_std', 'rope_theta'):
@@ -559,7 +559,7 @@ def main():
         nonlocal last_good
         wanted = [name for name, due in (
             ('ckpt.pt', (config['checkpoint_interval'] and step % config['checkpoint_interval'] == 0)
-             or step == plan['stage2_start'] or step == N),
+             or step in (plan['stage2_start'], N, config['stop_after'])),
             (f'ckpt_{step}.pt', step in config['checkpoint_steps'])) if due]
         if wanted:
             s, healthy = state(step)
@@ -607,7 +607,7 @@ def main():
                                    f"{val['val_loss_generic']} (generic) after {t} steps")
             if t > 0:
                 checkpoint_now(t)
-        if t == N:
+        if t == N or (config['stop_after'] and t >= config['stop_after']):
             break
 
         batch = upcoming.result()
@@ -656,6 +656,12 @@ def main():
             last_log_step = t
             window_start = time.time()
     prefetch.shutdown()
+    if t < N:  # stop_after: checkpointed above, not finished, so no summary.json (sweep.py's SLURM segment jobs)
+        if master:
+            print(f"stopped after {t} steps (stop_after={config['stop_after']}): {out_dir}/ckpt.pt", flush=True)
+        if ddp:
+            dist.destroy_process_group()
+        return
     if master and not final_val:  # resumed after the final eval: take it from the log
         with open(log_path) as f:
             final_val = [{k: v for k, v in r.items() if k.startswith('val_loss')}
