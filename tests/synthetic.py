@@ -46,3 +46,18 @@ def copy_for_resume(out_dir, step, resumed_dir):
     shutil.copy(os.path.join(out_dir, f'ckpt_{step}.pt'), os.path.join(resumed_dir, 'ckpt.pt'))
     shutil.copy(os.path.join(out_dir, 'log.jsonl'), os.path.join(resumed_dir, 'log.jsonl'))
     return resumed_dir
+
+
+def run_sweep(sweep_file, *args, env=None, expect_ok=True):
+    """python sweep.py SWEEP_FILE ARGS in the repository, one thread per process; returns the CompletedProcess's
+    stdout (or the CompletedProcess itself with expect_ok=False)."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(env or os.environ, OMP_NUM_THREADS='1')
+    result = subprocess.run([sys.executable, 'sweep.py', sweep_file, *args], cwd=root, capture_output=True,
+                            text=True, timeout=600, env=env)
+    if not expect_ok:
+        return result
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
