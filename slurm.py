@@ -349,7 +349,14 @@ def submit(runs, order, sweep_dir, options):
     if known and shutil.which('squeue') is None:
         print(f"note: squeue is not on PATH, so the jobs in {registry_path(sweep_dir)} are not looked up: "
               f"all segments not done are listed")
-    current = segment_states(segs, registry, queue_states(known) if shutil.which('squeue') else {})
+    states = queue_states(known) if shutil.which('squeue') else {}
+    keys = {s['key'] for s in segs}
+    reshaped = sorted({job['run'] for job in registry['jobs'] if states.get(job['job_id']) in QUEUED | RUNNING
+                       and (job['run'], job['start'], job['stop']) not in keys})
+    if reshaped:
+        raise UserError(f"run {reshaped[0]} has queued jobs for other segments than this sweep makes now (the sweep "
+                        f"changed since they were submitted): wait for them, or --cancel=True, then submit again")
+    current = segment_states(segs, registry, states)
     todo = [s for s in segs if current[s['key']][0] not in ('done', 'pending', 'running')]
     counts = {state: sum(current[s['key']][0] == state for s in segs) for state in ('done', 'pending', 'running')}
     print(f"{len(segs)} jobs in the sweep's tree: {counts['done']} done, {counts['pending']} pending, "

@@ -208,6 +208,9 @@ def check_failure_and_rerun(sweep_file, env, tmp_path):
     assert '2 runs: 2 pending' in run_sweep(sweep_file, '--status=True', env=held)
     # queued jobs are not submitted twice; --cancel=True cancels them
     assert 'submitting 0' in run_sweep(sweep_file, '--launcher=slurm', env=held)
+    # a sweep reshaped while its jobs are queued (no forks below 30 shared steps: rho0.0 becomes one job)
+    result = run_sweep(sweep_file, '--launcher=slurm', '--min_fork_step=30', env=held, expect_ok=False)
+    assert result.returncode == 2 and 'run rho0.0 has queued jobs for other segments' in result.stderr
     assert 'cancelled 3 queued or running jobs' in run_sweep(sweep_file, '--cancel=True', env=held)
     assert {j['state'] for j in jobs(tmp_path / 'state').values()} == {'FAILED', 'CANCELLED'}
     assert '2 runs: 2 cancelled' in run_sweep(sweep_file, '--status=True', env=held)
