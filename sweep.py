@@ -2,7 +2,12 @@
 sweep.py: run a grid of train.py runs, computing the steps their plans share only once.
 
     python sweep.py config/sweep_midtrain.py [--key=value ...] [--gpus=0,1,2,3] [--gpus_per_run=1] [--jobs=1]
-                    [--sweep_dir=out/x] [--dry_run=True] [--share=False]
+                    [--sweep_dir=out/x] [--dry_run=True] [--share=False] [--min_fork_step=0]
+    python sweep.py config/sweep_midtrain.py --launcher=slurm --partition=gpu [--account=..] [--time=1440]
+                    [--nodes=1] [--gpus_per_node=0] [--cpus_per_task=0] [--mem_gb=0] [--sbatch="{'qos': 'high'}"]
+                    [--setup="['source .venv/bin/activate']"]            # submit the runs as SLURM jobs (slurm.py)
+    python sweep.py config/sweep_midtrain.py --status=True     # each run's state; gathers results.csv
+    python sweep.py config/sweep_midtrain.py --cancel=True     # cancel the sweep's queued and running jobs
 
 A sweep file is plain Python that sets:
     base = ['config/flan_midtrain.py']                    # config files every run starts from
@@ -25,6 +30,17 @@ everything before its earliest stage 2. On CPU the forked runs are bit-identical
 
 Finished runs (summary.json present) are skipped, a run that crashed resumes from its own ckpt.pt, and every
 summary is gathered into sweep_dir/results.csv and results.jsonl (one row per run, evals included in the .jsonl).
+
+Launchers. `local` (the default) runs train.py here: one run at a time, one per GPU group of --gpus (under
+torchrun when --gpus_per_run > 1), or --jobs CPU runs side by side; a fork starts when its parent finishes.
+`slurm` (slurm.py) submits each run as SLURM jobs through submitit and returns: a run is split at the steps other
+runs fork from, each piece is one job, and the pieces that continue from a step wait for it with `afterok`. Its
+options: partition, account, time (minutes), nodes (per run), gpus_per_node (0 = gpus_per_run / nodes),
+cpus_per_task (0 = 8 per GPU), mem_gb (0 = the cluster's default), sbatch (any other sbatch option, a dict),
+setup (shell lines run on the node first, a list). gpus_per_run = 0 runs on CPUs. The jobs are recorded in
+sweep_dir/jobs.json; --status=True and --cancel=True read it.
+--min_fork_step: a run forks only from a run it shares at least this many steps with (0 = 1 step locally; under
+SLURM, max_iters / 16 of the forking run, since every fork point costs its parent one more wait in the queue).
 """
 import csv
 import itertools
@@ -39,7 +55,14 @@ from configurator import UserError, check_value, load_config, parse_value, read_
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SWEEP_FILE_KEYS = {'base': [], 'overrides': {}, 'grid': {}, 'runs': [{}], 'sweep_dir': 'out/sweep'}
-OPTIONS = {'gpus': '', 'gpus_per_run': 1, 'jobs': 1, 'dry_run': False, 'share': True, 'sweep_dir': ''}
+OPTIONS = {'gpus': '', 'gpus_per_run': 1, 'jobs': 1, 'dry_run': False, 'share': True, 'sweep_dir': '',
+           'min_fork_step': 0, 'launcher': 'local', 'status': False, 'cancel': False,
+           # --launcher=slurm only (slurm.py)
+           'partition': '', 'account': '', 'time': 1440, 'nodes': 1, 'gpus_per_node': 0, 'cpus_per_task': 0,
+           'mem_gb': 0, 'sbatch': {}, 'setup': []}
+LOCAL_OPTIONS = ('gpus', 'jobs')
+SLURM_OPTIONS = ('partition', 'account', 'time', 'nodes', 'gpus_per_node', 'cpus_per_task', 'mem_gb', 'sbatch',
+                 'setup')
 LABELS = ('protocol', 'reference')
 SHORT_NAMES = {'replay_fraction': 'rho', 'stage2_allocation': 'alpha', 'stage2_fraction': 'delta',
                'cooldown_fraction': 'cooldown', 'target_tokens': 'D', 'target_epochs': 'e', 'learning_rate': 'lr',
@@ -63,9 +86,16 @@ def parse_args(argv):
             raise UserError(f"argument {arg} must look like --key=value")
         key, text = arg[2:].split('=', 1)
         if key in OPTIONS:
-            options[key] = type(OPTIONS[key])(parse_value(text)) if key != 'gpus' else text
+            options[key] = option_value(key, text)
         else:
             overrides[key] = check_value(key, parse_value(text), f"argument {arg}")
+    if options['launcher'] not in ('local', 'slurm'):
+        raise UserError(f"--launcher={options['launcher']} is not a launcher: use 'local' (the default) or 'slurm'")
+    given = {a[2:].split('=', 1)[0] for a in argv if a.startswith('--')}
+    wrong = [k for k in (SLURM_OPTIONS if options['launcher'] == 'local' else LOCAL_OPTIONS) if k in given]
+    if wrong:
+        raise UserError(f"--{wrong[0]} is an option of the {'slurm' if options['launcher'] == 'local' else 'local'}"
+                        f" launcher: {'add --launcher=slurm' if options['launcher'] == 'local' else 'drop it'}")
     sweep = dict(SWEEP_FILE_KEYS)
     for key, value in read_config_file(files[0]).items():
         if key not in SWEEP_FILE_KEYS:
@@ -74,6 +104,19 @@ def parse_args(argv):
         sweep[key] = value
     sweep['sweep_dir'] = options['sweep_dir'] or sweep['sweep_dir']
     return sweep, options, overrides
+
+
+def option_value(key, text):
+    """--key=text for a sweep option, as the type of its default."""
+    default = OPTIONS[key]
+    if isinstance(default, str):
+        return text
+    value = parse_value(text)
+    if isinstance(default, list) and isinstance(value, str):
+        value = [value]  # one setup line
+    if isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, type(default)):
+        raise UserError(f"--{key}={text} must be {type(default).__name__} (like its default {default!r})")
+    return value
 
 
 def expand(sweep, cli_overrides):
@@ -118,20 +161,21 @@ def shared_prefix(a, b):
     return lo
 
 
-def fork_tree(hashes):
+def fork_tree(hashes, min_fork=None):
     """parent[i], fork_step[i] (None, 0 for a root) and a run order: a greedy maximum spanning tree over shared
     prefixes, rooted at run 0, so each run forks from the placed run it shares the most steps with. A forked run
     computes only the steps after its own fork, so it can hand out checkpoints only at later steps; an earlier
-    shared prefix is taken from its ancestors, which share it too."""
+    shared prefix is taken from its ancestors, which share it too. Run j forks only at min_fork[j] steps or more."""
     n = len(hashes)
     parent, fork_step, placed = [None] * n, [0] * n, [0]
     best = [(0, None)] * n
+    min_fork = min_fork or [1] * n
 
     def offer(i):  # run i was placed: it can serve forks at steps it computes itself
         for j in range(n):
             if j not in placed:
                 k = shared_prefix(hashes[i], hashes[j])
-                if k > fork_step[i] and k >= 1:
+                if k > fork_step[i] and k >= max(1, min_fork[j]):
                     best[j] = max(best[j], (k, i), key=lambda b: b[0])
     offer(0)
     order = [0]
@@ -152,16 +196,33 @@ def write_run_config(path, config):
             f.write(f"{key} = {value!r}\n")
 
 
+def checkpoint_path(out_dir, step=None):
+    """The one place sweep.py and slurm.py name a run's checkpoints: the latest one (step None, what
+    init_from='resume' continues from) or the one kept after `step` steps (checkpoint_steps, what forks start from)."""
+    return os.path.join(out_dir, 'ckpt.pt' if step is None else f'ckpt_{step}.pt')
+
+
+def has_checkpoint(out_dir, step=None):
+    return os.path.exists(checkpoint_path(out_dir, step))
+
+
+def resume_args(out_dir, fork):
+    """train.py arguments that start or continue run out_dir, decided when it starts: from its own checkpoint if it
+    has one (it crashed, or was preempted, or an earlier job of it stopped at a fork point), else from the parent's
+    checkpoint at the fork step (fork = (parent out_dir, step)) if that exists, else from scratch."""
+    if has_checkpoint(out_dir):
+        return ["--init_from='resume'"]
+    if fork and has_checkpoint(*fork):
+        return ["--init_from='resume'", f"--resume_from={checkpoint_path(*fork)!r}"]
+    return []
+
+
 def launch(run, slot, options):
     """Start train.py for one run on one slot (a GPU group, or a CPU job); returns the Popen."""
     out = run['config']['out_dir']
     os.makedirs(out, exist_ok=True)
     write_run_config(os.path.join(out, 'config.py'), run['config'])
-    args = [os.path.join(out, 'config.py')]
-    if os.path.isfile(os.path.join(out, 'ckpt.pt')):  # crashed earlier: continue it
-        args.append("--init_from='resume'")
-    elif run['fork_from']:
-        args += ["--init_from='resume'", f"--resume_from={run['fork_from']!r}"]
+    args = [os.path.join(out, 'config.py'), *resume_args(out, run['fork_from'])]
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     cmd = [sys.executable, os.path.join(ROOT, 'train.py'), *args]
     if slot is not None and slot[0] != 'cpu':
@@ -196,8 +257,9 @@ def execute(runs, order, options):
                 failed.append(i)
                 continue
             fork = runs[i]['fork_step'] if parent is not None else 0
-            ckpt = os.path.join(runs[parent]['config']['out_dir'], f'ckpt_{fork}.pt') if parent is not None else ''
-            runs[i]['fork_from'] = ckpt if ckpt and os.path.isfile(ckpt) else ''
+            runs[i]['fork_from'] = ((runs[parent]['config']['out_dir'], fork)
+                                    if parent is not None and has_checkpoint(runs[parent]['config']['out_dir'], fork)
+                                    else None)
             slot = free.pop(0)
             running[i] = (launch(runs[i], slot, options), slot)
             pending.remove(i)
@@ -266,8 +328,8 @@ def gather(runs, sweep_dir):
     return len(rows)
 
 
-def main(argv):
-    sweep, options, cli_overrides = parse_args(argv)
+def plan_sweep(sweep, options, cli_overrides):
+    """The sweep's runs, each with its config, parent, fork step and steps computed, and the order to start them."""
     runs = expand(sweep, cli_overrides)
     swept = set(sweep['grid']) | {k for r in sweep['runs'] for k in r if k not in LABELS + ('name',)}
     hashes = []
@@ -277,7 +339,10 @@ def main(argv):
                                   schedule.split_windows(config['generic_dir'], config['block_size']))
         hashes.append(schedule.prefix_hashes(config, plan) if options['share'] else [run['name']])
         run.update(swept=swept, done=os.path.isfile(os.path.join(config['out_dir'], 'summary.json')))
-    parent, fork_step, order = fork_tree(hashes)
+    # every fork point splits a SLURM job in two (one more wait in the queue): there, fork only where it saves much
+    min_fork = [options['min_fork_step'] or (max(1, r['config']['max_iters'] // 16)
+                                             if options['launcher'] == 'slurm' else 1) for r in runs]
+    parent, fork_step, order = fork_tree(hashes, min_fork)
     for i, run in enumerate(runs):
         run.update(parent=parent[i], fork_step=fork_step[i],
                    forked_from=runs[parent[i]]['name'] if parent[i] is not None else '',
@@ -285,6 +350,24 @@ def main(argv):
         if parent[i] is not None:  # the parent keeps a checkpoint at the fork step
             steps = runs[parent[i]]['config']['checkpoint_steps']
             runs[parent[i]]['config']['checkpoint_steps'] = sorted(set(steps) | {fork_step[i]})
+    return runs, order
+
+
+def main(argv):
+    sweep, options, cli_overrides = parse_args(argv)
+    if options['status'] or options['cancel']:
+        import slurm  # here: local sweeps never need submitit
+        options.update(slurm.submitted_options(sweep['sweep_dir']))  # the tree its jobs were made from
+    runs, order = plan_sweep(sweep, options, cli_overrides)
+    if options['cancel']:
+        slurm.cancel(sweep['sweep_dir'])
+        return
+    if options['status']:
+        slurm.status(runs, order, sweep['sweep_dir'])
+        if os.path.isdir(sweep['sweep_dir']):
+            n = gather(runs, sweep['sweep_dir'])
+            print(f"gathered {n} finished runs into {sweep['sweep_dir']}/results.csv and results.jsonl")
+        return
     from_scratch = sum(r['config']['max_iters'] for r in runs)
     shared = sum(r['steps_computed'] for r in runs)
     print(f"sweep {sweep['sweep_dir']}: {len(runs)} runs, {shared} steps with prefix sharing instead of "
@@ -293,6 +376,10 @@ def main(argv):
         run = runs[i]
         how = f"fork of {run['forked_from']} at step {run['fork_step']}" if run['forked_from'] else "from scratch"
         print(f"  {run['name']}: {how}, {run['steps_computed']} steps{' (done)' if run['done'] else ''}")
+    if options['launcher'] == 'slurm':
+        import slurm
+        slurm.submit(runs, order, sweep['sweep_dir'], options)
+        return
     if options['dry_run']:
         return
     os.makedirs(sweep['sweep_dir'], exist_ok=True)

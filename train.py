@@ -120,7 +120,7 @@ def check_config(config, world):
     for key in ('n_layer', 'n_head', 'n_embd', 'log_interval', 'val_tokens'):
         need(c[key] >= 1, key, "at least 1")
     for key in ('eval_interval', 'checkpoint_interval', 'spike_eval_steps', 'spike_eval_interval',
-                'intermediate_size', 'seed', 'data_seed'):
+                'intermediate_size', 'seed', 'data_seed', 'stop_after'):
         need(c[key] >= 0, key, "0 or more")
     for key in ('learning_rate', 'stage2_learning_rate', 'adam_eps', 'norm_eps', 'init_std', 'rope_theta'):
         need(0 < c[key] < math.inf, key, "a positive number")
@@ -181,9 +181,11 @@ def train_log_due(plan, t, log_interval):
     return (t + 1) % log_interval == 0 or t == plan['N'] - 1 or t + 1 in schedule.stage_starts(plan)
 
 
-def checkpoint_due(plan, step, checkpoint_interval):
-    """ckpt.pt after `step` steps: every checkpoint_interval steps, at every stage start, at the end."""
-    return (bool(checkpoint_interval and step % checkpoint_interval == 0) or step == plan['N']
+def checkpoint_due(plan, step, config):
+    """ckpt.pt after `step` steps: every checkpoint_interval steps, at every stage start, at the end, and where the
+    run stops early (stop_after: a sweep segment on a cluster)."""
+    interval = config['checkpoint_interval']
+    return (bool(interval and step % interval == 0) or step in (plan['N'], config['stop_after'])
             or step in schedule.stage_starts(plan))
 
 
@@ -363,12 +365,12 @@ def main(argv):
                 if not all(map(math.isfinite, final_val.values())):  # reduced in evaluate(): all ranks stop
                     raise diverged(f"the validation loss is {final_val['val_loss_target']} (target), "
                                    f"{final_val['val_loss_generic']} (generic) after {t} steps", out_dir, last_good)
-            names = [name for name, due in (('ckpt.pt', checkpoint_due(plan, t, config['checkpoint_interval'])),
+            names = [name for name, due in (('ckpt.pt', checkpoint_due(plan, t, config)),
                                             (f'ckpt_{t}.pt', t in config['checkpoint_steps'])) if due]
             if t > 0 and names and save_checkpoints(t, names, raw_model, optimizer, scaler, window, last_log_step,
                                                     config, plan, fingerprint, generic['meta'], start, system):
                 last_good = t if 'ckpt.pt' in names else last_good
-        if t == N:
+        if t == N or (config['stop_after'] and t >= config['stop_after']):
             break
 
         batch = upcoming.result()
@@ -397,7 +399,11 @@ def main(argv):
             last_log_step, window_start = t, time.time()
     prefetch.shutdown()
 
-    if master:
+    if t < N:  # stop_after: the checkpoint is written; no summary.json, the run is not finished
+        if master:
+            print(f"stopped after {t} steps (stop_after={config['stop_after']}); continue with --init_from=resume",
+                  flush=True)
+    elif master:
         final_val = final_val or checkpoint.final_evals(log_path)  # resumed after the final eval: from the log
         write_summary(config, plan, final_val, generic, target, system, time.time() - t0,
                       hf.model_summary(model_config, start.hf_source))

@@ -26,6 +26,9 @@ init_from = 'scratch'             # 'scratch' | 'resume' (continue this run exac
 resume_from = ''                  # with init_from='resume': a checkpoint of ANOTHER run whose plan equals this
                                   # run's up to the checkpoint's step (a fork; sweep.py uses it). '' = out_dir/ckpt.pt
 force_resume = False              # resume even when the schedule/data fingerprint changed
+stop_after = 0                    # 0 = run to the end; k > 0 = stop after k completed steps: write ckpt.pt (and
+                                  # ckpt_<k>.pt if k is in checkpoint_steps), no summary.json, exit 0; a later
+                                  # init_from='resume' continues exactly (sweep.py's SLURM jobs stop at fork points)
 seed = 1337                       # model init and dropout
 data_seed = 1337                  # target pool, per-epoch target order, generic permutation
 

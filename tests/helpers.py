@@ -63,6 +63,18 @@ def run_train(args, nproc=1, expect_ok=True, config='config/tiny.py'):
     return result
 
 
+def run_sweep(sweep_file, *args, env=None, expect_ok=True):
+    """python sweep.py SWEEP_FILE ARGS in the repository, one thread per process; returns the CompletedProcess's
+    stdout (or the CompletedProcess itself with expect_ok=False)."""
+    env = dict(env or os.environ, OMP_NUM_THREADS='1')
+    result = subprocess.run([sys.executable, 'sweep.py', sweep_file, *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600, env=env)
+    if not expect_ok:
+        return result
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
 def read_log(out_dir):
     with open(os.path.join(out_dir, 'log.jsonl')) as f:
         return [json.loads(line) for line in f]

@@ -4,38 +4,10 @@ import csv
 import json
 import os
 import re
-import subprocess
-import sys
 
-import pytest
+from helpers import make_sources, read_log, run_sweep, without_timing
 
-from helpers import ROOT, make_sources, read_log, without_timing
-
-
-def run_sweep(sweep_file, *args):
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    result = subprocess.run([sys.executable, 'sweep.py', sweep_file, *args], cwd=ROOT, capture_output=True,
-                            text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
-
-
-@pytest.fixture(scope='module')
-def sweeps(tmp_path_factory):
-    """A mid-training WSD ρ sweep at α=1, plus a no-replay run with twice the target data, run twice: with prefix
-    sharing and from scratch."""
-    root = tmp_path_factory.mktemp('sweep')
-    generic, target = make_sources(str(root / 'data'), target_base=1200, vocab=1300)  # a small vocab: fast steps
-    sweep_file = root / 'sweep_test.py'
-    sweep_file.write_text(
-        "base = ['config/tiny.py']\n"
-        f"overrides = {{'generic_dir': {generic!r}, 'target_dir': {target!r}, 'log_batch_ids': True}}\n"
-        "runs = [dict(replay_fraction=r) for r in (0.0, 0.5, 0.75)] + "
-        "[dict(protocol='reference', reference=1, replay_fraction=0.0, target_tokens=512)]\n"
-        f"sweep_dir = {str(root / 'shared')!r}\n")
-    shared_out = run_sweep(str(sweep_file), '--jobs=2')
-    scratch_out = run_sweep(str(sweep_file), '--share=False', f"--sweep_dir={root / 'scratch'}", '--jobs=2')
-    return root, shared_out, scratch_out, str(sweep_file)
+# the `sweeps` fixture (the sweep run with prefix sharing and from scratch) is in conftest.py: test_slurm.py uses it too
 
 
 def test_forks_are_bit_identical_to_runs_from_scratch(sweeps):
