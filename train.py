@@ -478,9 +478,11 @@ def main():
            else torch.autocast(device_type=device_type, dtype=getattr(torch, dtype)))
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 
+    raw_model = model  # `model` becomes the compiled / DDP wrapper below; the optimizer needs the module itself
+
     def new_optimizer():
-        return model.configure_optimizers(config['weight_decay'], config['learning_rate'],
-                                          (config['beta1'], config['beta2']), config['adam_eps'], device_type)
+        return raw_model.configure_optimizers(config['weight_decay'], config['learning_rate'],
+                                              (config['beta1'], config['beta2']), config['adam_eps'], device_type)
     optimizer = new_optimizer()
     if config['init_from'] == 'resume':
         optimizer.load_state_dict(checkpoint['optimizer'])
@@ -488,7 +490,6 @@ def main():
         scaler.load_state_dict(checkpoint['scaler'])
         if device_type == 'cuda' and 'rng_cuda' in checkpoint:
             torch.cuda.set_rng_state(checkpoint['rng_cuda'])
-    raw_model = model
     use_compile = config['compile'] if config['compile'] != 'auto' else device_type == 'cuda'
     if use_compile:
         model = torch.compile(model)
