@@ -20,6 +20,18 @@ def write_source(path, n_windows, block_size, base, val_windows=8):
     return path
 
 
+def write_random_source(path, train_tokens, val_tokens=32 * 16 + 1, seed=0, **meta):
+    """Uniformly random tokens of a 256-token vocabulary: nothing to decode, but a CPU step is ~15x faster than
+    with write_source's 32K vocabulary. meta overrides meta.json's fields."""
+    os.makedirs(path, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, n in (('train', train_tokens), ('val', val_tokens)):
+        rng.integers(0, 256, n, dtype=np.uint16).tofile(os.path.join(path, f'{split}.bin'))
+    with open(os.path.join(path, 'meta.json'), 'w') as f:
+        json.dump(dict(dict(tokenizer='toy', vocab_size=256, dtype='uint16'), **meta), f)
+    return str(path)
+
+
 def make_sources(root, block_size=32, generic_windows=400, target_windows=40):
     return (write_source(os.path.join(root, 'generic'), generic_windows, block_size, 0),
             write_source(os.path.join(root, 'target'), target_windows, block_size, TARGET_BASE))

@@ -15,10 +15,9 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
-from synthetic import read_log
+from synthetic import read_log, write_random_source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
@@ -28,16 +27,6 @@ BLOCK = 32
 RUN = ['config/tiny.py', '--mode=finetune', '--max_iters=30', '--checkpoint_interval=3', '--log_interval=4',
        '--eval_interval=7', '--log_batch_ids=True', '--checkpoint_steps=[15]']
 TIMING = ('ms_per_step', 'mfu', 'elapsed_s')
-
-
-def write_source(path, train_tokens, val_tokens=BLOCK * 16 + 1, seed=0, **meta):
-    os.makedirs(path, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for split, n in (('train', train_tokens), ('val', val_tokens)):
-        rng.integers(0, 256, n, dtype=np.uint16).tofile(os.path.join(path, f'{split}.bin'))
-    with open(os.path.join(path, 'meta.json'), 'w') as f:
-        json.dump(dict(dict(tokenizer='toy', vocab_size=256, dtype='uint16'), **meta), f)
-    return str(path)
 
 
 def train(*args, **popen):
@@ -64,8 +53,8 @@ def summary(out):
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp('data')
-    return dict(generic=write_source(root / 'generic', BLOCK * 400, seed=0),
-                target=write_source(root / 'target', BLOCK * 40, seed=1), root=root)
+    return dict(generic=write_random_source(root / 'generic', BLOCK * 400, seed=0),
+                target=write_random_source(root / 'target', BLOCK * 40, seed=1), root=root)
 
 
 @pytest.fixture(scope='module')
@@ -303,15 +292,16 @@ def bad_inputs(data, reference):
     """Broken copies of the data, a broken config file and checkpoints."""
     root = data['root']
     dirs = dict(
-        other_tokenizer=write_source(root / 'other_tokenizer', BLOCK * 40, seed=1, tokenizer='gpt2'),
-        other_vocab=write_source(root / 'other_vocab', BLOCK * 40, seed=1, vocab_size=512),
-        no_val=write_source(root / 'no_val', BLOCK * 40, seed=1),
-        empty_train=write_source(root / 'empty_train', BLOCK * 40, seed=1),
-        short_train=write_source(root / 'short_train', 20, seed=1),
-        short_val=write_source(root / 'short_val', BLOCK * 40, val_tokens=20, seed=1),
-        changed=write_source(root / 'changed', BLOCK * 40, seed=2),  # same sizes as the target, other tokens
-        bad_meta=write_source(root / 'bad_meta', BLOCK * 40, seed=1),
-        odd_bytes=write_source(root / 'odd_bytes', BLOCK * 40, seed=1),
+        other_tokenizer=write_random_source(root / 'other_tokenizer', BLOCK * 40, seed=1, tokenizer='gpt2'),
+        other_vocab=write_random_source(root / 'other_vocab', BLOCK * 40, seed=1, vocab_size=512),
+        no_val=write_random_source(root / 'no_val', BLOCK * 40, seed=1),
+        empty_train=write_random_source(root / 'empty_train', BLOCK * 40, seed=1),
+        short_train=write_random_source(root / 'short_train', 20, seed=1),
+        short_val=write_random_source(root / 'short_val', BLOCK * 40, val_tokens=20, seed=1),
+        changed=write_random_source(root / 'changed', BLOCK * 40, seed=2),  # same sizes as the target, other tokens
+        meta_changed=write_random_source(root / 'meta_changed', BLOCK * 40, seed=1, eot_token=0),  # same tokens
+        bad_meta=write_random_source(root / 'bad_meta', BLOCK * 40, seed=1),
+        odd_bytes=write_random_source(root / 'odd_bytes', BLOCK * 40, seed=1),
     )
     os.remove(os.path.join(dirs['no_val'], 'val.bin'))
     open(os.path.join(dirs['empty_train'], 'train.bin'), 'w').close()
@@ -328,7 +318,7 @@ def bad_inputs(data, reference):
         whole = f.read()
     with open(root / 'truncated.pt', 'wb') as f:
         f.write(whole[:len(whole) // 2])  # what a non-atomic save killed midway would leave
-    for name in ('resume_lr', 'resume_seed', 'resume_data'):
+    for name in ('resume_lr', 'resume_seed', 'resume_data', 'resume_shape', 'resume_offset', 'resume_meta'):
         os.makedirs(root / name)
         shutil.copy(os.path.join(ref, 'ckpt_15.pt'), root / name / 'ckpt.pt')
     return dict(dirs, root=str(root), ref=ref)
@@ -378,6 +368,14 @@ BAD = [
      "changed since it was saved: data_seed 1337 -> 7. Restore them"),
     ('resume, data changed', ['--out_dir={root}/resume_data', '--init_from=resume', '--target_dir=changed'],
      "changed since it was saved: target_dir data (contents)"),
+    ('resume, batch shape changed (same S)', ['--out_dir={root}/resume_shape', '--init_from=resume',
+                                              '--batch_size=2', '--gradient_accumulation_steps=4'],
+     "changed since it was saved: batch_size 4 -> 2; gradient_accumulation_steps 2 -> 4. Restore them"),
+    ('resume, generic_offset changed', ['--out_dir={root}/resume_offset', '--init_from=resume',
+                                        '--generic_offset=5'],
+     "changed since it was saved: generic_offset 0 -> 5. Restore them"),
+    ('resume, meta.json changed', ['--out_dir={root}/resume_meta', '--init_from=resume', '--target_dir=meta_changed'],
+     "changed since it was saved: target_dir data (meta.json). Restore them"),
 ]
 
 
