@@ -294,6 +294,7 @@ def bad_inputs(data, reference):
         short_train=write_random_source(root / 'short_train', 20, seed=1),
         short_val=write_random_source(root / 'short_val', BLOCK * 40, val_tokens=20, seed=1),
         changed=write_random_source(root / 'changed', BLOCK * 40, seed=2),  # same sizes as the target, other tokens
+        meta_changed=write_random_source(root / 'meta_changed', BLOCK * 40, seed=1, eot_token=0),  # same tokens
         bad_meta=write_random_source(root / 'bad_meta', BLOCK * 40, seed=1),
         odd_bytes=write_random_source(root / 'odd_bytes', BLOCK * 40, seed=1),
         big_id=write_random_source(root / 'big_id', BLOCK * 40, seed=1),  # meta.json without max_token_id
@@ -317,7 +318,7 @@ def bad_inputs(data, reference):
         whole = f.read()
     with open(root / 'truncated.pt', 'wb') as f:
         f.write(whole[:len(whole) // 2])  # what a non-atomic save killed midway would leave
-    for name in ('resume_lr', 'resume_seed', 'resume_data'):
+    for name in ('resume_lr', 'resume_seed', 'resume_data', 'resume_shape', 'resume_offset', 'resume_meta'):
         os.makedirs(root / name)
         shutil.copy(os.path.join(ref, 'ckpt_15.pt'), root / name / 'ckpt.pt')
     return dict(dirs, root=str(root), ref=ref)
@@ -371,6 +372,14 @@ BAD = [
      "changed since it was saved: data_seed 1337 -> 7. Restore them"),
     ('resume, data changed', ['--out_dir={root}/resume_data', '--init_from=resume', '--target_dir=changed'],
      "changed since it was saved: target_dir data (contents)"),
+    ('resume, batch shape changed (same S)', ['--out_dir={root}/resume_shape', '--init_from=resume',
+                                              '--batch_size=2', '--gradient_accumulation_steps=4'],
+     "changed since it was saved: batch_size 4 -> 2; gradient_accumulation_steps 2 -> 4. Restore them"),
+    ('resume, generic_offset changed', ['--out_dir={root}/resume_offset', '--init_from=resume',
+                                        '--generic_offset=5'],
+     "changed since it was saved: generic_offset 0 -> 5. Restore them"),
+    ('resume, meta.json changed', ['--out_dir={root}/resume_meta', '--init_from=resume', '--target_dir=meta_changed'],
+     "changed since it was saved: target_dir data (meta.json). Restore them"),
 ]
 
 
