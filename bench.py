@@ -92,7 +92,7 @@ def labelled(name, loader):
 
 
 def check_options(config):
-    train.check_config(config, 1)
+    train.check_config(config, int(os.environ.get('WORLD_SIZE', 1)))
     for key in ('bench_steps', 'bench_loader_batches'):
         if config[key] < 1:
             raise UserError(f"{key}={config[key]} must be at least 1")
@@ -119,9 +119,11 @@ def setup(config):
     start = config['bench_start'] if config['bench_start'] >= 0 else (with_target[-1] if with_target else 0)
     if start >= plan['N']:
         raise UserError(f"bench_start={start} is past the plan's last step {plan['N'] - 1}")
+    dtype, ctx, scaler = runtime.precision(config['dtype'], system.device_type, config['parallel'])
     raw_model = runtime.build_model(model_config_from(config, generic['meta']['vocab_size']), system.device,
                                     config['seed'])
-    dtype, ctx, scaler = runtime.precision(config['dtype'], system.device_type)
+    if config['parallel'] == 'fsdp':  # under torchrun; one rank shards over itself (the code path, not the savings)
+        runtime.shard(raw_model, config, system, dtype)
     b = SimpleNamespace(config=config, system=system, cuda=cuda, plan=plan, start=start, raw_model=raw_model,
                         model=runtime.compile_and_wrap(raw_model, config, system), dtype=dtype, ctx=ctx,
                         scaler=scaler, optimizer=runtime.make_optimizer(raw_model, config, system.device_type),
@@ -176,8 +178,8 @@ def print_setup(b):
     print(f"model: {config['arch']}, {model.get_num_params() / 1e6:.2f}M non-embedding params, "
           f"{model.get_num_params(non_embedding=False) / 1e6:.2f}M total, vocab {model.config.vocab_size}")
     print(f"device: {system.device_name if b.cuda else cpu_model()} ({torch.get_num_threads()} threads) | dtype "
-          f"{b.dtype} | compile {runtime.use_compile(config, system.device_type)} | loader "
-          f"{'in a prefetch thread' if b.threaded else 'inline'} | torch {torch.__version__}")
+          f"{b.dtype} | {config['parallel']} x {system.world} | compile {runtime.use_compile(config, system.device_type)}"
+          f" | loader {'in a prefetch thread' if b.threaded else 'inline'} | torch {torch.__version__}")
     print(f"batch: {S} sequences x {block_size} tokens = {S * block_size} tokens/step (batch_size "
           f"{config['batch_size']} x gradient_accumulation_steps {config['gradient_accumulation_steps']}); plan "
           f"steps from {b.start} (stage {schedule.stage_of(plan, b.start)}: {n_target} target + {S - n_target} "

@@ -1,11 +1,19 @@
 """
 checkpoint.py: everything train.py keeps on disk besides the log lines it writes: how a run starts (from scratch,
-resuming itself, forking another run's checkpoint, or another run's weights), checkpoints (atomic saves, loads
-that run no code), the fingerprint a resume must match, the log kept from before a checkpoint, summary.json.
+resuming itself, forking another run's checkpoint, another run's weights, or a Hugging Face model), checkpoints
+(atomic saves, loads that run no code), the fingerprint a resume must match, the log kept from before a
+checkpoint, summary.json.
 
-A checkpoint is a dict of tensors and plain values (CHECKPOINT_KEYS), written with torch.save and read with
-torch.load(weights_only=True): model, optimizer and GradScaler state, the CPU (and CUDA) RNG state, the step, the
-run's config, its fingerprint and prefix hash, the generic offset and cursor, and the open train-loss window.
+A checkpoint holds the model, optimizer and GradScaler state, the CPU (and CUDA) RNG state, the step, the run's
+config, its fingerprint and prefix hash, the generic offset and cursor, and the open train-loss window
+(CHECKPOINT_KEYS). Two formats, one per `parallel`:
+  ddp   ckpt.pt, ckpt_<step>.pt: one file, torch.save; read with torch.load(weights_only=True), so loading never
+        runs code from it; written to a temporary file and renamed over the old one.
+  fsdp  ckpt.dcp/, ckpt_<step>.dcp/: a directory written by torch.distributed.checkpoint (DCP), every rank its
+        shards of the model and optimizer, plus meta.pt (everything else, as above). Written as <name>.tmp, then
+        swapped in by two renames (<name> -> <name>.old, <name>.tmp -> <name>) and the old one removed: a kill
+        between the renames leaves <name>.old, which is then the newest checkpoint (layout.latest()). DCP reshards
+        on load, so such a run resumes on any number of ranks, with fsdp or ddp.
 """
 import hashlib
 import json
@@ -15,11 +23,14 @@ import subprocess
 from collections import namedtuple
 
 import torch
+import torch.distributed as dist
 
 import data
 import hf
+import layout
 import schedule
 from configurator import UserError
+from model import GPT, checkpoint_model_config
 
 # keys that fix the data order and LR; a resume that changes one is refused (unless force_resume=True)
 FINGERPRINT_KEYS = sorted(schedule.PER_STEP_KEYS | {'batch_size', 'gradient_accumulation_steps', 'block_size',
@@ -27,6 +38,8 @@ FINGERPRINT_KEYS = sorted(schedule.PER_STEP_KEYS | {'batch_size', 'gradient_accu
 MODEL_KEYS = ('arch', 'n_layer', 'n_head', 'n_embd', 'intermediate_size', 'bias', 'block_size')
 CHECKPOINT_KEYS = ('model', 'optimizer', 'scaler', 'step', 'config', 'fingerprint', 'prefix_hash', 'generic_cursor',
                    'rng_cpu', 'log_sums', 'last_log_step', 'tokenizer', 'vocab_size')
+
+SHARDED_META = 'meta.pt'  # in a sharded checkpoint directory: all but the model and optimizer
 
 # How a run starts, decided once (start()):
 #   kind        'scratch' | 'resume' (this run, from out_dir/ckpt.pt) | 'fork' (another run's checkpoint whose plan
@@ -46,15 +59,16 @@ def start(config, meta):
     if config['init_from'] == 'scratch':
         return Start('scratch', '', None, 0, config['generic_offset'], None)
     if config['init_from'] == 'resume':
-        path = config['resume_from'] or os.path.join(config['out_dir'], 'ckpt.pt')
-        if not os.path.isfile(path):
-            raise UserError(f"init_from='resume' but {path} does not exist: start with init_from='scratch'")
-    elif hf.is_model_dir(config['init_from']):  # weights only, this run's own plan; the shape is the model's
-        path = config['init_from']
+        path = config['resume_from'] or layout.latest(config['out_dir'])
+        if not path or not os.path.exists(path):
+            raise UserError(f"init_from='resume' but {path or config['out_dir'] + '/ckpt.pt'} does not exist: start "
+                            f"with init_from='scratch'")
+    elif os.path.isdir(config['init_from']) and not is_ours(config['init_from']):
+        path = config['init_from']  # a Hugging Face model directory: weights only, this run's own plan
         return Start('hf', path, None, 0, config['generic_offset'], hf.open_model_dir(path))
-    else:
+    else:  # one of our checkpoints, or a run directory: its newest
         path = config['init_from']
-        path = os.path.join(path, 'ckpt.pt') if os.path.isdir(path) else path
+        path = layout.latest(path) if os.path.isdir(path) and not is_sharded(path) else path
     checkpoint = load_checkpoint(path)
     check_architecture(checkpoint, config, path, meta)
     if config['init_from'] != 'resume':  # weights only: this run's own plan from step 0; replay is fresh data
@@ -66,6 +80,15 @@ def start(config, meta):
                  checkpoint.get('hf_source'))
 
 
+def is_sharded(path):
+    return os.path.isdir(path)
+
+
+def is_ours(directory):
+    """A run directory or a sharded checkpoint (a directory that is neither is read as a Hugging Face model)."""
+    return layout.latest(directory) is not None or os.path.isfile(os.path.join(directory, SHARDED_META))
+
+
 def prepare_out_dir(out_dir):
     """Create out_dir; remove what a killed save left (never loaded) and an older summary.json (it would say
     "finished")."""
@@ -74,8 +97,12 @@ def prepare_out_dir(out_dir):
     except OSError as e:
         raise UserError(f"cannot create out_dir={out_dir!r}: {e.strerror}") from None
     for name in os.listdir(out_dir):
+        path = os.path.join(out_dir, name)
         if (name.startswith('ckpt') and '.pt.tmp' in name) or name == 'summary.json':
-            os.remove(os.path.join(out_dir, name))
+            os.remove(path)
+        elif name.startswith('ckpt') and (name.endswith('.dcp.tmp') or name.endswith('.dcp.old')
+                                          and os.path.isdir(path[:-len('.old')])):
+            shutil.rmtree(path)  # a killed sharded save, or an old one its successor replaced
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -153,17 +180,102 @@ def first_line(e):
     return f"{type(e).__name__}: {text.split('. ')[0] if len(text) > 160 else text}"
 
 
-def load_checkpoint(path):
+def load_checkpoint(path, weights=False):
+    """A checkpoint as a dict (CHECKPOINT_KEYS). Sharded: its meta.pt, with 'sharded' = the directory, and the model
+    and optimizer left in their shards (load_sharded) unless weights=True: then 'model' is the whole model's state
+    dict, read on this process alone."""
+    if is_sharded(path):
+        check_sharded(path)
+        checkpoint = read_checkpoint_file(os.path.join(path, SHARDED_META), path)
+        checkpoint['sharded'] = path
+        if weights:
+            model = GPT(checkpoint_model_config(checkpoint))
+            load_sharded(path, model)
+            checkpoint['model'] = model.state_dict()
+        return checkpoint
+    return read_checkpoint_file(path, path)
+
+
+def read_checkpoint_file(file, path):
     # weights_only=True: loading a checkpoint can never run code from the file
     try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+        checkpoint = torch.load(file, map_location='cpu', weights_only=True)
     except Exception as e:
         raise UserError(f"cannot load checkpoint {path} ({first_line(e)}): it is corrupt or not a checkpoint; "
                         f"use another one, or start with init_from='scratch'") from None
-    missing = [k for k in CHECKPOINT_KEYS if k not in checkpoint] if isinstance(checkpoint, dict) else ['all']
+    required = [k for k in CHECKPOINT_KEYS if not (file != path and k in ('model', 'optimizer'))]
+    missing = [k for k in required if k not in checkpoint] if isinstance(checkpoint, dict) else ['all']
     if missing:
         raise UserError(f"{path} is not a checkpoint written by this train.py (missing: {', '.join(missing)})")
     return checkpoint
+
+
+def check_sharded(path):
+    """A sharded checkpoint is whole: DCP's .metadata, every shard file it lists, and meta.pt."""
+    import torch.distributed.checkpoint as dcp  # imported when used: with DTensor it costs ~1 s at every start
+    for name in ('.metadata', SHARDED_META):
+        if not os.path.isfile(os.path.join(path, name)):
+            raise UserError(f"sharded checkpoint {path} has no {name}: it is incomplete; use another checkpoint")
+    try:
+        metadata = dcp.FileSystemReader(path).read_metadata()
+    except (Exception, dcp.api.CheckpointException) as e:
+        raise UserError(f"cannot read sharded checkpoint {path} ({first_line(e)}): use another checkpoint") from None
+    for shard in sorted({item.relative_path for item in metadata.storage_data.values()}):
+        if not os.path.isfile(os.path.join(path, shard)):
+            raise UserError(f"sharded checkpoint {path} is missing its shard {shard}: use another checkpoint")
+
+
+def load_sharded(path, model, optimizer=None):
+    """Fill the model (and the optimizer) from a sharded checkpoint, whatever the ranks and sharding that wrote it:
+    DCP reads each rank's part of every tensor (a whole tensor on a model that is not sharded)."""
+    import torch.distributed.checkpoint as dcp  # imported when used: with DTensor it costs ~1 s at every start
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+    state = {'model': get_model_state_dict(model)}
+    if optimizer is not None:
+        init_optimizer_state(optimizer)
+        state['optimizer'] = optimizer_tensors(model, optimizer)
+    try:
+        dcp.load(state, checkpoint_id=path, no_dist=not dist.is_initialized())  # in place, into `state`
+    except (Exception, dcp.api.CheckpointException) as e:  # DCP's own exception is a BaseException
+        raise UserError(f"cannot load sharded checkpoint {path} ({first_line(e)}): it does not fit this model, or "
+                        f"is corrupt") from None
+    set_model_state_dict(model, state['model'])
+    if optimizer is not None:
+        groups = read_checkpoint_file(os.path.join(path, SHARDED_META), path)['optimizer_groups']
+        for group, saved in zip(optimizer.param_groups, groups):
+            group.update(saved)  # the hyperparameters it was saved with, as optimizer.load_state_dict restores them
+
+
+def optimizer_tensors(model, optimizer):
+    """The optimizer's state by parameter name, {name: {'step', 'exp_avg', 'exp_avg_sq'}} (tensors; DTensor shards
+    under FSDP2): what a sharded checkpoint stores. A tied weight is named as named_parameters() names it first,
+    the same in every process (torch's get_state_dict picks one of its names from a set, which differs between
+    processes, so a resume could not find it)."""
+    names = {param: name for name, param in model.named_parameters()}
+    return {names[param]: state for param, state in optimizer.state.items()}
+
+
+def init_optimizer_state(optimizer):
+    """Give a fresh AdamW its state tensors, so that a checkpoint can be loaded into them: one step with zero
+    gradients at learning rate 0, which leaves every weight as it is (as torch's get_state_dict does too)."""
+    if optimizer.state:
+        return
+    lrs = [group['lr'] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group['lr'] = 0.0
+        for param in group['params']:
+            param.grad = torch.zeros_like(param)
+    optimizer.step()
+    for group, lr in zip(optimizer.param_groups, lrs):
+        group['lr'] = lr
+    optimizer.zero_grad(set_to_none=True)
+
+
+def load_full_weights(model, state_dict):
+    """A whole model's state dict (one of our .pt checkpoints) into a model that may be sharded: each rank keeps
+    its part."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    set_model_state_dict(model, state_dict, options=StateDictOptions(full_state_dict=True))
 
 
 def save_checkpoint(path, state):
@@ -187,9 +299,54 @@ def save_checkpoint(path, state):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def save_sharded(path, model, optimizer, state, rank):
+    """A sharded checkpoint (every rank calls it): model and optimizer shards with DCP, the rest (`state`) in
+    meta.pt by rank 0; written as <path>.tmp, then swapped in (module docstring), so that a kill or a full disk at
+    any moment leaves the previous checkpoint whole."""
+    import torch.distributed.checkpoint as dcp  # imported when used: with DTensor it costs ~1 s at every start
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+    tmp, old = f"{path}.tmp", f"{path}.old"
+    if rank == 0 and os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    if dist.is_initialized():
+        dist.barrier()
     try:
-        os.fsync(dir_fd)  # make the rename itself durable
+        dcp.save({'model': get_model_state_dict(model), 'optimizer': optimizer_tensors(model, optimizer)},
+                 checkpoint_id=tmp)
+        if rank == 0:
+            groups = [{k: v for k, v in group.items() if k != 'params'} for group in optimizer.param_groups]
+            save_checkpoint(os.path.join(tmp, SHARDED_META), dict(state, optimizer_groups=groups))
+            if os.path.exists(path):
+                os.replace(path, old)
+            os.replace(tmp, path)
+            fsync_dir(os.path.dirname(os.path.abspath(path)))
+            if os.path.exists(old):
+                shutil.rmtree(old)
+    except (Exception, dcp.api.CheckpointException) as e:  # DCP gathers every rank's errors: all ranks stop here together
+        if isinstance(e, UserError):
+            raise
+        raise UserError(f"cannot write checkpoint {path} ({first_line(e)}): the previous checkpoint is unchanged; "
+                        f"free space, then resume with --init_from=resume") from None
+    if dist.is_initialized():
+        dist.barrier()  # no rank goes on (or reads the checkpoint) before it is in place
+
+
+def drop_other_latest(path):
+    """After the run's newest checkpoint was written at `path`, remove its newest in the other format (a run that
+    changed parallel on a resume), so that layout.latest() cannot pick a stale one."""
+    for name in layout.LATEST[:2]:
+        other = os.path.join(os.path.dirname(path), name)
+        if other != path and os.path.exists(other):
+            shutil.rmtree(other) if os.path.isdir(other) else os.remove(other)
+
+
+def fsync_dir(directory):
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make a rename itself durable
     finally:
         os.close(dir_fd)
 

@@ -2,7 +2,7 @@
 export.py: one of our checkpoints as a Hugging Face model directory, which transformers loads with
 AutoModelForCausalLM.from_pretrained (and its tokenizer with AutoTokenizer, where there is one).
 
-    python export.py out/my_run --to=models/my_run                      # out/my_run/ckpt.pt
+    python export.py out/my_run --to=models/my_run                      # its newest: ckpt.pt or ckpt.dcp/
     python export.py out/my_run/ckpt_2000.pt --to=models/my_run_2000 --dtype=bfloat16
 
 Writes config.json, model.safetensors (shards + model.safetensors.index.json above 5 GB) and the tokenizer files:
@@ -17,6 +17,7 @@ import torch
 
 import checkpoint
 import hf
+import layout
 from configurator import UserError, parse_options, run_main
 
 OPTIONS = dict(
@@ -31,12 +32,12 @@ def main(argv):
     options = parse_options(argv, OPTIONS, positional=['source'], usage=usage)
     if not options['to']:
         raise UserError(f"usage: {usage}")
-    path = os.path.join(options['source'], 'ckpt.pt') if os.path.isdir(options['source']) else options['source']
-    if not os.path.isfile(path):
-        raise UserError(f"checkpoint {path} not found: pass a run directory with ckpt.pt or a checkpoint file")
+    path = layout.checkpoint_at(options['source'])
+    if not os.path.exists(path):
+        raise UserError(f"checkpoint {path} not found: pass a run directory or a checkpoint (file or ckpt*.dcp)")
     if options['dtype'] not in ('auto', 'float32', 'bfloat16', 'float16'):
         raise UserError(f"dtype={options['dtype']!r} must be 'auto', 'float32', 'bfloat16' or 'float16'")
-    saved = checkpoint.load_checkpoint(path)  # a corrupt file is one error line; loading runs no code from it
+    saved = checkpoint.load_checkpoint(path, weights=True)  # a corrupt one is one error line; runs no code
     dtype = None if options['dtype'] == 'auto' else getattr(torch, options['dtype'])
     print(hf.export(saved, options['to'], dtype, options['tokenizer']))
 

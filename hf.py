@@ -314,6 +314,20 @@ def load_weights(path, config):
     return dict(iter_weights(path, config))
 
 
+def load_into(model, path, config):
+    """Fill a model sharded with FSDP2 (its parameters DTensors, already allocated) from a Hugging Face model
+    directory: each tensor is read whole, one at a time, and each rank copies only its own shard of it, so no rank
+    ever holds the whole model."""
+    from torch.distributed.tensor import distribute_tensor  # imported when used: ~1 s
+    params = dict(model.named_parameters(remove_duplicate=False))
+    with torch.no_grad():
+        for name, full in iter_weights(path, config):
+            param = params[name]
+            mine = distribute_tensor(full.to(param.device, param.dtype), param.device_mesh, param.placements,
+                                     src_data_rank=None)  # no communication: every rank read the same tensor
+            param.to_local().copy_(mine.to_local())
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Tokenizers: which one a model has, and whether data matches it
 # ---------------------------------------------------------------------------------------------------------------

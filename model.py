@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 
 @dataclass
@@ -201,6 +202,7 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
+        self.activation_checkpointing = False  # a run setting (runtime.py), not part of the model's shape
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.position_rows, config.n_embd) if config.arch == 'gpt2' else None
         self.drop = nn.Dropout(config.dropout)
@@ -242,7 +244,10 @@ class GPT(nn.Module):
             rope = (self.rope_cos[:T], self.rope_sin[:T])
         x = self.drop(x)
         for block in self.blocks:
-            x = block(x, rope)
+            if self.activation_checkpointing and self.training:  # keep no activations inside a block: recompute
+                x = torch.utils.checkpoint.checkpoint(block, x, rope, use_reentrant=False)
+            else:
+                x = block(x, rope)
         x = self.norm_f(x)
 
         if targets is None:  # generation only needs the last position

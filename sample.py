@@ -12,6 +12,7 @@ import sys
 import torch
 
 import checkpoint
+import layout
 import runtime
 from configurator import UserError, parse_options, run_main
 from model import checkpoint_model_config
@@ -20,8 +21,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'pre
 import common  # noqa: E402  (prepare/common.py: gpt2 via tiktoken, offline too, bytes, or a tokenizer.json)
 
 OPTIONS = dict(
-    out_dir='out',          # the run whose ckpt.pt to read
-    ckpt='',                # or an explicit checkpoint file
+    out_dir='out',          # the run whose newest checkpoint to read
+    ckpt='',                # or an explicit checkpoint (a file, or a sharded ckpt*.dcp directory)
     start='\n',             # the prompt, or FILE:path to read it from a file
     num_samples=2,
     max_new_tokens=200,
@@ -51,10 +52,10 @@ def tokenizer_name(saved):
 
 def main(argv):
     options = parse_options(argv, OPTIONS)
-    path = options['ckpt'] or os.path.join(options['out_dir'], 'ckpt.pt')
-    if not os.path.isfile(path):
+    path = layout.checkpoint_at(options['ckpt'] or options['out_dir'])
+    if not os.path.exists(path):
         raise UserError(f"checkpoint {path} not found: train first or pass --ckpt=PATH")
-    saved = checkpoint.load_checkpoint(path)  # a corrupt file is one error line; loading runs no code from it
+    saved = checkpoint.load_checkpoint(path, weights=True)  # a corrupt one is one error line; loading runs no code
     device = runtime.pick_device(options['device'])
     model = runtime.build_model(checkpoint_model_config(saved), device, options['seed'], saved['model']).eval()
 

@@ -50,6 +50,7 @@ import subprocess
 import sys
 import time
 
+import layout
 import schedule
 from configurator import UserError, check_value, load_config, parse_value, read_config_file, run_main
 
@@ -197,13 +198,13 @@ def write_run_config(path, config):
 
 
 def checkpoint_path(out_dir, step=None):
-    """The one place sweep.py and slurm.py name a run's checkpoints: the latest one (step None, what
-    init_from='resume' continues from) or the one kept after `step` steps (checkpoint_steps, what forks start from)."""
-    return os.path.join(out_dir, 'ckpt.pt' if step is None else f'ckpt_{step}.pt')
+    """A run's checkpoint (layout.py names them): the latest one (step None, what init_from='resume' continues
+    from) or the one kept after `step` steps (checkpoint_steps, what forks start from); None if there is none."""
+    return layout.latest(out_dir) if step is None else layout.kept(out_dir, step)
 
 
 def has_checkpoint(out_dir, step=None):
-    return os.path.exists(checkpoint_path(out_dir, step))
+    return checkpoint_path(out_dir, step) is not None
 
 
 def resume_args(out_dir, fork):

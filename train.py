@@ -8,7 +8,8 @@ Every step t: ask schedule.py which sequences and which LR, read those windows f
 global batch over ranks and micro-steps, forward/backward, clip, step. Nothing here decides what data is seen.
 
 Outputs in out_dir: log.jsonl (one JSON record per line; keys in README "Log format"), summary.json at the end,
-ckpt.pt (latest, replaced atomically), ckpt_<step>.pt for checkpoint_steps. The plumbing lives beside this file:
+ckpt.pt (latest, replaced atomically), ckpt_<step>.pt for checkpoint_steps (parallel='fsdp': the sharded ckpt.dcp/,
+ckpt_<step>.dcp/). The plumbing lives beside this file:
 data.py (sources, loader), checkpoint.py (how a run starts, checkpoints, fingerprints, the kept log),
 runtime.py (device, precision, model, optimizer, DDP).
 """
@@ -29,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import checkpoint
 import data
 import hf
+import layout
 import runtime
 import schedule
 from configurator import UserError, load_config, run_main
@@ -94,16 +96,21 @@ def train_step(model, optimizer, scaler, ctx, batch, window, grad_clip, keep_ids
 def evaluate(model, source, config, ctx, system):
     """Token-averaged cross entropy over the fixed held-out set: every window of the first val_tokens tokens of
     val.bin, once, in order (not random batches), so final numbers are reproducible. Ranks split the windows."""
-    mine = np.arange(system.rank, data.val_windows(source, config), system.world)
+    n, batch_size = data.val_windows(source, config), config['batch_size']
+    mine = np.arange(system.rank, n, system.world)
     total = torch.zeros(2, device=system.device, dtype=torch.float64)  # loss sum, sequence count
     model.eval()
-    for i in range(0, len(mine), config['batch_size']):
-        rows = torch.from_numpy(data.read_windows(source['val'], mine[i:i + config['batch_size']],
+    # every rank runs as many batches as the busiest one (FSDP2 gathers weights collectively in each forward): a
+    # rank out of windows computes window 0 and drops it
+    for i in range(0, -(-n // system.world), batch_size):
+        windows = mine[i:i + batch_size]
+        rows = torch.from_numpy(data.read_windows(source['val'], windows if len(windows) else [0],
                                                   config['block_size'])).to(system.device)
         with ctx:
             _, loss = model(rows[:, :-1], rows[:, 1:])
-        total[0] += loss.double().sum()
-        total[1] += loss.numel()
+        if len(windows):
+            total[0] += loss.double().sum()
+            total[1] += loss.numel()
     model.train()
     if system.world > 1:
         dist.all_reduce(total)
@@ -137,6 +144,17 @@ def check_config(config, world):
     need(c['dtype'] in ('auto', 'float32', 'bfloat16', 'float16'), 'dtype',
          "'auto', 'float32', 'bfloat16' or 'float16'")
     need(c['backend'] in ('auto', 'nccl', 'gloo'), 'backend', "'auto', 'nccl' or 'gloo'")
+    need(c['parallel'] in ('ddp', 'fsdp'), 'parallel', "'ddp' or 'fsdp'")
+    resumed = c['resume_from'] or layout.latest(c['out_dir']) if c['init_from'] == 'resume' else None
+    if c['parallel'] == 'fsdp' and resumed and os.path.isfile(resumed):
+        raise UserError(f"{resumed} was written under parallel='ddp' (one file): resume it with parallel='ddp', or "
+                        f"start an fsdp run from its weights with init_from={resumed}")
+    if c['parallel'] == 'fsdp' and 'RANK' not in os.environ:
+        raise UserError("parallel='fsdp' needs torchrun's ranks, also for one process: torchrun "
+                        "--standalone --nproc_per_node=N train.py ...")
+    if c['parallel'] == 'fsdp' and c['dtype'] == 'float16':
+        raise UserError("dtype='float16' needs loss scaling, which parallel='fsdp' does not do here: use "
+                        "dtype='bfloat16' (or float32)")
     if c['device'] != 'auto':
         try:
             torch.device(c['device'])
@@ -182,8 +200,8 @@ def train_log_due(plan, t, log_interval):
 
 
 def checkpoint_due(plan, step, config):
-    """ckpt.pt after `step` steps: every checkpoint_interval steps, at every stage start, at the end, and where the
-    run stops early (stop_after: a sweep segment on a cluster)."""
+    """The run's latest checkpoint after `step` steps: every checkpoint_interval steps, at every stage start, at the
+    end, and where the run stops early (stop_after: a sweep segment on a cluster)."""
     interval = config['checkpoint_interval']
     return (bool(interval and step % interval == 0) or step in (plan['N'], config['stop_after'])
             or step in schedule.stage_starts(plan))
@@ -265,11 +283,14 @@ def open_run(config, system):
     return generic, target, start, model_config, plan, pool, fingerprint
 
 
-def restore(saved, optimizer, scaler, window, system):
-    """What a resume or fork continues besides the weights: optimizer moments, loss scale, RNG states, and the log
-    window open at the checkpoint (kept reduced, so rank 0 alone holds it). Returns the step of the last train
-    record."""
-    optimizer.load_state_dict(saved['optimizer'])
+def restore(saved, model, optimizer, scaler, window, system):
+    """What a resume or fork continues besides the weights (which a sharded checkpoint brings here too):
+    optimizer moments, loss scale, RNG states, and the log window open at the checkpoint (kept reduced, so rank 0
+    alone holds it). Returns the step of the last train record."""
+    if 'sharded' in saved:
+        checkpoint.load_sharded(saved['sharded'], model, optimizer)
+    else:
+        optimizer.load_state_dict(saved['optimizer'])
     scaler.load_state_dict(saved['scaler'])
     torch.set_rng_state(saved['rng_cpu'])
     if system.device_type == 'cuda' and 'rng_cuda' in saved:
@@ -281,10 +302,13 @@ def restore(saved, optimizer, scaler, window, system):
 
 def save_checkpoints(step, names, raw_model, optimizer, scaler, window, last_log_step, config, plan, fingerprint,
                      meta, start, system):
-    """Write the run's state after `step` steps as each of `names` in out_dir, unless the open loss window or the
-    weights are non-finite: a diverged model never replaces the last good checkpoint. Returns whether it wrote."""
-    # a tensor's sum is non-finite iff an element is (short of ~1e38 weights): one reduce carries both checks
-    weights = torch.stack([p.detach().sum().double() for p in raw_model.parameters()]).sum()
+    """Write the run's state after `step` steps as each of `names` in out_dir (sharded: every rank writes its part),
+    unless the open loss window or the weights are non-finite: a diverged model never replaces the last good
+    checkpoint. Returns whether it wrote."""
+    # a tensor's sum is non-finite iff an element is (short of ~1e38 weights): one reduce carries both checks;
+    # under FSDP2 each rank sums its shards
+    weights = torch.stack([getattr(p, '_local_tensor', p).detach().sum().double()
+                           for p in raw_model.parameters()]).sum()
     health = torch.cat([window.sums, weights.view(1)])
     if system.world > 1:
         dist.all_reduce(health)
@@ -293,8 +317,7 @@ def save_checkpoints(step, names, raw_model, optimizer, scaler, window, last_log
         if system.rank == 0:
             print(f"warning: not checkpointing after {step} steps: non-finite loss or weights", flush=True)
         return False
-    state = dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-                 step=step, config=config, fingerprint=fingerprint,
+    state = dict(scaler=scaler.state_dict(), step=step, config=config, fingerprint=fingerprint,
                  prefix_hash=schedule.prefix_hashes(config, plan, upto=step)[-1],
                  generic_offset=plan['generic_offset'], generic_cursor=schedule.generic_cursor(plan, step),
                  rng_cpu=torch.get_rng_state(), log_sums=health[:5].clone(), last_log_step=last_log_step,
@@ -304,15 +327,21 @@ def save_checkpoints(step, names, raw_model, optimizer, scaler, window, last_log
                  tokenizer_meta=hf.tokenizer_meta(meta))
     if system.device_type == 'cuda':
         state['rng_cuda'] = torch.cuda.get_rng_state(system.device)
-    if system.rank == 0:
-        for name in names:
-            checkpoint.save_checkpoint(os.path.join(config['out_dir'], name), state)
+    for name in names:
+        path = os.path.join(config['out_dir'], name)
+        if config['parallel'] == 'fsdp':
+            checkpoint.save_sharded(path, raw_model, optimizer, state, system.rank)
+        elif system.rank == 0:
+            checkpoint.save_checkpoint(path, dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(),
+                                                  **state))
+        if system.rank == 0 and name.startswith('ckpt.'):
+            checkpoint.drop_other_latest(path)
     return True
 
 
 def diverged(what, out_dir, last_good):
-    kept = (f"{out_dir}/ckpt.pt (after {last_good} steps) is the last good checkpoint: resume from it with a "
-            f"lower learning rate and --force_resume=True" if last_good is not None
+    kept = (f"{layout.latest(out_dir)} (after {last_good} steps) is the last good checkpoint: resume from it "
+            f"with a lower learning rate and --force_resume=True" if last_good is not None
             else "no checkpoint was saved before it")
     return UserError(f"{what}; stopping. {kept}")
 
@@ -325,17 +354,17 @@ def main(argv):
     generic, target, start, model_config, plan, pool, fingerprint = open_run(config, system)
 
     # --- model and optimizer, restored where the run continues a checkpoint ---
-    weights = (start.checkpoint['model'] if start.checkpoint else
-               hf.load_weights(start.path, model_config) if start.kind == 'hf' else None)
-    raw_model = runtime.build_model(model_config, system.device, config['seed'], weights)
-    dtype, ctx, scaler = runtime.precision(config['dtype'], system.device_type)
+    dtype, ctx, scaler = runtime.precision(config['dtype'], system.device_type, config['parallel'])
+    raw_model = runtime.load_model(model_config, config, system, dtype, start)
     optimizer = runtime.make_optimizer(raw_model, config, system.device_type)
     window = LossWindow(system.device)
-    last_log_step = restore(start.checkpoint, optimizer, scaler, window, system) if start.step else -1
+    last_log_step = (restore(start.checkpoint, raw_model, optimizer, scaler, window, system)
+                     if start.kind in ('resume', 'fork') else -1)
     model = runtime.compile_and_wrap(raw_model, config, system)
     log_path = checkpoint.restore_log(out_dir, start) if master else None
     log = logger(log_path, master, config)
-    last_good = start.step if start.kind == 'resume' else None  # out_dir/ckpt.pt holds a good state of this run
+    last_good = start.step if start.kind == 'resume' else None  # out_dir's checkpoint holds a good state of this run
+    suffix = layout.suffix(config['parallel'])  # sharded checkpoints are directories (checkpoint.py)
 
     # --- the loop ---
     N, S = plan['N'], plan['S']
@@ -347,7 +376,8 @@ def main(argv):
     if master:
         print(f"run {out_dir}: {N} steps x {S} sequences x {block_size} tokens, U={plan['U']} target sequences x "
               f"e={plan['e']}, stages from steps {[0] + schedule.stage_starts(plan)}, "
-              f"{raw_model.get_num_params() / 1e6:.2f}M non-embedding params, device {system.device_name}, dtype {dtype}"
+              f"{raw_model.get_num_params() / 1e6:.2f}M non-embedding params, device {system.device_name}, dtype "
+              f"{dtype}, {config['parallel']} x {system.world}"
               + (f", resuming at step {start.step}" if start.step else ""), flush=True)
         if start.hf_source:
             print(f"model from {start.hf_source['dir']}: {hf.describe(model_config)}", flush=True)
@@ -365,11 +395,11 @@ def main(argv):
                 if not all(map(math.isfinite, final_val.values())):  # reduced in evaluate(): all ranks stop
                     raise diverged(f"the validation loss is {final_val['val_loss_target']} (target), "
                                    f"{final_val['val_loss_generic']} (generic) after {t} steps", out_dir, last_good)
-            names = [name for name, due in (('ckpt.pt', checkpoint_due(plan, t, config)),
-                                            (f'ckpt_{t}.pt', t in config['checkpoint_steps'])) if due]
+            names = [name for name, due in ((f'ckpt{suffix}', checkpoint_due(plan, t, config)),
+                                            (f'ckpt_{t}{suffix}', t in config['checkpoint_steps'])) if due]
             if t > 0 and names and save_checkpoints(t, names, raw_model, optimizer, scaler, window, last_log_step,
                                                     config, plan, fingerprint, generic['meta'], start, system):
-                last_good = t if 'ckpt.pt' in names else last_good
+                last_good = t if f'ckpt{suffix}' in names else last_good
         if t == N or (config['stop_after'] and t >= config['stop_after']):
             break
 

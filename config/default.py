@@ -85,4 +85,10 @@ init_std = 0.02
 device = 'auto'                   # 'auto' = cuda if available else cpu
 dtype = 'auto'                    # 'auto' = bfloat16 on GPUs that support it, else float16; float32 on cpu
 compile = 'auto'                  # torch.compile; 'auto' = on for cuda, off on cpu
-backend = 'auto'                  # DDP backend; 'auto' = nccl on cuda, gloo on cpu
+backend = 'auto'                  # torch.distributed backend; 'auto' = nccl on cuda, gloo on cpu
+parallel = 'ddp'                  # several ranks: 'ddp' (full weights, gradients and AdamW state on every rank) |
+                                  # 'fsdp' (FSDP2: each block and the root sharded over the ranks, bf16 parameters
+                                  # with fp32 reductions on GPUs; sharded checkpoints ckpt.dcp with
+                                  # torch.distributed.checkpoint). fsdp needs torchrun, also for one rank
+activation_checkpointing = False  # recompute each block's activations in the backward pass: less memory, ~1/3 more
+                                  # compute (any parallel)
