@@ -356,8 +356,8 @@ def fsync_dir(directory):
 # ---------------------------------------------------------------------------------------------------------------
 
 def kept_log_records(path, step):
-    """Log lines written before the state after `step` completed steps was checkpointed: evals at <= step, train
-    and batch records of steps < step. A torn last line (a kill mid-write) is dropped."""
+    """Log lines written before the state after `step` completed steps was checkpointed: evals and task evals at
+    <= step, train and batch records of steps < step. A torn last line (a kill mid-write) is dropped."""
     kept = []
     if os.path.isfile(path):
         with open(path) as f:
@@ -366,7 +366,7 @@ def kept_log_records(path, step):
                     record = json.loads(line)
                 except json.JSONDecodeError:
                     break
-                if record['step'] < step or (record['kind'] == 'eval' and record['step'] == step):
+                if record['step'] < step or (record['kind'] in ('eval', 'task') and record['step'] == step):
                     kept.append(line if line.endswith('\n') else line + '\n')
     return kept
 
@@ -386,10 +386,15 @@ def restore_log(out_dir, run_start):
 
 
 def final_evals(log_path):
-    """The last eval record's validation losses (a run resumed after its final eval has none of its own)."""
+    """The last eval record's validation losses, and under 'tasks' the task records of its step (a run resumed
+    after its final eval has none of its own)."""
     with open(log_path) as f:
-        return [{k: v for k, v in r.items() if k.startswith('val_loss')}
-                for r in map(json.loads, f) if r['kind'] == 'eval'][-1]
+        records = [json.loads(line) for line in f]
+    last = [r for r in records if r['kind'] == 'eval'][-1]
+    final = {k: v for k, v in last.items() if k.startswith('val_loss')}
+    tasks = {r['task']: {k: r[k] for k in ('acc', 'acc_norm', 'n')} for r in records
+             if r['kind'] == 'task' and r['step'] == last['step']}
+    return dict(final, tasks=tasks) if tasks else final
 
 
 def git_commit():

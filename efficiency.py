@@ -9,8 +9,9 @@ we enforce A > 0, B > 0, 0 ≤ C < min L, refuse degenerate fits and never extra
 
     python efficiency.py SWEEP_DIR     # reads SWEEP_DIR/results.csv (+ results.jsonl for evals)
 
-results.csv: one row per run, empty cell = missing, reference == 1 marks a reference run; columns named val_* are
-results, every other column but NOT_SETTINGS is a setting (runs equal in all settings are seeds of one).
+results.csv: one row per run, empty cell = missing, reference == 1 marks a reference run; columns named val_* and
+acc_* (task accuracies) are results, every other column but NOT_SETTINGS is a setting (runs equal in all settings
+are seeds of one).
 """
 import csv
 import json
@@ -26,8 +27,9 @@ MIN_R2 = 0.9             # the law must explain this share of the loss variance 
 RANGE_TOLERANCE = 0.01   # effective_data accepts L up to this fraction of the fitted loss span beyond either end
 TEXT_COLUMNS = ('run', 'protocol', 'mode', 'lr_schedule', 'forked_from', 'out_dir')
 # not settings, so runs differing only in these are seeds of one setting; nor are the results (columns named val_*)
-NOT_SETTINGS = ('run', 'seed', 'data_seed', 'evals', 'stage_table', 'rho_realised', 'steps_computed', 'forked_from',
-                'fork_step', 'out_dir')  # evals, stage_table: from results.jsonl; the last five: sweep.py's bookkeeping
+NOT_SETTINGS = ('run', 'seed', 'data_seed', 'evals', 'task_evals', 'stage_table', 'rho_realised', 'steps_computed',
+                'forked_from', 'fork_step', 'out_dir')  # evals .. stage_table: from results.jsonl; then sweep.py's
+RESULT_PREFIXES = ('val_', 'acc_')  # final validation losses, final task accuracies (acc_<task>, acc_norm_<task>)
 # ρ, α, δ and stage 2's step, or a `stages` list (a column where a sweep varies it): what replay changes
 SCHEDULE_KNOBS = ('replay_fraction', 'stage2_allocation', 'stage2_fraction', 'stage2_start', 'stages')
 
@@ -46,9 +48,9 @@ def parse_cell(column, text):
 
 
 def load_sweep(sweep_dir):
-    """Rows of SWEEP_DIR/results.csv as dicts, each with 'evals' ([[step, target, generic], ...]) and 'stage_table'
-    (schedule.py's stage table: start, steps, lr, reset_optimizer, ...) from results.jsonl matched by run name
-    ([] when the file or the run is absent)."""
+    """Rows of SWEEP_DIR/results.csv as dicts, each with 'evals' ([[step, target, generic], ...]), 'task_evals'
+    ({task: [[step, acc, acc_norm], ...]}) and 'stage_table' (schedule.py's stage table: start, steps, lr,
+    reset_optimizer, ...) from results.jsonl matched by run name ([] or {} when the file or the run is absent)."""
     csv_path, jsonl_path = os.path.join(sweep_dir, 'results.csv'), os.path.join(sweep_dir, 'results.jsonl')
     if not os.path.isfile(csv_path):
         raise ValueError(f"{csv_path} not found (is {sweep_dir} a sweep directory?)")
@@ -61,9 +63,10 @@ def load_sweep(sweep_dir):
         except json.JSONDecodeError as e:
             raise ValueError(f"{jsonl_path} line {number} is not JSON: {e.msg}")
         if isinstance(record, dict) and 'run' in record:
-            evals[str(record['run'])] = (record.get('evals') or [], record.get('stage_table') or [])
+            evals[str(record['run'])] = (record.get('evals') or [], record.get('task_evals') or {},
+                                         record.get('stage_table') or [])
     for row in rows:
-        row['evals'], row['stage_table'] = evals.get(str(row.get('run')), ([], []))
+        row['evals'], row['task_evals'], row['stage_table'] = evals.get(str(row.get('run')), ([], {}, []))
     return rows
 
 
@@ -73,7 +76,7 @@ def seed_average(rows, column):
     groups = {}
     for row in rows:
         if isinstance(row.get(column), float):
-            key = tuple((k, v) for k, v in row.items() if k not in NOT_SETTINGS and not k.startswith('val_'))
+            key = tuple((k, v) for k, v in row.items() if k not in NOT_SETTINGS and not k.startswith(RESULT_PREFIXES))
             groups.setdefault(key, []).append(row)
     averaged = []
     for key, members in groups.items():

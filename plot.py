@@ -3,8 +3,8 @@ Every plot of a sweep, regenerated from SWEEP_DIR/results.csv and results.jsonl 
 
     python plot.py SWEEP_DIR [--pdf] [--fit] [--report]
 
-Writes SWEEP_DIR/plots/{replay_vs_loss,heatmap,spike,forgetting,efficiency,curves}.png (and .pdf with --pdf) and
-plots/plotted.json, the numbers each plot draws. Where several seeds share a setting, a point is the mean over the
+Writes SWEEP_DIR/plots/{replay_vs_loss,heatmap,spike,forgetting,efficiency,curves}.png, and for runs with `tasks`
+{accuracy,task_curves}.png (and .pdf with --pdf), and plots/plotted.json, the numbers each plot draws. Where several seeds share a setting, a point is the mean over the
 seeds and its error bar (or shaded band) spans their min to max. Reference runs (reference == 1) appear only in
 efficiency.png. Series: one per α (stage2_allocation) and per value of any other setting that varies in the sweep
 (mode, target_tokens, ...). A plot whose columns are missing is skipped with a one-line message.
@@ -22,6 +22,11 @@ drawn, at the resolution of the evals (spike_eval_interval).
 curves.png: both validation losses over the steps of every setting (reference runs aside), for any stage list: each
 stage start is marked, and the spike is measured as above at every stage start that restarts the LR schedule or
 resets the optimizer (results.jsonl holds each run's stage table).
+
+accuracy.png: each task's final acc and acc_norm against ρ (results.csv's acc_<task>, acc_norm_<task>), one series
+per α and other varying setting. task_curves.png: each task's acc and acc_norm over the steps of every setting
+(results.jsonl's task_evals), each stage start marked. --report adds, per task, accuracy at ρ = 0.5 against ρ = 0
+beside the seed spread, as for the loss.
 """
 import json
 import math
@@ -37,7 +42,8 @@ from efficiency import (SCHEDULE_KNOBS, describe, describe_schedule, efficiency,
                         load_sweep, seed_average, varying_keys)
 
 LOSS_UNIT = 'nats/token'
-PLOT_NAMES = ('replay_vs_loss', 'heatmap', 'spike', 'forgetting', 'efficiency', 'curves')
+PLOT_NAMES = ('replay_vs_loss', 'heatmap', 'spike', 'forgetting', 'efficiency', 'curves', 'accuracy', 'task_curves')
+ACC_METRICS = ('acc', 'acc_norm')  # task accuracy: results.csv columns <metric>_<task>
 
 
 class Skip(Exception):
@@ -207,7 +213,12 @@ def plot_heatmap(rows, out_dir, formats):
 
 def seed_mean_curve(rows_by_name, runs, column=1):
     """Target loss (column 2: generic) per step, mean/min/max over the runs' evals, on the steps every run has."""
-    curves = [{e[0]: e[column] for e in rows_by_name[name]['evals'] if e[column] is not None} for name in runs]
+    return seed_band([{e[0]: e[column] for e in rows_by_name[name]['evals'] if e[column] is not None}
+                      for name in runs])
+
+
+def seed_band(curves):
+    """(steps, mean, min, max) over several runs' {step: value} curves, on the steps every run has."""
     steps = sorted(set.intersection(*(set(c) for c in curves)))
     values = np.array([[c[step] for step in steps] for c in curves])
     return steps, values.mean(axis=0), values.min(axis=0), values.max(axis=0)
@@ -257,6 +268,66 @@ def plot_curves(rows, out_dir, formats):
     axes[0].legend(title='line: seed mean; band: min–max over seeds', fontsize=7, title_fontsize=7)
     save(fig, out_dir, 'curves', formats)
     return dict(curves=curves)
+
+
+def task_names(rows):
+    """Tasks whose final accuracy results.csv holds (columns acc_<task>)."""
+    return sorted({k[4:] for k in rows[0] if k.startswith('acc_') and not k.startswith('acc_norm_')})
+
+
+def plot_accuracy(rows, out_dir, formats):
+    """Final acc and acc_norm of each task against ρ, as replay_vs_loss draws the loss: mean over seeds, bars min–max."""
+    names = task_names(rows)
+    if not names:
+        raise Skip("results.csv has no task accuracy (no acc_<task> column: no run had `tasks`)")
+    fig, axes = plt.subplots(len(names), 2, figsize=(13, 4.5 * len(names)), squeeze=False)
+    plotted = {}
+    for row_axes, name in zip(axes, names):
+        for ax, metric in zip(row_axes, ACC_METRICS):
+            series = plotted[f'{metric}_{name}'] = series_against_rho(rows, f'{metric}_{name}')
+            draw_series(ax, series, zero_as_line=False)
+            ax.set_ylabel(f'final {metric} on {name}')
+            ax.set_title(f"Task accuracy against replay fraction: {name}, {metric}")
+            ax.legend(title=seeds_note(series), fontsize=7, title_fontsize=7)
+    save(fig, out_dir, 'accuracy', formats)
+    return plotted
+
+
+def plot_task_curves(rows, out_dir, formats):
+    """acc and acc_norm of each task over the steps, one line per setting (seed mean; band: min–max over seeds), every
+    stage start marked (results.jsonl: task_evals and stage_table)."""
+    names = task_names(rows)
+    if not names:
+        raise Skip("results.csv has no task accuracy (no acc_<task> column: no run had `tasks`)")
+    rows_by_name = {row['run']: row for row in rows}
+    fig, axes = plt.subplots(len(names), 2, figsize=(14, 4.5 * len(names)), squeeze=False)
+    plotted = {}
+    for row_axes, name in zip(axes, names):
+        entries = seed_average([r for r in rows if r['task_evals'].get(name) and r.get('reference') != 1],
+                               f'acc_{name}')
+        if not entries:
+            raise Skip(f"no non-reference run has task evals of {name} in results.jsonl")
+        varying = varying_keys([e['settings'] for e in entries])
+        for ax, (column, metric) in zip(row_axes, enumerate(ACC_METRICS, 1)):
+            curves = plotted[f'{metric}_{name}'] = []
+            for entry in entries:
+                runs = entry['runs']
+                steps, mean, low, high = seed_band([{e[0]: e[column] for e in rows_by_name[run]['task_evals'][name]}
+                                                    for run in runs])
+                line, = ax.plot(steps, mean, marker='.', markersize=3,
+                                label=describe(entry['settings'], varying) or runs[0])
+                ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
+                starts = [s['start'] for s in rows_by_name[runs[0]]['stage_table'] if s['steps'] and s['start'] > 0]
+                for start in starts:
+                    ax.axvline(start, color=line.get_color(), linewidth=0.8, linestyle=':')
+                curves.append(dict(label=line.get_label(), runs=runs, stage_starts=starts, step=list(steps),
+                                   mean=mean.tolist(), min=low.tolist(), max=high.tolist()))
+            ax.set_xlabel('step (dotted: a stage starts)')
+            ax.set_ylabel(f'{metric} on {name}')
+            ax.set_title(f"Task accuracy over training: {name}, {metric}")
+            ax.legend(title='line: seed mean; band: min–max over seeds', fontsize=7, title_fontsize=7)
+    save(fig, out_dir, 'task_curves', formats)
+    return plotted
 
 
 def plot_spike(rows, out_dir, formats):
@@ -359,17 +430,43 @@ def plot_efficiency(rows, out_dir, formats):
                              for c in report['comparisons']])
 
 
-def per_seed_line(runs, baseline_rho, compare_rho):
+def per_seed_line(runs, baseline_rho, compare_rho, column='val_loss_target', higher_is_better=False):
     """The paired view: runs of one seed share everything before stage 2, so their difference is replay's alone."""
     by_seed = {}
     for r in runs:
-        by_seed.setdefault(r['seed'], {})[r['replay_fraction']] = r['val_loss_target']
+        if isinstance(r.get(column), float):
+            by_seed.setdefault(r['seed'], {})[r['replay_fraction']] = r[column]
     pairs = {seed: v[compare_rho] - v[baseline_rho] for seed, v in sorted(by_seed.items())
              if compare_rho in v and baseline_rho in v}
-    better = sum(d < 0 for d in pairs.values())
+    better = sum((d > 0) if higher_is_better else (d < 0) for d in pairs.values())
     return (f"per seed, ρ = {compare_rho:g} minus ρ = {baseline_rho:g}: "
             + ', '.join(f"seed {seed:g}: {d:+.4f}" for seed, d in pairs.items())
             + f" (replay better in {better} of {len(pairs)})")
+
+
+def spread_text(entry):
+    """A seed_average entry as 'mean ± half the min–max range (min, max, n seeds)'."""
+    return (f"{entry['mean']:.4f} ± {(entry['max'] - entry['min']) / 2:.4f} (min {entry['min']:.4f}, max "
+            f"{entry['max']:.4f}, {entry['n']} seeds)")
+
+
+def accuracy_lines(runs, column, baseline_rho, compare_rho):
+    """The report's lines for one task accuracy column (higher is better), judged against the seed spread as the
+    target loss is."""
+    by_rho = {e['settings']['replay_fraction']: e for e in seed_average(runs, column)}
+    if baseline_rho not in by_rho or compare_rho not in by_rho:
+        return [f"{column}: no runs at both ρ = {baseline_rho:g} and ρ = {compare_rho:g}"]
+    base, other = by_rho[baseline_rho], by_rho[compare_rho]
+    spread = max(base['max'] - base['min'], other['max'] - other['min'])
+    gain = other['mean'] - base['mean']
+    verdict = ('within noise: the difference is smaller than the seed spread' if abs(gain) <= spread else
+               f"beyond the seed spread ({spread:.4f})")
+    return [f"{column}, no replay  (ρ = {baseline_rho:g}): {spread_text(base)}",
+            f"{column}, replay     (ρ = {compare_rho:g}): {spread_text(other)}",
+            f"replay at ρ = {compare_rho:g} {'raises' if gain > 0 else 'lowers'} {column} by {abs(gain):.4f}: "
+            f"{verdict}",
+            per_seed_line(runs, baseline_rho, compare_rho, column, higher_is_better=True),
+            f"{column} by ρ: " + ', '.join(f"ρ={rho:g}: {e['mean']:.4f}" for rho, e in sorted(by_rho.items()))]
 
 
 def write_report(rows, sweep_dir, baseline_rho=0.0, compare_rho=0.5):
@@ -387,13 +484,11 @@ def write_report(rows, sweep_dir, baseline_rho=0.0, compare_rho=0.5):
     gain = base['mean'] - other['mean']
     verdict = ('within noise: the difference is smaller than the seed spread' if abs(gain) <= spread else
                f"beyond the seed spread ({spread:.4f})")
-    show = lambda e: (f"{e['mean']:.4f} ± {(e['max'] - e['min']) / 2:.4f} (min {e['min']:.4f}, max {e['max']:.4f}, "
-                      f"{e['n']} seeds)")
     best = min(target.values(), key=lambda e: e['mean'])
     lines = [f"Replay report for {sweep_dir} (final validation loss in {LOSS_UNIT}; mean ± half the min–max range "
              f"over seeds)",
-             f"target loss, no replay  (ρ = {baseline_rho:g}): {show(base)}",
-             f"target loss, replay     (ρ = {compare_rho:g}): {show(other)}",
+             f"target loss, no replay  (ρ = {baseline_rho:g}): {spread_text(base)}",
+             f"target loss, replay     (ρ = {compare_rho:g}): {spread_text(other)}",
              f"replay at ρ = {compare_rho:g} {'lowers' if gain > 0 else 'raises'} the target loss by {abs(gain):.4f} "
              f"({100 * abs(gain) / base['mean']:.1f}%): {verdict}",
              per_seed_line(runs, baseline_rho, compare_rho),
@@ -404,6 +499,9 @@ def write_report(rows, sweep_dir, baseline_rho=0.0, compare_rho=0.5):
         lines.append(f"generic loss: {generic[baseline_rho]['mean']:.4f} at ρ = {baseline_rho:g}, "
                      f"{generic[compare_rho]['mean']:.4f} at ρ = {compare_rho:g} ({change:+.4f}: replay "
                      f"{'reduces' if change < 0 else 'does not reduce'} forgetting of the generic domain)")
+    for name in task_names(rows):  # task accuracy (acc, acc_norm), higher is better
+        for metric in ACC_METRICS:
+            lines += accuracy_lines(runs, f'{metric}_{name}', baseline_rho, compare_rho)
     try:
         report = efficiency_report(rows)
         fit = report['fit']
@@ -435,7 +533,8 @@ def write_report(rows, sweep_dir, baseline_rho=0.0, compare_rho=0.5):
 
 OPTIONS = dict(pdf=False,      # also write PDFs
                fit=False,      # quadratic fit in −log(1−ρ) on replay_vs_loss
-               report=False)   # also write SWEEP_DIR/report.txt: ρ=0 against ρ=0.5, best ρ, efficiency, forgetting
+               report=False)   # also write SWEEP_DIR/report.txt: ρ=0 against ρ=0.5, best ρ, efficiency, forgetting,
+                               # task accuracy
 
 
 def main(argv):
@@ -455,7 +554,9 @@ def main(argv):
                  spike=lambda: plot_spike(rows, out_dir, formats),
                  forgetting=lambda: plot_forgetting(rows, out_dir, formats),
                  efficiency=lambda: plot_efficiency(rows, out_dir, formats),
-                 curves=lambda: plot_curves(rows, out_dir, formats))
+                 curves=lambda: plot_curves(rows, out_dir, formats),
+                 accuracy=lambda: plot_accuracy(rows, out_dir, formats),
+                 task_curves=lambda: plot_task_curves(rows, out_dir, formats))
     plotted = {}
     for name in PLOT_NAMES:
         for extension in ('png', 'pdf'):  # a stale file from an earlier run would pass for this sweep's plot

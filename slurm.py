@@ -38,6 +38,7 @@ import time
 
 import submitit
 
+import layout
 import sweep
 from configurator import UserError
 
@@ -192,8 +193,13 @@ def job_spec(seg, runs, procs_per_node, nodes):
     run = seg['run']
     out = run['config']['out_dir']
     first = run['parent'] is not None and seg['start'] == run['fork_step']  # a fork's first segment
-    fork = (runs[run['parent']]['config']['out_dir'], seg['start']) if first else None
-    return dict(run=run['name'], out_dir=out, config=os.path.join(out, 'config.py'), fork=fork, start=seg['start'],
+    parent = runs[run['parent']]['config'] if first else None
+    fork = (parent['out_dir'], seg['start']) if first else None
+    # the checkpoint the parent will keep at the fork step, in its own format (what the command shows before it exists)
+    fork_checkpoint = (os.path.join(parent['out_dir'], f"ckpt_{seg['start']}{layout.suffix(parent['parallel'])}")
+                       if first else None)
+    return dict(run=run['name'], out_dir=out, config=os.path.join(out, 'config.py'), fork=fork,
+                fork_checkpoint=fork_checkpoint, start=seg['start'],
                 stop=seg['stop'], stop_after=seg['stop'] if seg['stop'] < run['config']['max_iters'] else 0,
                 nodes=nodes, procs_per_node=procs_per_node, cwd=os.getcwd())
 
@@ -201,7 +207,7 @@ def job_spec(seg, runs, procs_per_node, nodes):
 def intended_resume(spec):
     """What resume_args will say when the job starts, if the jobs before it did their part."""
     if spec['fork']:
-        return ["--init_from='resume'", f"--resume_from={sweep.checkpoint_path(*spec['fork'])!r}"]
+        return ["--init_from='resume'", f"--resume_from={spec['fork_checkpoint']!r}"]
     return ["--init_from='resume'"] if spec['start'] > 0 else []
 
 

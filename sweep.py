@@ -289,9 +289,10 @@ def execute(runs, order, options):
 
 def gather(runs, sweep_dir):
     """results.csv and results.jsonl from every finished run's summary.json and log.jsonl (the .jsonl also holds
-    each run's evals and its stages)."""
+    each run's evals, its task evals and its stages). Each task of a run's `tasks` adds the columns acc_<task> and
+    acc_norm_<task> (its final accuracies)."""
     extra = sorted({k for r in runs for k in r['swept']} - set(RESULT_COLUMNS))
-    rows, stages = [], {}
+    rows, stages, task_names = [], {}, set()
     for run in runs:
         out = run['config']['out_dir']
         if not os.path.isfile(os.path.join(out, 'summary.json')):
@@ -299,8 +300,16 @@ def gather(runs, sweep_dir):
         with open(os.path.join(out, 'summary.json')) as f:
             summary = json.load(f)
         with open(os.path.join(out, 'log.jsonl')) as f:
-            evals = [[r['step'], r['val_loss_target'], r['val_loss_generic']]
-                     for r in map(json.loads, f) if r['kind'] == 'eval']
+            records = [json.loads(line) for line in f]
+        evals = [[r['step'], r['val_loss_target'], r['val_loss_generic']] for r in records if r['kind'] == 'eval']
+        task_evals = {}  # task -> [[step, acc, acc_norm], ...]
+        for r in records:
+            if r['kind'] == 'task':
+                task_evals.setdefault(r['task'], []).append([r['step'], r['acc'], r['acc_norm']])
+        final_tasks = summary['final'].get('tasks', {})
+        task_names.update(final_tasks)
+        accuracy = {f'{metric}_{task}': numbers[metric] for task, numbers in final_tasks.items()
+                    for metric in ('acc', 'acc_norm')}
         config, plan = summary['config'], summary['plan']
         row = dict(run=run['name'], **run['labels'], seed=config['seed'], data_seed=config['data_seed'],
                    mode=config['mode'], lr_schedule=config['lr_schedule'],
@@ -315,17 +324,19 @@ def gather(runs, sweep_dir):
                    val_loss_generic=summary['final'].get('val_loss_generic'),
                    steps_computed=run['steps_computed'], forked_from=run['forked_from'],
                    fork_step=run['fork_step'] if run['forked_from'] else 0, out_dir=out,
-                   **{k: config.get(k) for k in extra})
-        rows.append((row, evals))
+                   **{k: config.get(k) for k in extra}, **accuracy)
+        rows.append((row, evals, task_evals))
         stages[run['name']] = plan['stages']  # where each stage starts, its LR restart and optimizer reset
     with open(os.path.join(sweep_dir, 'results.csv'), 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS + extra)
+        task_columns = [f'{metric}_{task}' for task in sorted(task_names) for metric in ('acc', 'acc_norm')]
+        writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS + task_columns + extra, restval='')
         writer.writeheader()
-        for row, _ in rows:
+        for row, _, _ in rows:
             writer.writerow({k: '' if v is None else v for k, v in row.items()})
     with open(os.path.join(sweep_dir, 'results.jsonl'), 'w') as f:
-        for row, evals in rows:
-            f.write(json.dumps({**row, 'evals': evals, 'stage_table': stages[row['run']]}) + '\n')
+        for row, evals, task_evals in rows:
+            f.write(json.dumps({**row, 'evals': evals, 'task_evals': task_evals, 'stage_table': stages[row['run']]})
+                    + '\n')
     return len(rows)
 
 

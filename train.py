@@ -33,6 +33,7 @@ import hf
 import layout
 import runtime
 import schedule
+import tasks
 from configurator import UserError, load_config, run_main
 from model import model_config_from
 
@@ -349,9 +350,11 @@ def diverged(what, out_dir, last_good):
 def main(argv):
     config = load_config(argv)
     check_config(config, int(os.environ.get('WORLD_SIZE', 1)))
+    task_files = tasks.read_tasks(config['tasks'])  # every task file checked before anything else
     system = runtime.init_system(config)
     master, out_dir, block_size = system.rank == 0, config['out_dir'], config['block_size']
     generic, target, start, model_config, plan, pool, fingerprint = open_run(config, system)
+    task_set = tasks.encode_tasks(task_files, config, start.hf_source, generic['meta'])  # in the model's tokenizer
 
     # --- model and optimizer, restored where the run continues a checkpoint ---
     dtype, ctx, scaler = runtime.precision(config['dtype'], system.device_type, config['parallel'])
@@ -371,7 +374,7 @@ def main(argv):
     load = data.loader(plan, pool, generic, target, config, system.rank, system.world, system.device_type == 'cuda')
     prefetch = data.prefetcher(system.device_type == 'cuda')  # cuda: reads step t+1's windows while t computes
     upcoming = prefetch.submit(load, start.step) if start.step < N else None
-    final_val, t0 = {}, time.time()
+    final_val, final_tasks, t0 = {}, {}, time.time()
     window_start = t0
     if master:
         print(f"run {out_dir}: {N} steps x {S} sequences x {block_size} tokens, U={plan['U']} target sequences x "
@@ -391,6 +394,7 @@ def main(argv):
                 log(dict(kind='eval', step=t, stage=schedule.stage_of(plan, max(t - 1, 0)), **final_val),
                     f"eval after {t} steps: target {final_val['val_loss_target']:.4f}, generic "
                     f"{final_val['val_loss_generic']:.4f}")
+                final_tasks = tasks.evaluate_and_log(task_set, model, t, ctx, system, log)  # kind='task' records
                 window_start += time.time() - eval_start  # ms/step counts training only
                 if not all(map(math.isfinite, final_val.values())):  # reduced in evaluate(): all ranks stop
                     raise diverged(f"the validation loss is {final_val['val_loss_target']} (target), "
@@ -434,7 +438,8 @@ def main(argv):
             print(f"stopped after {t} steps (stop_after={config['stop_after']}); continue with --init_from=resume",
                   flush=True)
     elif master:
-        final_val = final_val or checkpoint.final_evals(log_path)  # resumed after the final eval: from the log
+        # resumed after the final eval: from the log
+        final_val = {**final_val, **final_tasks} if final_val else checkpoint.final_evals(log_path)
         write_summary(config, plan, final_val, generic, target, system, time.time() - t0,
                       hf.model_summary(model_config, start.hf_source))
         print(f"done: final val loss target {final_val.get('val_loss_target', float('nan')):.4f}, generic "

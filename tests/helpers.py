@@ -16,7 +16,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET_BASE = 20000  # target windows are tokens 20000+w; generic windows are tokens w (< 20000)
 VOCAB = 32768
-TIMING_KEYS = ('ms_per_step', 'elapsed_s', 'mfu')
+TIMING_KEYS = ('ms_per_step', 'elapsed_s', 'mfu', 'eval_s')
 
 
 # ---- sources ---------------------------------------------------------------------------------------------------
@@ -162,10 +162,10 @@ def law(D, A=2.0, B=0.3, C=1.5):
 
 
 def write_sweep(directory, rows):
-    """results.csv (every key but evals and stage_table; None -> empty cell) and results.jsonl (every key), as
-    sweep.py writes them."""
+    """results.csv (every key but evals, task_evals and stage_table; None -> empty cell) and results.jsonl (every
+    key), as sweep.py writes them."""
     os.makedirs(directory, exist_ok=True)
-    columns = [k for k in rows[0] if k not in ('evals', 'stage_table')]
+    columns = [k for k in rows[0] if k not in ('evals', 'task_evals', 'stage_table')]
     with open(os.path.join(directory, 'results.csv'), 'w', newline='') as f:
         writer = csv.writer(f)
         writer.writerow(columns)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from helpers import BASE_TOKENS, BUDGETS, ROOT, law, reference_rows, run_row, write_sweep
-from plot import PLOT_NAMES, spike_stats
+from efficiency import load_sweep
+from plot import PLOT_NAMES, spike_stats, write_report
 
 REPLAY_FRACTIONS = (0.0, 0.5, 0.75, 0.875)
 ALLOCATIONS = (1.0, 0.5, 0.25)
@@ -32,7 +33,8 @@ def evals_with_spike(stage2_start, final_loss, spike_height, seed):
 
 
 def synthetic_rows():
-    rows = reference_rows([law(BUDGETS) + 0.003, law(BUDGETS) - 0.003])
+    rows = [dict(row, acc_demo=None, acc_norm_demo=None, task_evals={})  # no task in the reference runs
+            for row in reference_rows([law(BUDGETS) + 0.003, law(BUDGETS) - 0.003])]
     for alpha in ALLOCATIONS:
         for rho in REPLAY_FRACTIONS:
             stage2_fraction = GAMMA * alpha / (1 - rho)
@@ -44,6 +46,9 @@ def synthetic_rows():
                 row.update(stage2_fraction=round(stage2_fraction, 6), stage2_start=stage2_start, gamma=GAMMA,
                            val_loss_generic=round(4.2 - 0.3 * rho + 0.002 * seed, 6),
                            evals=evals_with_spike(stage2_start, final, 0.3 * (1 - rho) + 0.05, seed))
+                acc = round(0.5 + 0.2 * rho - 0.05 * alpha + 0.01 * seed, 6)  # a task: higher with replay
+                row.update(acc_demo=acc, acc_norm_demo=round(acc - 0.05, 6), task_evals={'demo': [
+                    [0, 0.25, 0.25], [stage2_start, 0.4, 0.38], [MAX_ITERS, acc, round(acc - 0.05, 6)]]})
                 rows.append(row)
     return rows
 
@@ -156,6 +161,37 @@ def test_efficiency_plot_matches_csv(plotted):
     assert data['efficiency']['L'] == pytest.approx([np.mean(losses[D]) for D in sorted(losses)])
     assert data['efficiency']['fit']['B'] == pytest.approx(0.3, rel=0.05)
     assert len(data['efficiency']['comparisons']) == 1
+
+
+def test_accuracy_plots_match_csv_and_jsonl(plotted):
+    directory, data = plotted
+    for metric in ('acc', 'acc_norm'):
+        assert_same_stats(series_stats(data['accuracy'][f'{metric}_demo']), csv_stats(directory, f'{metric}_demo'))
+    with open(directory / 'results.jsonl') as f:
+        runs = {record['run']: record for record in map(json.loads, f)}
+    for column, metric in enumerate(('acc', 'acc_norm'), 1):
+        curves = data['task_curves'][f'{metric}_demo']
+        assert len(curves) == len(ALLOCATIONS) * len(REPLAY_FRACTIONS)
+        for curve in curves:
+            values = np.array([[e[column] for e in runs[name]['task_evals']['demo']] for name in curve['runs']])
+            assert len(curve['runs']) == len(SEEDS) and curve['mean'] == pytest.approx(values.mean(axis=0).tolist())
+            assert curve['step'] == [e[0] for e in runs[curve['runs'][0]]['task_evals']['demo']]
+
+
+def test_report_compares_accuracy_against_the_seed_spread(tmp_path):
+    """Per task, ρ = 0.5 against ρ = 0 as for the loss, higher being better."""
+    rows = []
+    for rho in (0.0, 0.5):
+        for seed in SEEDS:
+            acc = 0.5 + 0.2 * rho + 0.01 * seed
+            rows.append(run_row(f"r{rho}_s{seed}", seed, BASE_TOKENS, 3.0 - rho, 0, replay_fraction=rho,
+                                stage2_allocation=1.0, acc_demo=acc, acc_norm_demo=0.5 + 0.01 * seed))
+    write_sweep(tmp_path, rows)
+    report = write_report(load_sweep(str(tmp_path)), str(tmp_path))
+    assert "acc_demo, no replay  (ρ = 0): 0.5150 ± 0.0050 (min 0.5100, max 0.5200, 2 seeds)" in report
+    assert "replay at ρ = 0.5 raises acc_demo by 0.1000: beyond the seed spread (0.0100)" in report
+    assert "per seed, ρ = 0.5 minus ρ = 0: seed 1: +0.1000, seed 2: +0.1000 (replay better in 2 of 2)" in report
+    assert "replay at ρ = 0.5 lowers acc_norm_demo by 0.0000: within noise" in report
 
 
 def test_spike_stats_on_a_hand_made_curve():

@@ -86,8 +86,8 @@ def test_stage_lists_share_their_common_stages(tmp_path):
         "        dict(name='restart_lower', stages=_first + [dict(schedule='restart', learning_rate=3e-4)]),\n"
         "        dict(name='continue', stages=_first + [dict()])]\n"
         f"sweep_dir = {str(tmp_path / 'shared')!r}\n")
-    shared_out = run_sweep(str(sweep_file))
-    run_sweep(str(sweep_file), '--share=False', f"--sweep_dir={tmp_path / 'scratch'}")
+    shared_out = run_sweep(str(sweep_file), '--jobs=2')
+    run_sweep(str(sweep_file), '--share=False', f"--sweep_dir={tmp_path / 'scratch'}", '--jobs=2')
     rows = {r['run']: r for r in csv.DictReader(open(tmp_path / 'shared' / 'results.csv'))}
     # the restart runs share all 32 steps of stages 1 and 2; 'continue' runs ONE WSD schedule over all 40 steps,
     # so its cooldown (from step 36, not 29) makes its LR depart at step 30

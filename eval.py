@@ -1,0 +1,132 @@
+"""
+eval.py: task accuracy of a run, one of its checkpoints or a Hugging Face model directory, scored by tasks.py as
+train.py scores it at its evals (and as lm-evaluation-harness 0.4.13 scores a zero-shot multiple-choice task).
+
+    python eval.py out/my_run                                       # its newest checkpoint, the run's own `tasks`
+    python eval.py out/my_run/ckpt_2000.pt --tasks=xcopa_eu=data/xcopa_eu.jsonl
+    python eval.py models/Llama-3.1-8B --tasks=data/xcopa_eu.jsonl --block_size=2048
+    torchrun --standalone --nproc_per_node=8 eval.py models/Llama-3.1-8B --tasks=...   # ranks split the examples
+
+--tasks: NAME=FILE[,NAME=FILE...], a FILE alone (named by its file name without extension), or a dict as the config
+key takes it; default: the `tasks` of the run the checkpoint comes from. The model reads the last block_size tokens
+(left truncation): a checkpoint's own block_size; for a model directory its context as config.json gives it (the
+harness's max_length: n_positions, else max_position_embeddings, else n_ctx), or --block_size. The tokenizer: a
+model directory's own; for a checkpoint the one export.py writes beside it (hf.tokenizer_source).
+
+Prints one line per task and appends its record (kind='task', as train.py logs them, with `source` and the
+checkpoint's `step`, None for a model directory) to --out: default eval.jsonl beside the checkpoint (in the run
+directory) or in the model directory.
+"""
+import ast
+import dataclasses
+import json
+import os
+import time
+
+import torch.distributed as dist
+
+import checkpoint
+import hf
+import layout
+import runtime
+import tasks
+from configurator import UserError, parse_options, run_main
+from model import checkpoint_model_config
+
+OPTIONS = dict(
+    out='',           # the JSON-lines file the records are appended to ('' = eval.jsonl beside the model)
+    block_size=0,     # tokens the model reads (0 = a checkpoint's own; a model directory's context)
+    batch_size=16,    # a forward holds at most batch_size x block_size tokens, padding included
+    device='auto',
+    dtype='auto',     # autocast as in training: 'auto' = bfloat16 on GPUs that have it, float32 on the CPU
+    tokenizer='',     # a checkpoint's tokenizer directory, if it is no longer where the run found it
+)
+USAGE = "python eval.py RUN_DIR_OR_CHECKPOINT_OR_HF_DIR [--tasks=NAME=FILE,...] [--out=FILE] [--block_size=N]"
+
+
+def parse_tasks(text):
+    """--tasks text -> {name: file}."""
+    if text.startswith('{'):
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise UserError(f"--tasks={text} is not a Python dict of task names to files") from None
+    out = {}
+    for item in filter(None, text.split(',')):
+        name, path = item.split('=', 1) if '=' in item else (os.path.splitext(os.path.basename(item))[0], item)
+        out[name] = path
+    return out
+
+
+def context_length(hf_source):
+    """The context the harness gives a model directory (its max_length), from config.json."""
+    config = hf_source['config']
+    return next((config[k] for k in ('n_positions', 'max_position_embeddings', 'n_ctx') if config.get(k)), 2048)
+
+
+def open_model(source, options):
+    """(model_config, state_dict or a loader of it, tokenizer, step, default tasks, default out file)."""
+    path = layout.checkpoint_at(source)
+    if os.path.isfile(path) or checkpoint.is_sharded(path) and checkpoint.is_ours(path):
+        saved = checkpoint.load_checkpoint(path, weights=True)  # a corrupt one is one error line; runs no code
+        config = checkpoint_model_config(saved)
+        if options['block_size']:
+            if options['block_size'] > config.block_size:
+                raise UserError(f"--block_size={options['block_size']} is more than the {config.block_size} tokens "
+                                f"{path} was trained with")
+            config = dataclasses.replace(config, block_size=options['block_size'], n_positions=config.position_rows)
+        return (config, lambda: saved['model'], tasks.checkpoint_tokenizer(saved, options['tokenizer']),
+                saved['step'], saved['config'].get('tasks', {}), os.path.join(os.path.dirname(path), 'eval.jsonl'))
+    if not os.path.isdir(source):
+        hf.check_not_hub_id('the model', source)
+        raise UserError(f"{source} not found: pass a run directory, a checkpoint (file or ckpt*.dcp) or a Hugging "
+                        f"Face model directory")
+    hf_source = hf.open_model_dir(source)
+    config = hf.model_config(hf_source, options['block_size'] or context_length(hf_source))
+    hf.check_weights(source, config)
+    if hf_source['tokenizer'] is None:
+        raise UserError(f"{source} has no tokenizer.json: tasks are encoded with the model's own tokenizer")
+    return (config, lambda: hf.load_weights(source, config), tasks.load_tokenizer(source), None, {},
+            os.path.join(source, 'eval.jsonl'))
+
+
+def main(argv):
+    tasks_text = [a.split('=', 1)[1] for a in argv if a.startswith('--tasks=')]
+    options = parse_options([a for a in argv if not a.startswith('--tasks=')], OPTIONS, positional=['source'],
+                            usage=USAGE)
+    if options['dtype'] not in ('auto', 'float32', 'bfloat16', 'float16'):
+        raise UserError(f"dtype={options['dtype']!r} must be 'auto', 'float32', 'bfloat16' or 'float16'")
+    model_config, weights, tokenizer, step, run_tasks, default_out = open_model(options['source'], options)
+    task_files = tasks.read_tasks(parse_tasks(tasks_text[-1]) if tasks_text else run_tasks)
+    if not task_files:
+        raise UserError(f"no tasks: pass --tasks=NAME=FILE (the run's config has none). usage: {USAGE}")
+    task_set = [dict(tasks.encode_task(name, path, examples, tokenizer, model_config.block_size),
+                     tokens_per_batch=options['batch_size'] * model_config.block_size)
+                for name, path, examples in task_files]
+    out = options['out'] or default_out
+    try:
+        open(out, 'a').close()  # before any compute: an unwritable place is one error line, not lost work
+    except OSError as e:
+        raise UserError(f"cannot write {out} ({e.strerror}): pass --out=FILE") from None
+
+    system = runtime.init_system(dict(device=options['device'], backend='auto'))
+    model = runtime.build_model(model_config, system.device, 0, weights())
+    _, ctx, _ = runtime.precision(options['dtype'], system.device_type)
+    records = []
+    for task in task_set:
+        start = time.time()
+        result = tasks.evaluate(task, model, ctx, system)
+        record, line = tasks.task_record(task['name'], step, result, time.time() - start)
+        records.append(dict(record, source=os.path.abspath(options['source'])))
+        if system.rank == 0:
+            print(line, flush=True)
+    if system.rank == 0:
+        with open(out, 'a') as f:
+            f.writelines(json.dumps(r) + '\n' for r in records)
+        print(f"appended {len(records)} task record(s) to {out}")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == '__main__':
+    run_main(main)

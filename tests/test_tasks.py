@@ -1,0 +1,428 @@
+"""Task accuracy (tasks.py, eval.py, train.py's `tasks`), proved against lm-evaluation-harness 0.4.13 itself:
+- on tiny random transformers models (prepare/tiny_model.py, weights drawn with std 0.15) with a BOS-adding
+  Llama-3-style tokenizer and a GPT-2-style one without BOS, and two local tasks given to lm_eval.simple_evaluate
+  as custom task YAMLs over local JSON-lines files (offline): one {"context", "choices", "label"} file run through
+  a plain multiple-choice YAML, and one XCOPA file run through the harness's own xcopa_eu.yaml (its prompt
+  functions) with only the data files changed. Every choice's log-likelihood (log_samples) equals ours within 1e-4,
+  acc and acc_norm per example are equal except where the top two choices are closer than that, and the data
+  really exercises what can go wrong: trailing spaces, an empty context, a text starting with the prefix token,
+  special-token text inside a text, multi-byte characters, 2 to 4 choices, left truncation;
+- a training run with `tasks` logs task records at every eval (before the first step included) and at the end,
+  summary.json holds the final ones, a resume keeps them, eval.py on the export (and on the run, and under torchrun
+  with 2 processes) gives the final record's numbers;
+- every rank runs the same number of forwards; sweep.gather's accuracy columns;
+- bad task files: one `error:` line, exit status 2, before the model is built."""
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import hf
+import runtime
+import tasks
+from helpers import ROOT, copy_for_resume, one_line_failures, read_log, without_timing, write_random_source
+from model import GPT
+
+sys.path.insert(0, os.path.join(ROOT, 'prepare'))
+import tiny_model  # noqa: E402
+
+ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1', TOKENIZERS_PARALLELISM='false',
+           HF_DATASETS_OFFLINE='1', HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1')
+TOLERANCE = 1e-4
+BLOCK = 48  # the harness's max_length and our block_size: the long example is cut on the left
+CPU = runtime.System(rank=0, local_rank=0, world=1, device='cpu', device_type='cpu', device_name='cpu')
+LONG = ("In the beginning the wind came down from the mountains, and the villagers closed their shutters, "
+        "waited by the fire and told the old stories about the sea, the boats and the long winter nights. ") * 2
+CHOICES = [  # the cases that can go wrong; every choice is at most 30 bytes (the bytes-level training run's block)
+    dict(context="The function returns a ", choices=["value", "list of values"], label=1),  # trailing space moves
+    dict(context="Question: what is a tuple?\nAnswer:", choices=["an immutable sequence", "a loop", "a module"],
+         label=0),
+    dict(context="", choices=["alpha", "beta gamma", "delta"], label=2),  # the prefix token is the context
+    dict(context="Euskal Herrian  \n", choices=["ñandú", "égalité", "Zer?", "ez"], label=3),  # whitespace, bytes
+    dict(context=LONG + "So they", choices=["stayed home", "went out to sea"], label=0),  # left truncation
+    dict(context="<|begin_of_text|>The class statement", choices=["defines a class", "imports"], label=0),
+    dict(context="<|endoftext|>A module is", choices=["a file", "a number"], label=1),
+    dict(context="Text with <|endoftext|> inside it and", choices=[" leading space", "none"], label=0),
+    dict(context="Exceptions are raised with", choices=["raise", "throw", "yield", "pass"], label=0),
+    dict(context="x = [1, 2, 3]; len(x) ==", choices=["3", "4"], label=0),
+]
+XCOPA = [  # the harness's Basque-bench xcopa_eu format; idx and changed are ignored, as the harness ignores them
+    dict(premise="Gizona lurrera erori zen.", choice1="Irristatu egin zen.", choice2="Eguzkia atera zen.",
+         question="cause", label=0, idx=0, changed=False),
+    dict(premise="  Neskak sagarra jan zuen. ", choice1="Goseak zegoen.", choice2="Euria ari zuen.",
+         question="cause", label=0, idx=1, changed=False),
+    dict(premise="Haurrak negar egin zuen.", choice1="Amak besarkatu zuen.", choice2="Autoa garbitu zuten.",
+         question="effect", label=0, idx=2, changed=True),
+    dict(premise="Atea itxi nuen.", choice1="Etxea isildu zen.", choice2="Ürdina bihurtu zen.",
+         question="effect", label=1, idx=3, changed=False),
+    dict(premise="Ura irakiten zegoen.", choice1="Sua piztu nuen.", choice2="Liburua irakurri nuen.",
+         question="cause", label=0, idx=4, changed=False),
+]
+PLAIN_YAML = """task: local_choices
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {path}
+test_split: test
+output_type: multiple_choice
+doc_to_text: context
+doc_to_choice: choices
+doc_to_target: label
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+"""
+XCOPA_YAML = """include: {harness_yaml}
+task: local_xcopa_eu
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {path}
+validation_split: null
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+"""
+
+
+def write_jsonl(path, records):
+    with open(path, 'w') as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + '\n' for r in records)
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp('task_files')
+    return dict(choices=write_jsonl(root / 'choices.jsonl', CHOICES), xcopa=write_jsonl(root / 'xcopa.jsonl', XCOPA),
+                root=root)
+
+
+@pytest.fixture(scope='module')
+def models(tmp_path_factory):
+    """Tiny random Hugging Face directories: a Llama with a BOS-adding tokenizer, a GPT-2 without BOS."""
+    root = tmp_path_factory.mktemp('models')
+    texts = tiny_model.training_texts()[:40]
+    made = {}
+    for arch, seed in (('llama', 3), ('gpt2', 4)):
+        tok, config = tiny_model.make_tokenizer(arch, vocab_size=384, texts=texts)
+        tiny_model.make_model(arch, str(root / arch), tok, config, std=0.15, seed=seed)
+        made[arch] = str(root / arch)
+    return made
+
+
+@contextlib.contextmanager
+def offline():
+    """The Hugging Face libraries offline: the environment variables, and the constants read from them when the
+    libraries were imported (other test modules import them earlier)."""
+    import datasets.config
+    import huggingface_hub.constants
+    names = ('HF_DATASETS_OFFLINE', 'HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')
+    saved_env = {k: os.environ.get(k) for k in names}
+    constants = [(huggingface_hub.constants, 'HF_HUB_OFFLINE'), (datasets.config, 'HF_HUB_OFFLINE'),
+                 (datasets.config, 'HF_DATASETS_OFFLINE')]
+    saved = [getattr(module, name) for module, name in constants]
+    os.environ.update({k: '1' for k in names})
+    for module, name in constants:
+        setattr(module, name, True)
+    try:
+        yield
+    finally:
+        for (module, name), value in zip(constants, saved):
+            setattr(module, name, value)
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope='module')
+def harness(models, files):
+    """lm_eval.simple_evaluate on both models, offline, with log_samples: per example the requests (context,
+    continuation), each choice's log-likelihood, acc and acc_norm. In this process: transformers is already
+    imported for the models, which is most of the harness's start-up."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+    assert lm_eval.__version__ == '0.4.13'
+    yaml_dir = files['root'] / 'yaml'
+    yaml_dir.mkdir()
+    (yaml_dir / 'choices.yaml').write_text(PLAIN_YAML.format(path=files['choices']))
+    harness_yaml = os.path.join(os.path.dirname(lm_eval.__file__), 'tasks', 'basque_bench', 'xcopa_eu.yaml')
+    (yaml_dir / 'xcopa.yaml').write_text(XCOPA_YAML.format(harness_yaml=harness_yaml, path=files['xcopa']))
+    out = {}
+    threads = torch.get_num_threads()
+    with offline():
+        for arch, path in models.items():
+            result = lm_eval.simple_evaluate(
+                model='hf', model_args=dict(pretrained=path, dtype='float32', max_length=BLOCK), device='cpu',
+                tasks=['local_choices', 'local_xcopa_eu'], log_samples=True, batch_size=4, bootstrap_iters=0,
+                task_manager=TaskManager(include_path=str(yaml_dir), include_defaults=False))
+            out[arch] = {task: [dict(arguments=[list(a) for a in s['arguments']], lls=[r[0][0] for r in s['resps']],
+                                     acc=s['acc'], acc_norm=s['acc_norm'])
+                                for s in sorted(samples, key=lambda s: s['doc_id'])]
+                         for task, samples in result['samples'].items()}
+    torch.set_num_threads(threads)
+    return out
+
+
+def our_model(path, block_size=BLOCK):
+    config = hf.model_config(hf.open_model_dir(path), block_size)
+    model = GPT(config)
+    model.load_state_dict(hf.load_weights(path, config))
+    return model.eval()
+
+
+def ours(path, files, tokenizer=None, tokens_per_batch=3 * BLOCK):
+    """Our evaluation of a model directory on both task files (several batches of mixed lengths)."""
+    model, tokenizer = our_model(path), tokenizer or tasks.load_tokenizer(path)
+    out = {}
+    for name, kind in (('local_choices', 'choices'), ('local_xcopa_eu', 'xcopa')):
+        task = tasks.encode_task(name, files[kind], tasks.read_task_file(files[kind]), tokenizer, BLOCK)
+        out[name] = dict(task, **tasks.evaluate(dict(task, tokens_per_batch=tokens_per_batch), model,
+                                                contextlib.nullcontext(), CPU))
+    return out
+
+
+def top_two_gap(values):
+    top = np.sort(np.asarray(values))[::-1]
+    return top[0] - top[1]
+
+
+def first_row(examples, i):
+    """The request (row) index of example i's first choice: requests are in example, then choice, order."""
+    return sum(len(e['choices']) for e in examples[:i])
+
+
+@pytest.mark.parametrize('arch', ['llama', 'gpt2'])
+def test_equal_to_the_harness(models, files, harness, arch):
+    mine, theirs = ours(models[arch], files), harness[arch]
+    for name, examples in (('local_choices', CHOICES), ('local_xcopa_eu', XCOPA)):
+        assert len(theirs[name]) == len(examples) == mine[name]['n']
+        near_ties = 0
+        for i, (sample, lls) in enumerate(zip(theirs[name], mine[name]['loglikelihoods'])):
+            # the same requests: our context and " " + choice are the harness's (its xcopa_eu prompt functions)
+            example = mine[name]['examples'][i]
+            assert sample['arguments'] == [[example['context'], ' ' + c] for c in example['choices']], (name, i)
+            assert np.abs(np.array(lls) - sample['lls']).max() <= TOLERANCE, (name, i, lls, sample['lls'])
+            lengths = np.array([len(c) for c in example['choices']], dtype=float)
+            for metric, divide_by in (('acc', 1.0), ('acc_norm', lengths)):
+                if top_two_gap(np.array(sample['lls']) / divide_by) > TOLERANCE:
+                    assert float(np.argmax(np.array(lls) / divide_by) == example['label']) == sample[metric]
+                else:
+                    near_ties += 1
+        assert near_ties == 0  # on these weights no two top choices are that close: every example was compared
+        for metric in ('acc', 'acc_norm'):
+            assert mine[name][metric] == pytest.approx(np.mean([s[metric] for s in theirs[name]]))
+
+    # the data covers the cases: BOS in front (llama) or not (gpt2), the prefix token as an empty context, a text
+    # starting with the prefix token's text (no second one added), left truncation
+    rows = mine['local_choices']['rows']
+    tokenizer = tasks.load_tokenizer(models[arch])
+    prefix = tokenizer['prefix']
+    assert tokenizer['prefix_text'] == ('<|begin_of_text|>' if arch == 'llama' else '<|endoftext|>')
+    assert (rows[0][0] == prefix) == (arch == 'llama')
+    empty = rows[first_row(CHOICES, 2)]  # example 2: the empty context
+    assert empty[0] == prefix and empty[1] != prefix
+    spelled = rows[first_row(CHOICES, 5 if arch == 'llama' else 6)]  # starts with the prefix token's text
+    assert spelled[0] == prefix and spelled[1] != prefix
+    truncated = rows[first_row(CHOICES, 4)]  # the model reads BLOCK tokens, plus the last one's label
+    assert len(truncated) == BLOCK + 1 and truncated[0] != prefix
+
+
+def test_the_comparison_catches_a_missing_bos(models, files, harness):
+    """Negative control: the Llama's requests encoded without its BOS miss the harness's numbers by far."""
+    tokenizer = tasks.load_tokenizer(models['llama'])
+    from tokenizers import processors
+    tokenizer['tok'].post_processor = processors.ByteLevel(trim_offsets=False)
+    mine = ours(models['llama'], files, tokenizer)
+    diffs = [np.abs(np.array(lls) - s['lls']).max() for lls, s in zip(mine['local_choices']['loglikelihoods'],
+                                                                         harness['llama']['local_choices'])]
+    assert max(diffs) > 100 * TOLERANCE
+
+
+def test_batches_and_ranks():
+    """Every rank runs the same number of forwards, whatever the sizes; the real batches cover every request once,
+    within the token budget; results do not depend on the batching."""
+    rng = np.random.default_rng(0)
+    for n, budget, world in [(1, 64, 4), (7, 64, 2), (40, 100, 3), (41, 20, 8), (100, 1000, 5)]:
+        lengths = rng.integers(1, 40, n)
+        plan = tasks.batch_plan(lengths, budget, world)
+        assert len({len(batches) for batches in plan}) == 1
+        real = np.concatenate([b for batches in plan for b, is_real in batches if is_real])
+        assert sorted(real.tolist()) == list(range(n))
+        assert all(len(b) == 1 or len(b) * lengths[b].max() <= budget for batches in plan for b, _ in batches)
+
+
+def test_batching_does_not_change_the_numbers(models, files):
+    a = ours(models['gpt2'], files, tokens_per_batch=1)  # one request a forward
+    b = ours(models['gpt2'], files, tokens_per_batch=100 * BLOCK)  # everything in one forward
+    for name in a:
+        assert np.abs(np.concatenate(a[name]['loglikelihoods']) - np.concatenate(b[name]['loglikelihoods'])).max() \
+            < 1e-4
+
+
+# ---- in training, resumed, and eval.py ----------------------------------------------------------------------------
+
+def script(*args, nproc=1):
+    cmd = [sys.executable, *args] if nproc == 1 else \
+        [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', *args]
+    result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope='module')
+def run(files, tmp_path_factory):
+    """A from-scratch run on bytes-tokenizer data with both tasks: 6 steps, evals after 0, 3 and 6, checkpoint at 3."""
+    root = tmp_path_factory.mktemp('run')
+    meta = dict(tokenizer='bytes', vocab_size=257, eot_token=256)
+    data = [f"--generic_dir={write_random_source(root / 'generic', 32 * 200, seed=0, **meta)}",
+            f"--target_dir={write_random_source(root / 'target', 32 * 40, seed=1, **meta)}"]
+    task_arg = f"--tasks={dict(choices=files['choices'], xcopa_eu=files['xcopa'])!r}"
+    args = ['config/tiny.py', '--max_iters=6', '--target_epochs=1', '--eval_interval=3', '--spike_eval_steps=0', '--log_interval=1',
+            '--checkpoint_steps=[3]', *data, task_arg]
+    out = str(root / 'out')
+    script('train.py', *args, f'--out_dir={out}')
+    import export
+    export.main([out, f"--to={root / 'export'}"])
+    return dict(root=root, args=args, out=out, export=str(root / 'export'), task_arg=task_arg, files=files)
+
+
+def test_training_logs_task_records_and_summary(run):
+    log = read_log(run['out'])
+    evals = [r['step'] for r in log if r['kind'] == 'eval']
+    records = [r for r in log if r['kind'] == 'task']
+    assert evals == [0, 3, 6]
+    assert [(r['step'], r['task']) for r in records] == [(s, t) for s in evals for t in ('choices', 'xcopa_eu')]
+    assert all(set(r) == {'kind', 'task', 'step', 'acc', 'acc_norm', 'n', 'eval_s'} for r in records)
+    assert {r['n'] for r in records if r['task'] == 'choices'} == {len(CHOICES)}
+    # the task records of step 0 come before the first train record: before the first step
+    assert log.index(records[0]) < min(i for i, r in enumerate(log) if r['kind'] == 'train')
+    with open(os.path.join(run['out'], 'summary.json')) as f:
+        final = json.load(f)['final']
+    assert final['tasks'] == {r['task']: {k: r[k] for k in ('acc', 'acc_norm', 'n')} for r in records[-2:]}
+
+
+def test_resume_keeps_task_records(run):
+    resumed = copy_for_resume(run['out'], 3, str(run['root'] / 'resumed'))
+    script('train.py', *run['args'], '--init_from=resume', f'--out_dir={resumed}')
+    assert without_timing(read_log(resumed)) == without_timing(read_log(run['out']))
+    with open(os.path.join(resumed, 'summary.json')) as f, open(os.path.join(run['out'], 'summary.json')) as g:
+        assert json.load(f)['final'] == json.load(g)['final']
+
+
+def in_process(main, argv):
+    """A script's main(argv) in this process, on one thread as the training subprocess ran."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        main(argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_eval_py_gives_the_final_record(run, capsys):
+    import eval as eval_script
+    final = [r for r in read_log(run['out']) if r['kind'] == 'task'][-2:]
+    numbers = lambda records: [(r['task'], r['acc'], r['acc_norm'], r['n']) for r in records]
+    # the export (a Hugging Face directory with the bytes tokenizer), with the run's forward budget
+    out = str(run['root'] / 'export_eval.jsonl')
+    in_process(eval_script.main, [run['export'], run['task_arg'], f'--out={out}', '--batch_size=4'])
+    exported = [json.loads(line) for line in open(out)]
+    assert numbers(exported) == numbers(final) and 'task xcopa_eu: acc' in capsys.readouterr().out
+    assert all(r['step'] is None and r['source'] == run['export'] for r in exported)
+    # the run directory itself, with its own tasks, written beside its checkpoint
+    in_process(eval_script.main, [run['out'], '--batch_size=4'])
+    beside = [json.loads(line) for line in open(os.path.join(run['out'], 'eval.jsonl'))]
+    assert numbers(beside) == numbers(final) and all(r['step'] == 6 for r in beside)
+    # two processes split the batches (an odd number of them: one rank repeats one) and gather every number
+    assert uneven_batches(run['files']['choices'], tokens_per_batch=32)
+    out = str(run['root'] / 'two_ranks.jsonl')
+    script('eval.py', run['export'], run['task_arg'], f'--out={out}', '--batch_size=1', '--device=cpu', nproc=2)
+    assert numbers(json.loads(line) for line in open(out)) == numbers(final)
+
+
+def uneven_batches(path, tokens_per_batch, world=2):
+    """Whether a task file of the run (bytes tokenizer, block 32) makes a rank repeat a batch."""
+    task = tasks.encode_task('t', path, tasks.read_task_file(path), tasks.load_tokenizer(builtin='bytes'), 32)
+    plan = tasks.batch_plan([len(row) - 1 for row in task['rows']], tokens_per_batch, world)
+    return any(not real for batches in plan for _, real in batches)
+
+
+def test_ddp_training_splits_and_gathers(run):
+    """train.py under torchrun (DDP, 2 ranks, XCOPA in 3 forwards of 4 x 32 tokens: one rank repeats one): the task
+    records before the first step equal one process's, and every eval has them."""
+    assert uneven_batches(run['files']['xcopa'], tokens_per_batch=4 * 32)
+    out = str(run['root'] / 'ddp')
+    script('train.py', *run['args'], f'--out_dir={out}', nproc=2)
+    ddp, single = ([r for r in read_log(d) if r['kind'] == 'task'] for d in (out, run['out']))
+    assert [(r['step'], r['task']) for r in ddp] == [(r['step'], r['task']) for r in single]
+    assert without_timing(ddp[:2]) == without_timing(single[:2])
+
+
+# ---- sweep.gather -------------------------------------------------------------------------------------------------
+
+def test_gather_adds_accuracy_columns(run, tmp_path):
+    """results.csv gets acc_<task>, acc_norm_<task>; results.jsonl the task curves (plot.py: tests/test_plot.py)."""
+    import plot
+    import sweep
+    from efficiency import load_sweep
+    runs = []
+    for seed in (1, 2):
+        out = str(tmp_path / f'run{seed}')
+        shutil.copytree(run['out'], out, ignore=shutil.ignore_patterns('*.pt'))
+        config = dict(json.load(open(os.path.join(run['out'], 'summary.json')))['config'], out_dir=out)
+        runs.append(dict(name=f'seed{seed}', labels=dict(protocol='', reference=0), config=config, swept=set(),
+                         steps_computed=6, forked_from='', fork_step=0))
+    assert sweep.gather(runs, str(tmp_path)) == 2
+    rows = load_sweep(str(tmp_path))
+    final = [r for r in read_log(run['out']) if r['kind'] == 'task'][-2:]
+    for name, record in zip(('choices', 'xcopa_eu'), final):
+        assert rows[0][f'acc_{name}'] == record['acc'] and rows[0][f'acc_norm_{name}'] == record['acc_norm']
+        assert rows[0]['task_evals'][name][-1] == [6, record['acc'], record['acc_norm']]
+    assert plot.task_names(rows) == ['choices', 'xcopa_eu']
+
+
+# ---- bad input ----------------------------------------------------------------------------------------------------
+
+def test_bad_task_files_fail_before_the_model(run, files, tmp_path):
+    def task_file(name, *lines):
+        path = tmp_path / name
+        path.write_text(''.join(line + '\n' for line in lines))
+        return str(path)
+    good = json.dumps(CHOICES[0])
+    synthetic = write_random_source(tmp_path / 'synthetic', 32 * 40, seed=1)  # a tokenizer with no HF form
+    long_choice = task_file('long.jsonl', json.dumps(dict(context='a', choices=['x' * 40, 'y'], label=0)))
+    cases = [
+        ('missing file', {'t': str(tmp_path / 'none.jsonl')}, [], f"task t: {tmp_path}/none.jsonl not found"),
+        ('malformed line', {'t': task_file('bad.jsonl', good, '{"context": "a", ')}, [],
+         f"task t: {tmp_path}/bad.jsonl line 2 is not JSON"),
+        ('label out of range', {'t': task_file('label.jsonl', good, json.dumps(dict(CHOICES[0], label=2)))}, [],
+         "label.jsonl line 2: label 2 is out of range for 2 choices"),
+        ('one choice', {'t': task_file('one.jsonl', json.dumps(dict(context='a', choices=['b'], label=0)))}, [],
+         "one.jsonl line 1: 1 choice(s); an example needs at least two"),
+        ('unknown format', {'t': task_file('other.jsonl', json.dumps(dict(question='a', answer='b')))}, [],
+         "other.jsonl line 1: unknown task format (keys ['answer', 'question'])"),
+        ('unknown file type', {'t': task_file('data.csv', 'context,choices,label')}, [],
+         "data.csv: unknown task format '.csv'"),
+        ('bad xcopa question', {'t': task_file('x.jsonl', json.dumps(dict(XCOPA[0], question='why')))}, [],
+         "x.jsonl line 1: question 'why' must be 'cause' or 'effect'"),
+        ('not a dict of files', {'t': 3}, [], "tasks={'t': 3} must map task names to task files"),
+        ('a tokenizer without a Hugging Face form', {'t': files['choices']}, [f'--target_dir={synthetic}',
+                                                                               f'--generic_dir={synthetic}'],
+         "tasks need the model's tokenizer in Hugging Face form"),
+        ('a choice longer than block_size', {'t': long_choice}, [],
+         "long.jsonl line 1, choice 0: the choice is 41 tokens, more than block_size=32"),
+    ]
+    argv = [[*run['args'], f'--tasks={spec!r}', *extra, f'--out_dir={tmp_path}/case{i}']
+            for i, (_, spec, extra, _) in enumerate(cases)]
+    failures, _ = one_line_failures([(name, expected) for name, _, _, expected in cases], argv, tmp_path)
+    assert not failures, '\n'.join(failures)
+
