@@ -27,6 +27,7 @@ bench_warmup, bench_rounds, bench_seconds, bench_loader_batches, bench_start, pr
 import itertools
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -238,6 +239,11 @@ def print_results(b, seconds):
                 print(f"note: the rounds disagree by more than 5%: something else shares the device (load average "
                       f"{os.getloadavg()[0]:.2f}); a longer --bench_seconds with fewer --bench_steps narrows the "
                       f"median")
+    if b.cuda:
+        print(f"peak memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB allocated by torch on this GPU")
+    else:
+        print(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB resident (the "
+              f"process's maximum RSS: model, optimizer, activations, and torch itself)")
     print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}"
           + (" (other processes slow both loaders alike: that is why they alternate)" if config['compare'] else ""))
 

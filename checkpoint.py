@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import subprocess
+import warnings
 from collections import namedtuple
 
 import torch
@@ -29,13 +30,14 @@ import data
 import hf
 import layout
 import schedule
-from configurator import UserError
+from configurator import DEFAULTS, UserError
 from model import GPT, checkpoint_model_config
 
 # keys that fix the data order and LR; a resume that changes one is refused (unless force_resume=True)
 FINGERPRINT_KEYS = sorted(schedule.PER_STEP_KEYS | {'batch_size', 'gradient_accumulation_steps', 'block_size',
                                                      'target_tokens', 'data_seed', 'seed', 'generic_offset'})
-MODEL_KEYS = ('arch', 'n_layer', 'n_head', 'n_embd', 'intermediate_size', 'bias', 'block_size')
+MODEL_KEYS = ('arch', 'n_layer', 'n_head', 'n_embd', 'intermediate_size', 'bias', 'block_size', 'n_kv_head',
+              'tie_embeddings')
 CHECKPOINT_KEYS = ('model', 'optimizer', 'scaler', 'step', 'config', 'fingerprint', 'prefix_hash', 'generic_cursor',
                    'rng_cpu', 'log_sums', 'last_log_step', 'tokenizer', 'vocab_size')
 
@@ -161,7 +163,9 @@ def check_architecture(checkpoint, config, path, meta):
     tokenizer is checked against the data by train.model_shape."""
     if checkpoint.get('hf_source'):
         return
-    saved = dict(checkpoint['config'], tokenizer=checkpoint['tokenizer'], vocab_size=checkpoint['vocab_size'])
+    # a key newer than the checkpoint has its default there
+    saved = dict(DEFAULTS, **checkpoint['config'], tokenizer=checkpoint['tokenizer'],
+                 vocab_size=checkpoint['vocab_size'])
     now = dict(config, tokenizer=meta.get('tokenizer'), vocab_size=meta['vocab_size'])
     changed = [f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in MODEL_KEYS + ('tokenizer', 'vocab_size')
                if saved.get(k) != now[k]]
@@ -235,7 +239,9 @@ def load_sharded(path, model, optimizer=None):
         init_optimizer_state(optimizer)
         state['optimizer'] = optimizer_tensors(model, optimizer)
     try:
-        dcp.load(state, checkpoint_id=path, no_dist=not dist.is_initialized())  # in place, into `state`
+        with warnings.catch_warnings():  # one process reading a sharded checkpoint is what we mean: no warning
+            warnings.filterwarnings('ignore', message='torch.distributed is disabled')
+            dcp.load(state, checkpoint_id=path, no_dist=not dist.is_initialized())  # in place, into `state`
     except (Exception, dcp.api.CheckpointException) as e:  # DCP's own exception is a BaseException
         raise UserError(f"cannot load sharded checkpoint {path} ({first_line(e)}): it does not fit this model, or "
                         f"is corrupt") from None
@@ -325,7 +331,7 @@ def save_sharded(path, model, optimizer, state, rank):
             fsync_dir(os.path.dirname(os.path.abspath(path)))
             if os.path.exists(old):
                 shutil.rmtree(old)
-    except (Exception, dcp.api.CheckpointException) as e:  # DCP gathers every rank's errors: all ranks stop here together
+    except (Exception, dcp.api.CheckpointException) as e:  # DCP gathers every rank's errors: all ranks stop here
         if isinstance(e, UserError):
             raise
         raise UserError(f"cannot write checkpoint {path} ({first_line(e)}): the previous checkpoint is unchanged; "

@@ -578,6 +578,11 @@ def starting_stage(plan, t):
     return s if t < plan['N'] and s['start'] == t else None
 
 
+def starts_schedule(s):
+    """Whether an LR schedule begins at stage s's first step (it restarts one, or the stages before it are empty)."""
+    return s['schedule']['start'] == s['start']
+
+
 def resets_optimizer_at(plan, t):
     """True at the first step of a stage that throws the optimizer state away (fine-tuning's stage 2)."""
     s = starting_stage(plan, t)
@@ -595,9 +600,8 @@ def stage_record(plan, t):
     s = starting_stage(plan, t)
     if s is None:
         return None
-    restarts = s['lr'] is not None
     return dict(kind='stage', step=t, stage=stage_of(plan, t), lr_schedule=s['schedule']['lr_schedule'],
-                lr_restart=restarts, learning_rate=s['schedule']['learning_rate'],
+                lr_restart=starts_schedule(s), learning_rate=s['schedule']['learning_rate'],
                 reset_optimizer=resets_optimizer_at(plan, t))
 
 
@@ -670,7 +674,7 @@ def stage_table(plan):
         rows.append(dict(stage=i + 1, start=s['start'], steps=L, target=K, target_share=K / (L * S) if L else None,
                          share_start=share(0), share_end=share(L - 1), ramp=list(s['ramp']) if s['ramp'] else None,
                          lr_schedule=s['schedule']['lr_schedule'], learning_rate=s['schedule']['learning_rate'],
-                         lr='restart' if s['lr'] is not None else 'continue', reset_optimizer=s['reset_optimizer']
+                         lr='restart' if starts_schedule(s) else 'continue', reset_optimizer=s['reset_optimizer']
                          and s['start'] > 0 and L > 0, spike_evals=s['spike_evals']))
     return rows
 

@@ -132,7 +132,7 @@ def train_command(spec, resume, first_node='<first_node>', job_id='<job_id>', py
         torchrun = ['-m', 'torch.distributed.run', f'--nnodes={nodes}', f'--nproc_per_node={procs}',
                     '--rdzv_backend=c10d', f'--rdzv_endpoint={first_node}:{rendezvous_port(job_id)}',
                     f'--rdzv_id={job_id}']
-    elif procs > 1:
+    elif procs > 1 or spec['parallel'] == 'fsdp':  # FSDP2 needs torchrun's ranks, also alone
         torchrun = ['-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={procs}']
     else:
         torchrun = []
@@ -199,7 +199,7 @@ def job_spec(seg, runs, procs_per_node, nodes):
     fork_checkpoint = (os.path.join(parent['out_dir'], f"ckpt_{seg['start']}{layout.suffix(parent['parallel'])}")
                        if first else None)
     return dict(run=run['name'], out_dir=out, config=os.path.join(out, 'config.py'), fork=fork,
-                fork_checkpoint=fork_checkpoint, start=seg['start'],
+                fork_checkpoint=fork_checkpoint, parallel=run['config']['parallel'], start=seg['start'],
                 stop=seg['stop'], stop_after=seg['stop'] if seg['stop'] < run['config']['max_iters'] else 0,
                 nodes=nodes, procs_per_node=procs_per_node, cwd=os.getcwd())
 

@@ -226,11 +226,12 @@ def launch(run, slot, options):
     args = [os.path.join(out, 'config.py'), *resume_args(out, run['fork_from'])]
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     cmd = [sys.executable, os.path.join(ROOT, 'train.py'), *args]
-    if slot is not None and slot[0] != 'cpu':
+    gpus = len(slot) if slot is not None and slot[0] != 'cpu' else 0
+    if gpus > 1 or run['config']['parallel'] == 'fsdp':  # FSDP2 needs torchrun's ranks, also alone
+        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={max(gpus, 1)}',
+               *cmd[1:]]
+    if gpus:
         env['CUDA_VISIBLE_DEVICES'] = ','.join(slot)
-        if len(slot) > 1:
-            cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={len(slot)}',
-                   *cmd[1:]]
     elif options['jobs'] > 1:  # CPU runs side by side: split the cores instead of oversubscribing them
         env['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // options['jobs']))
     log = open(os.path.join(out, 'stdout.log'), 'a')

@@ -139,6 +139,9 @@ def check_config(config, world):
     need(c['arch'] in ('gpt2', 'llama'), 'arch', "'gpt2' or 'llama'")
     if c['n_embd'] % c['n_head']:
         raise UserError(f"n_embd={c['n_embd']} must be divisible by n_head={c['n_head']}")
+    need(c['n_kv_head'] >= 0 and c['n_head'] % (c['n_kv_head'] or c['n_head']) == 0, 'n_kv_head',
+         f"0 (= n_head) or a divisor of n_head={c['n_head']}")
+    need(c['tie_embeddings'] in (None, True, False), 'tie_embeddings', "None, True or False")
     if c['gradient_accumulation_steps'] % world:
         raise UserError(f"gradient_accumulation_steps={c['gradient_accumulation_steps']} must be divisible by the "
                         f"number of ranks ({world}): S = batch_size * gradient_accumulation_steps is global")
@@ -233,6 +236,27 @@ def train_record(plan, t, lr, means, steps, ms, mfu, elapsed):
     return record, line
 
 
+def print_start(config, plan, raw_model, start, system, dtype):
+    print(f"run {config['out_dir']}: {plan['N']} steps x {plan['S']} sequences x {config['block_size']} tokens, "
+          f"U={plan['U']} target sequences x e={plan['e']}, stages from steps {[0] + schedule.stage_starts(plan)}, "
+          f"{raw_model.get_num_params() / 1e6:.2f}M non-embedding params, device {system.device_name}, dtype {dtype}, "
+          f"{config['parallel']} x {system.world}" + (f", resuming at step {start.step}" if start.step else ""),
+          flush=True)
+    if start.hf_source:
+        print(f"model from {start.hf_source['dir']}: {hf.describe(raw_model.config)}", flush=True)
+
+
+def run_evals(t, model, sources, task_set, config, plan, ctx, system, log):
+    """The evals after t steps: the validation loss of each source (an `eval` record) and each task's accuracy
+    (`task` records). Returns (losses, task results, seconds spent)."""
+    begin = time.time()
+    losses = {f'val_loss_{source["name"]}': evaluate(model, source, config, ctx, system) for source in sources}
+    log(dict(kind='eval', step=t, stage=schedule.stage_of(plan, max(t - 1, 0)), **losses),
+        f"eval after {t} steps: target {losses['val_loss_target']:.4f}, generic {losses['val_loss_generic']:.4f}")
+    results = tasks.evaluate_and_log(task_set, model, t, ctx, system, log)
+    return losses, results, time.time() - begin
+
+
 def write_summary(config, plan, final_val, generic, target, system, wall_s, model):
     block_size = config['block_size']
     summary = dict(config=config, plan=schedule.summarize(config, plan), final=dict(step=plan['N'], **final_val),
@@ -246,6 +270,8 @@ def write_summary(config, plan, final_val, generic, target, system, wall_s, mode
                    sources={s['name']: checkpoint.source_summary(s) for s in (generic, target)}, wall_s=wall_s,
                    model=model)
     checkpoint.write_json_atomic(os.path.join(config['out_dir'], 'summary.json'), summary)
+    print(f"done: final val loss target {final_val.get('val_loss_target', float('nan')):.4f}, generic "
+          f"{final_val.get('val_loss_generic', float('nan')):.4f}; {config['out_dir']}/summary.json", flush=True)
 
 
 def model_shape(config, start, generic, target):
@@ -377,25 +403,14 @@ def main(argv):
     final_val, final_tasks, t0 = {}, {}, time.time()
     window_start = t0
     if master:
-        print(f"run {out_dir}: {N} steps x {S} sequences x {block_size} tokens, U={plan['U']} target sequences x "
-              f"e={plan['e']}, stages from steps {[0] + schedule.stage_starts(plan)}, "
-              f"{raw_model.get_num_params() / 1e6:.2f}M non-embedding params, device {system.device_name}, dtype "
-              f"{dtype}, {config['parallel']} x {system.world}"
-              + (f", resuming at step {start.step}" if start.step else ""), flush=True)
-        if start.hf_source:
-            print(f"model from {start.hf_source['dir']}: {hf.describe(model_config)}", flush=True)
+        print_start(config, plan, raw_model, start, system, dtype)
     for t in range(start.step, N + 1):
         # after t completed steps: evaluate, then checkpoint (a resume at t starts right here, past both)
         if t > start.step or t == 0:
             if schedule.evals_at(plan, t):
-                eval_start = time.time()
-                final_val = {f'val_loss_{source["name"]}': evaluate(model, source, config, ctx, system)
-                             for source in (target, generic)}
-                log(dict(kind='eval', step=t, stage=schedule.stage_of(plan, max(t - 1, 0)), **final_val),
-                    f"eval after {t} steps: target {final_val['val_loss_target']:.4f}, generic "
-                    f"{final_val['val_loss_generic']:.4f}")
-                final_tasks = tasks.evaluate_and_log(task_set, model, t, ctx, system, log)  # kind='task' records
-                window_start += time.time() - eval_start  # ms/step counts training only
+                final_val, final_tasks, seconds = run_evals(t, model, (target, generic), task_set, config, plan, ctx,
+                                                            system, log)
+                window_start += seconds  # ms/step counts training only
                 if not all(map(math.isfinite, final_val.values())):  # reduced in evaluate(): all ranks stop
                     raise diverged(f"the validation loss is {final_val['val_loss_target']} (target), "
                                    f"{final_val['val_loss_generic']} (generic) after {t} steps", out_dir, last_good)
@@ -442,8 +457,6 @@ def main(argv):
         final_val = {**final_val, **final_tasks} if final_val else checkpoint.final_evals(log_path)
         write_summary(config, plan, final_val, generic, target, system, time.time() - t0,
                       hf.model_summary(model_config, start.hf_source))
-        print(f"done: final val loss target {final_val.get('val_loss_target', float('nan')):.4f}, generic "
-              f"{final_val.get('val_loss_generic', float('nan')):.4f}; {out_dir}/summary.json", flush=True)
     if dist.is_initialized():
         dist.destroy_process_group()
 

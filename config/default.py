@@ -78,6 +78,8 @@ n_layer = 12
 n_head = 12
 n_embd = 768
 intermediate_size = 0             # MLP hidden width; 0 = 4*n_embd (gpt2) or the Llama rule (llama)
+n_kv_head = 0                     # key/value heads (grouped-query attention, llama); 0 = n_head
+tie_embeddings = None             # output head = token embedding; None = the arch's rule (gpt2 tied, llama untied)
 dropout = 0.0
 bias = False                      # biases in linears and LayerNorm (gpt2 only)
 rope_theta = 10000.0

@@ -28,3 +28,4 @@ def sweeps(tmp_path_factory):
     shared_out = run_sweep(str(sweep_file), '--jobs=2')
     scratch_out = run_sweep(str(sweep_file), '--share=False', f"--sweep_dir={root / 'scratch'}", '--jobs=2')
     return root, shared_out, scratch_out, str(sweep_file)
+

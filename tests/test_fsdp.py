@@ -19,7 +19,8 @@ import pytest
 from safetensors.torch import load_file
 
 import export
-from helpers import ROOT, make_sources, one_line_failures, read_log, without_timing
+from configurator import parse_value
+from helpers import ROOT, make_sources, one_line_failures, read_log, run_sweep, without_timing
 
 ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
 # config/tiny.py, 32 steps x S=8 (stage 2, ρ=0.5, from step 24); a checkpoint every 4 steps, one kept at 12
@@ -156,6 +157,22 @@ def test_hugging_face_model_loads_shard_by_shard(runs, tmp_path):
                  start(2, *args, '--parallel=fsdp', f'--out_dir={tmp_path / "fsdp"}'))
     finish(one), finish(fsdp)
     close(without_timing(read_log(tmp_path / 'one')), without_timing(read_log(tmp_path / 'fsdp')), rel=1e-5)
+
+
+def test_sweep_forks_from_a_sharded_checkpoint(runs, tmp_path):
+    """sweep.py with parallel='fsdp': the ρ=0.5 run forks from the ρ=0.75 run's ckpt_16.dcp (their plans part at
+    step 16, where ρ=0.75's stage 2 starts) and ends as the uninterrupted 2-process run (1 rank each here)."""
+    overrides = {key: parse_value(value) for key, value in (arg[2:].split('=', 1) for arg in
+                                                             RUN[1:] + runs['data'] + ['--parallel=fsdp'])}
+    sweep_file = tmp_path / 'sweep_fsdp.py'
+    sweep_file.write_text(f"base = ['config/tiny.py']\noverrides = {overrides!r}\n"
+                          "runs = [dict(replay_fraction=0.75), dict(replay_fraction=0.5)]\n"
+                          f"sweep_dir = {str(tmp_path / 'sweep')!r}\n")
+    out = run_sweep(str(sweep_file))
+    assert 'rho0.5: fork of rho0.75 at step 16' in out, out
+    assert os.path.isdir(tmp_path / 'sweep' / 'rho0.75' / 'ckpt_16.dcp')
+    forked = read_log(tmp_path / 'sweep' / 'rho0.5')
+    close(without_timing(read_log(runs['fsdp'])), without_timing(forked))
 
 
 def test_bad_parallel_inputs_are_one_line(runs, tmp_path):

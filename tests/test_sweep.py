@@ -5,6 +5,8 @@ import json
 import os
 import re
 
+import pytest
+
 from helpers import make_sources, read_log, run_sweep, without_timing
 
 # the `sweeps` fixture (the sweep run with prefix sharing and from scratch) is in conftest.py: test_slurm.py uses it too
