@@ -49,13 +49,6 @@ IGNORED = re.compile(r'(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)|model\.l
 # config.json -> GPTConfig
 # ---------------------------------------------------------------------------------------------------------------
 
-def is_model_dir(path):
-    """A directory that is not one of our run directories (those hold ckpt.pt) is read as a Hugging Face model
-    directory, so that one without config.json is told so."""
-    return os.path.isdir(path) and (os.path.isfile(os.path.join(path, 'config.json'))
-                                    or not os.path.exists(os.path.join(path, 'ckpt.pt')))
-
-
 def check_not_hub_id(key, value):
     """init_from='meta-llama/Llama-3.1-8B' that is no local path: say how to download it (we never do)."""
     if not os.path.exists(value) and re.fullmatch(r"[\w.-]+/[\w.-]+", value):

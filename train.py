@@ -193,8 +193,10 @@ def logger(log_path, master, config):
             log_file.flush()
             if line:
                 print(line, flush=True)
-            if config['wandb_log']:
-                wandb.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=record['step'])
+            if config['wandb_log']:  # a task's numbers under its name, so that tasks logged at one step do not clash
+                prefix = f"{record['task']}/" if 'task' in record else ''
+                wandb.log({prefix + k: v for k, v in record.items() if isinstance(v, (int, float))},
+                          step=record['step'])
     return log
 
 

@@ -2,28 +2,15 @@
 # then a stage whose replay fraction moves linearly from ρ = 0.75 at its first step to ρ = 0.25 at its last (the
 # target share from 0.25 to 0.75), under one WSD schedule. The per-step target counts are exact integers summing to
 # the stage's 640 target sequences (U = 64 unique x e = 10 epochs); python schedule.py config/replay_ramp.py
-# prints the table, --show_step=t any step.
+# prints the table, --show_step=t any step. Data, model and LR as config/three_stage.py.
 #   python train.py config/replay_ramp.py
+import os
+exec(open(os.path.join(os.path.dirname(__file__), 'three_stage.py')).read())  # the shared setup
 out_dir = 'out/replay_ramp'
-generic_dir = 'data/demo_generic'
-target_dir = 'data/demo_target'
-device = 'cpu'
-max_iters = 320
-batch_size = 16
-gradient_accumulation_steps = 1
-block_size = 64
-target_tokens = 4096
 target_epochs = 10
-lr_schedule = 'wsd'
-learning_rate = 1e-3
 stages = [
     dict(fraction=0.75, target=0),                          # steps 0..239: pre-training
     dict(replay_fraction=(0.75, 0.25)),                     # steps 240..319: ρ from 0.75 down to 0.25
 ]
 eval_interval = 40
-val_tokens = 8192
-log_interval = 16
-checkpoint_interval = 0
-n_layer = 2
-n_head = 4
-n_embd = 64
+spike_eval_steps = 0
