@@ -336,7 +336,7 @@ def save_checkpoints(step, names, raw_model, optimizer, scaler, window, last_log
     checkpoint. Returns whether it wrote."""
     # a tensor's sum is non-finite iff an element is (short of ~1e38 weights): one reduce carries both checks;
     # under FSDP2 each rank sums its shards
-    weights = torch.stack([getattr(p, '_local_tensor', p).detach().sum().double()
+    weights = torch.stack([(p.to_local() if hasattr(p, 'to_local') else p).detach().sum().double()
                            for p in raw_model.parameters()]).sum()
     health = torch.cat([window.sums, weights.view(1)])
     if system.world > 1:
