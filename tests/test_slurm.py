@@ -18,11 +18,13 @@ from helpers import ROOT, read_log, run_sweep, without_timing
 FAKE_SLURM = os.path.join(ROOT, 'tests', 'fake_slurm')
 
 
-def slurm_env(state_dir, hold=False):
-    """The environment of a login node whose SLURM is the stand-in, keeping its state in state_dir."""
+def slurm_env(state_dir, hold=False, step_delay=0):
+    """The environment of a login node whose SLURM is the stand-in, keeping its state in state_dir (step_delay: the
+    seconds each of the jobs' optimizer steps sleeps first, so a kill at "step 10" cannot land after the last step)."""
     os.makedirs(state_dir, exist_ok=True)
     return dict(os.environ, PATH=FAKE_SLURM + os.pathsep + os.environ['PATH'], STANDIN_SLURM_STATE=str(state_dir),
-                STANDIN_PYTHON=sys.executable, STANDIN_SLURM_HOLD='1' if hold else '0')
+                STANDIN_PYTHON=sys.executable, STANDIN_SLURM_HOLD='1' if hold else '0',
+                STANDIN_SLURM_STEP_DELAY=str(step_delay))
 
 
 def jobs(state_dir):
@@ -89,7 +91,7 @@ def slurm_sweep(sweeps, tmp_path_factory):
     sweep_file = str(root / 'sweep_slurm.py')  # the local sweep's file without its reference run (2 jobs less)
     open(sweep_file, 'w').write(text.replace(reference, ''))
     state = tmp_path_factory.mktemp('slurm_state')
-    env = slurm_env(state)
+    env = slurm_env(state, step_delay=0.15)  # 11 steps left after the kill's trigger: 1.6 s at least
     sweep_dir = root / 'slurm'
     args = ('--launcher=slurm', '--gpus_per_run=0', f'--sweep_dir={sweep_dir}', '--checkpoint_interval=5')
     try:

@@ -13,7 +13,9 @@ stderr to --output/--error (%j, %t replaced). `scancel --signal=SIG ID` signals 
 steps, not the batch shell); `scancel ID` and `scontrol requeue ID` make the runner kill every process of the job
 (SIGTERM, then SIGKILL after 2 s; a requeue from inside the job 1 s later, so scontrol returns first, as SLURM
 replies before its signals reach the job); a requeued job then waits for a slot and runs again from the top, with
-SLURM_RESTART_COUNT raised. With STANDIN_SLURM_HOLD=1 at submission, a job is never started (a full cluster).
+SLURM_RESTART_COUNT raised. With STANDIN_SLURM_HOLD=1 at submission, a job is never started (a full cluster). With
+STANDIN_SLURM_STEP_DELAY=S, every optimizer step of train.py in a task sleeps S seconds first (slow_steps/), so a test
+can signal a job mid-run without racing it.
 """
 import fcntl
 import json
@@ -234,6 +236,9 @@ def srun(args):
         err = open(path(opts['error']), 'a') if 'error' in opts else out
         env = dict(os.environ, SLURM_PROCID=str(task), SLURM_LOCALID=str(task % per_node),
                    SLURM_NODEID=str(task // per_node), SLURM_STEP_ID='0')
+        if os.environ.get('STANDIN_SLURM_STEP_DELAY'):
+            slow = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'slow_steps')
+            env['PYTHONPATH'] = os.pathsep.join(filter(None, (slow, os.environ.get('PYTHONPATH'))))
         tasks.append(subprocess.Popen(command, env=env, stdout=out, stderr=err, start_new_session=True))
     with Lock():
         job = load(job_id)
