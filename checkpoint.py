@@ -206,7 +206,7 @@ def read_checkpoint_file(file, path):
         checkpoint = torch.load(file, map_location='cpu', weights_only=True)
     except Exception as e:
         raise UserError(f"cannot load checkpoint {path} ({first_line(e)}): it is corrupt or not a checkpoint; "
-                        f"use another one, or start with init_from='scratch'") from None
+                        "use another one (a run may also keep ckpt_<step> ones beside it)") from None
     required = [k for k in CHECKPOINT_KEYS if not (file != path and k in ('model', 'optimizer'))]
     missing = [k for k in required if k not in checkpoint] if isinstance(checkpoint, dict) else ['all']
     if missing:
