@@ -1,10 +1,10 @@
 import os
 import sys
 
-# the tests import the project's top-level modules (schedule, train, model, ...) and tests/helpers.py; prepare/'s
-# modules are imported the way its scripts see them (tests/test_prepare.py adds prepare/ itself)
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# the tests import the project's top-level modules (schedule, train, model, ...), tests/helpers.py, and prepare/'s
+# modules the way its scripts see each other (`import common`, as `python prepare/x.py` puts prepare/ on sys.path)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(ROOT, 'tests'), ROOT, os.path.join(ROOT, 'prepare')]
 
 
 import pytest  # noqa: E402

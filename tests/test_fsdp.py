@@ -142,8 +142,7 @@ def test_sharded_checkpoint_exports_the_same_model(runs, tmp_path):
 def test_hugging_face_model_loads_shard_by_shard(runs, tmp_path):
     """init_from=DIR under FSDP2 builds the model on the meta device and each rank copies its shard of each tensor
     (hf.load_into): the run equals the 1-process run from the same directory."""
-    sys.path.insert(0, os.path.join(ROOT, 'prepare'))
-    import tiny_model
+    import tiny_model  # prepare/'s (conftest.py puts it on sys.path)
     model_dir = str(tmp_path / 'llama')
     tok = tiny_model.make_tokenizer('llama', vocab_size=300, texts=tiny_model.training_texts()[:20])
     tiny_model.make_model('llama', model_dir, *tok, std=0.15)

@@ -29,9 +29,8 @@ from configurator import UserError, load_config
 from helpers import ROOT, copy_for_resume, one_line_failures, read_log, without_timing
 from model import GPT, checkpoint_model_config, model_config_from
 
-sys.path.insert(0, os.path.join(ROOT, 'prepare'))  # the prepare scripts' modules, as they import each other
-import common  # noqa: E402
-import tiny_model  # noqa: E402
+import common  # prepare/'s (conftest.py puts it on sys.path)
+import tiny_model
 
 transformers = pytest.importorskip('transformers')
 ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1', TOKENIZERS_PARALLELISM='false')

@@ -18,7 +18,6 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREPARE = os.path.join(ROOT, 'prepare')
-sys.path.insert(0, PREPARE)  # the scripts import `common` the same way, as python prepare/x.py puts it on sys.path
 
 import datasets  # noqa: E402
 

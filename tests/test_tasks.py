@@ -29,8 +29,7 @@ import tasks
 from helpers import ROOT, copy_for_resume, one_line_failures, read_log, without_timing, write_random_source
 from model import GPT
 
-sys.path.insert(0, os.path.join(ROOT, 'prepare'))
-import tiny_model  # noqa: E402
+import tiny_model  # prepare/'s (conftest.py puts it on sys.path)
 
 ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1', TOKENIZERS_PARALLELISM='false',
            HF_DATASETS_OFFLINE='1', HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1')
