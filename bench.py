@@ -124,7 +124,7 @@ def setup(config):
     raw_model = runtime.build_model(model_config_from(config, generic['meta']['vocab_size']), system.device,
                                     config['seed'])
     if config['parallel'] == 'fsdp':  # under torchrun; one rank shards over itself (the code path, not the savings)
-        runtime.shard(raw_model, config, system, dtype)
+        runtime.shard(raw_model, dtype)
     b = SimpleNamespace(config=config, system=system, cuda=cuda, plan=plan, start=start, raw_model=raw_model,
                         model=runtime.compile_and_wrap(raw_model, config, system), dtype=dtype, ctx=ctx,
                         scaler=scaler, optimizer=runtime.make_optimizer(raw_model, config, system.device_type),

@@ -86,8 +86,7 @@ def load_model(model_config, config, system, dtype, start):
     with the optimizer, in one read."""
     saved, fsdp = start.checkpoint or {}, config['parallel'] == 'fsdp'
     if fsdp and start.kind != 'scratch':
-        model = materialize(shard(build_model(model_config, 'meta', config['seed']), config, system, dtype),
-                            system.device)
+        model = materialize(shard(build_model(model_config, 'meta', config['seed']), dtype), system.device)
         if start.kind == 'hf':
             hf.load_into(model, start.path, model_config)
         elif 'model' in saved:
@@ -99,7 +98,7 @@ def load_model(model_config, config, system, dtype, start):
                         hf.load_weights(start.path, model_config) if start.kind == 'hf' else saved.get('model'))
     if start.kind == 'weights' and 'sharded' in saved:
         checkpoint.load_sharded(start.path, model)
-    return shard(model, config, system, dtype) if fsdp else model
+    return shard(model, dtype) if fsdp else model
 
 
 def make_optimizer(model, config, device_type):
@@ -115,13 +114,12 @@ def use_compile(config, device_type):
     return config['compile'] if config['compile'] != 'auto' else device_type == 'cuda'
 
 
-def shard(model, config, system, dtype):
+def shard(model, dtype):
     """FSDP2: every transformer block and then the root sharded over all ranks (each rank holds 1/world of every
     weight, gradient and AdamW moment; a block's weights are gathered just for its forward and backward). On GPUs a
     low dtype is the mixed-precision policy: parameters in bfloat16 for compute, gradients reduced in float32.
-    Activation checkpointing (model.py) recomputes inside each sharded block."""
+    Activation checkpointing (switched on in compile_and_wrap) recomputes inside each sharded block."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard  # imported when used: ~1 s
-    model.activation_checkpointing = config['activation_checkpointing']
     policy = (MixedPrecisionPolicy(param_dtype=getattr(torch, dtype), reduce_dtype=torch.float32)
               if dtype != 'float32' else MixedPrecisionPolicy())
     for block in model.blocks:
