@@ -41,7 +41,7 @@ MODEL_KEYS = ('arch', 'n_layer', 'n_head', 'n_embd', 'intermediate_size', 'bias'
 CHECKPOINT_KEYS = ('model', 'optimizer', 'scaler', 'step', 'config', 'fingerprint', 'prefix_hash', 'generic_cursor',
                    'rng_cpu', 'log_sums', 'last_log_step', 'tokenizer', 'vocab_size')
 
-SHARDED_META = 'meta.pt'  # in a sharded checkpoint directory: all but the model and optimizer
+SHARDED_META = layout.SHARDED_META  # in a sharded checkpoint directory: all but the model and optimizer
 
 # How a run starts, decided once (start()):
 #   kind        'scratch' | 'resume' (this run, from out_dir/ckpt.pt) | 'fork' (another run's checkpoint whose plan
@@ -69,8 +69,7 @@ def start(config, meta):
         path = config['init_from']  # a Hugging Face model directory: weights only, this run's own plan
         return Start('hf', path, None, 0, config['generic_offset'], hf.open_model_dir(path))
     else:  # one of our checkpoints, or a run directory: its newest
-        path = config['init_from']
-        path = layout.latest(path) if os.path.isdir(path) and not is_sharded(path) else path
+        path = layout.checkpoint_at(config['init_from'])
     checkpoint = load_checkpoint(path)
     check_architecture(checkpoint, config, path, meta)
     if config['init_from'] != 'resume':  # weights only: this run's own plan from step 0; replay is fresh data
@@ -88,7 +87,7 @@ def is_sharded(path):
 
 def is_ours(directory):
     """A run directory or a sharded checkpoint (a directory that is neither is read as a Hugging Face model)."""
-    return layout.latest(directory) is not None or os.path.isfile(os.path.join(directory, SHARDED_META))
+    return layout.latest(directory) is not None or layout.is_sharded_checkpoint(directory)
 
 
 def prepare_out_dir(out_dir):
@@ -409,12 +408,6 @@ def git_commit():
                               capture_output=True, text=True, timeout=10).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def write_json_atomic(path, obj):
-    with open(path + '.tmp', 'w') as f:
-        json.dump(obj, f, indent=1)
-    os.replace(path + '.tmp', path)
 
 
 def source_summary(source):

@@ -1,14 +1,16 @@
 """
 layout.py: where a run keeps its checkpoints, in one place, without torch (sweep.py and slurm.py read it too; the
-formats themselves are checkpoint.py's). In a run directory:
+formats themselves are checkpoint.py's), and the one way its JSON files are replaced. In a run directory:
     ckpt.pt              the newest checkpoint, parallel='ddp' (one file)
     ckpt.dcp/            the newest checkpoint, parallel='fsdp' (a sharded directory; ckpt.dcp.old after a save
                          killed between its two renames)
     ckpt_<step>.pt, ckpt_<step>.dcp/   kept after <step> steps (checkpoint_steps; sweep forks start from them)
 """
+import json
 import os
 
 LATEST = ('ckpt.pt', 'ckpt.dcp', 'ckpt.dcp.old')  # a run holds one of them; the order breaks a tie
+SHARDED_META = 'meta.pt'  # in a sharded checkpoint directory: all but the model and optimizer (checkpoint.py)
 
 
 def suffix(parallel):
@@ -21,13 +23,28 @@ def latest(out_dir):
                 None)
 
 
+def kept_name(step, parallel):
+    """The file (or, sharded, directory) name of the checkpoint kept after `step` steps."""
+    return f'ckpt_{step}{suffix(parallel)}'
+
+
 def kept(out_dir, step):
     """The checkpoint kept after `step` steps, in whichever format the run wrote it, or None."""
-    return next((path for path in (os.path.join(out_dir, f'ckpt_{step}{s}') for s in ('.pt', '.dcp'))
+    return next((path for path in (os.path.join(out_dir, kept_name(step, p)) for p in ('ddp', 'fsdp'))
                  if os.path.exists(path)), None)
 
 
 def checkpoint_at(path):
     """A checkpoint a user names: a file, a sharded directory, or a run directory (its newest checkpoint)."""
-    sharded = os.path.isfile(os.path.join(path, 'meta.pt'))
-    return (latest(path) or path) if os.path.isdir(path) and not sharded else path
+    return (latest(path) or path) if os.path.isdir(path) and not is_sharded_checkpoint(path) else path
+
+
+def is_sharded_checkpoint(path):
+    return os.path.isfile(os.path.join(path, SHARDED_META))
+
+
+def write_json_atomic(path, obj):
+    """Write a JSON file so that a reader never sees half of it (summary.json, a sweep's jobs.json)."""
+    with open(path + '.tmp', 'w') as f:
+        json.dump(obj, f, indent=1)
+    os.replace(path + '.tmp', path)

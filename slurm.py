@@ -196,7 +196,7 @@ def job_spec(seg, runs, procs_per_node, nodes):
     parent = runs[run['parent']]['config'] if first else None
     fork = (parent['out_dir'], seg['start']) if first else None
     # the checkpoint the parent will keep at the fork step, in its own format (what the command shows before it exists)
-    fork_checkpoint = (os.path.join(parent['out_dir'], f"ckpt_{seg['start']}{layout.suffix(parent['parallel'])}")
+    fork_checkpoint = (os.path.join(parent['out_dir'], layout.kept_name(seg['start'], parent['parallel']))
                        if first else None)
     return dict(run=run['name'], out_dir=out, config=os.path.join(out, 'config.py'), fork=fork,
                 fork_checkpoint=fork_checkpoint, parallel=run['config']['parallel'], start=seg['start'],
@@ -324,10 +324,7 @@ def read_registry(sweep_dir):
 
 
 def write_registry(sweep_dir, registry):
-    path = registry_path(sweep_dir)
-    with open(path + '.tmp', 'w') as f:
-        json.dump(registry, f, indent=1)
-    os.replace(path + '.tmp', path)
+    layout.write_json_atomic(registry_path(sweep_dir), registry)
 
 
 def submitted_options(sweep_dir):

@@ -271,7 +271,7 @@ def write_summary(config, plan, final_val, generic, target, system, wall_s, mode
                    device=system.device_name, world_size=system.world,
                    sources={s['name']: checkpoint.source_summary(s) for s in (generic, target)}, wall_s=wall_s,
                    model=model)
-    checkpoint.write_json_atomic(os.path.join(config['out_dir'], 'summary.json'), summary)
+    layout.write_json_atomic(os.path.join(config['out_dir'], 'summary.json'), summary)
     print(f"done: final val loss target {final_val.get('val_loss_target', float('nan')):.4f}, generic "
           f"{final_val.get('val_loss_generic', float('nan')):.4f}; {config['out_dir']}/summary.json", flush=True)
 
@@ -395,7 +395,7 @@ def main(argv):
     log_path = checkpoint.restore_log(out_dir, start) if master else None
     log = logger(log_path, master, config)
     last_good = start.step if start.kind == 'resume' else None  # out_dir's checkpoint holds a good state of this run
-    suffix = layout.suffix(config['parallel'])  # sharded checkpoints are directories (checkpoint.py)
+    latest = 'ckpt' + layout.suffix(config['parallel'])  # ckpt.pt, or sharded the directory ckpt.dcp
 
     # --- the loop ---
     N, S = plan['N'], plan['S']
@@ -416,11 +416,12 @@ def main(argv):
                 if not all(map(math.isfinite, final_val.values())):  # reduced in evaluate(): all ranks stop
                     raise diverged(f"the validation loss is {final_val['val_loss_target']} (target), "
                                    f"{final_val['val_loss_generic']} (generic) after {t} steps", out_dir, last_good)
-            names = [name for name, due in ((f'ckpt{suffix}', checkpoint_due(plan, t, config)),
-                                            (f'ckpt_{t}{suffix}', t in config['checkpoint_steps'])) if due]
+            names = [name for name, due in ((latest, checkpoint_due(plan, t, config)),
+                                            (layout.kept_name(t, config['parallel']), t in config['checkpoint_steps']))
+                     if due]
             if t > 0 and names and save_checkpoints(t, names, raw_model, optimizer, scaler, window, last_log_step,
                                                     config, plan, fingerprint, generic['meta'], start, system):
-                last_good = t if f'ckpt{suffix}' in names else last_good
+                last_good = t if latest in names else last_good
         if t == N or (config['stop_after'] and t >= config['stop_after']):
             break
 

@@ -109,6 +109,19 @@ def test_resume_continues_exactly(straight_run, tmp_path):
     assert without_timing(read_log(resumed)) == without_timing(read_log(out))
 
 
+def test_init_from_a_run_directory_takes_its_newest_checkpoint(straight_run, sources):
+    """init_from=<a run directory> starts from the weights of its newest checkpoint, as init_from=<its ckpt.pt>
+    does (it once failed: a run directory was read as a sharded checkpoint, since both are directories)."""
+    import checkpoint
+    import data
+    out, args = straight_run
+    meta = data.open_source('generic', sources[0])['meta']
+    starts = [checkpoint.start(load_config([os.path.join(ROOT, 'config', 'tiny.py'), *args, f'--init_from={path}']),
+                               meta) for path in (out, os.path.join(out, 'ckpt.pt'))]
+    assert [(s.kind, s.path, s.checkpoint['step']) for s in starts] == [('weights', os.path.join(out, 'ckpt.pt'), 40)] * 2
+    assert all(starts[0].checkpoint['model'][k].equal(v) for k, v in starts[1].checkpoint['model'].items())
+
+
 def test_train_and_sample_on_the_demo_corpus(tmp_path):
     """The quick start on real text: prepare/demo.py, a short tiny run, then sample.py prints decoded text."""
     generic, target = str(tmp_path / 'generic'), str(tmp_path / 'target')
