@@ -4,10 +4,11 @@ Every plot of a sweep, regenerated from SWEEP_DIR/results.csv and results.jsonl 
     python plot.py SWEEP_DIR [--pdf] [--fit] [--report]
 
 Writes SWEEP_DIR/plots/{replay_vs_loss,heatmap,spike,forgetting,efficiency,curves}.png, and for runs with `tasks`
-{accuracy,task_curves}.png (and .pdf with --pdf), and plots/plotted.json, the numbers each plot draws. Where several seeds share a setting, a point is the mean over the
-seeds and its error bar (or shaded band) spans their min to max. Reference runs (reference == 1) appear only in
-efficiency.png. Series: one per α (stage2_allocation) and per value of any other setting that varies in the sweep
-(mode, target_tokens, ...). A plot whose columns are missing is skipped with a one-line message.
+{accuracy,task_curves}.png (and .pdf with --pdf), and plots/plotted.json, the numbers each plot draws. Where
+several seeds share a setting, a point is the mean over the seeds and its error bar (or shaded band) spans their
+min to max. Reference runs (reference == 1) appear only in efficiency.png. Series: one per α (stage2_allocation)
+and per value of any other setting that varies in the sweep (mode, target_tokens, ...). A plot whose columns are
+missing is skipped with a one-line message.
 
 Initial loss spike (spike.png: every ρ of the series that holds the best final target loss), on the target
 validation loss L(t) of the evals, with s = stage2_start (the eval at step s comes after s optimizer updates, so it
@@ -224,6 +225,22 @@ def seed_band(curves):
     return steps, values.mean(axis=0), values.min(axis=0), values.max(axis=0)
 
 
+def stage_boundaries(stage_table):
+    """Steps where a stage starts after step 0 (a stage of no steps starts nowhere): each is marked on a curve."""
+    return [s['start'] for s in stage_table if s['steps'] and s['start'] > 0]
+
+
+def draw_curve(ax, band, label, stage_starts):
+    """A seed-mean line over the steps, its min–max band over seeds and a dotted line at each stage start, in one
+    colour. band: seed_band's (steps, mean, min, max). Returns the numbers drawn."""
+    steps, mean, low, high = band
+    line, = ax.plot(steps, mean, marker='.', markersize=3, label=label)
+    ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
+    for start in stage_starts:
+        ax.axvline(start, color=line.get_color(), linewidth=0.8, linestyle=':')
+    return dict(step=list(steps), mean=mean.tolist(), min=low.tolist(), max=high.tolist())
+
+
 def spike_starts(stage_table):
     """Steps where a stage restarts the LR schedule or resets the optimizer: where an initial loss spike is due."""
     return [s['start'] for s in stage_table
@@ -244,15 +261,10 @@ def plot_curves(rows, out_dir, formats):
     for entry in entries:
         runs, label = entry['runs'], describe(entry['settings'], varying) or entry['runs'][0]
         table = rows_by_name[runs[0]]['stage_table']
-        starts = [s['start'] for s in table if s['steps'] and s['start'] > 0]
+        starts = stage_boundaries(table)
         curve = dict(label=label, runs=runs, stage_starts=starts, spikes=[])
         for ax, column, name in zip(axes, (1, 2), ('target', 'generic')):
-            steps, mean, low, high = seed_mean_curve(rows_by_name, runs, column)
-            line, = ax.plot(steps, mean, marker='.', markersize=3, label=label)
-            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
-            for start in starts:
-                ax.axvline(start, color=line.get_color(), linewidth=0.8, linestyle=':')
-            curve[name] = dict(step=list(steps), mean=mean.tolist(), min=low.tolist(), max=high.tolist())
+            curve[name] = draw_curve(ax, seed_mean_curve(rows_by_name, runs, column), label, starts)
         for start in spike_starts(table):
             target = curve['target']
             try:
@@ -276,7 +288,8 @@ def task_names(rows):
 
 
 def plot_accuracy(rows, out_dir, formats):
-    """Final acc and acc_norm of each task against ρ, as replay_vs_loss draws the loss: mean over seeds, bars min–max."""
+    """Final acc and acc_norm of each task against ρ, as replay_vs_loss draws the loss: mean over seeds, bars
+    min–max."""
     names = task_names(rows)
     if not names:
         raise Skip("results.csv has no task accuracy (no acc_<task> column: no run had `tasks`)")
@@ -300,28 +313,26 @@ def plot_task_curves(rows, out_dir, formats):
     if not names:
         raise Skip("results.csv has no task accuracy (no acc_<task> column: no run had `tasks`)")
     rows_by_name = {row['run']: row for row in rows}
+    entries_by_task = {}  # every task's settings, before the figure: a task without evals skips the whole plot
+    for name in names:
+        entries_by_task[name] = seed_average([r for r in rows if r['task_evals'].get(name) and r.get('reference') != 1],
+                                             f'acc_{name}')
+        if not entries_by_task[name]:
+            raise Skip(f"no non-reference run has task evals of {name} in results.jsonl")
     fig, axes = plt.subplots(len(names), 2, figsize=(14, 4.5 * len(names)), squeeze=False)
     plotted = {}
     for row_axes, name in zip(axes, names):
-        entries = seed_average([r for r in rows if r['task_evals'].get(name) and r.get('reference') != 1],
-                               f'acc_{name}')
-        if not entries:
-            raise Skip(f"no non-reference run has task evals of {name} in results.jsonl")
+        entries = entries_by_task[name]
         varying = varying_keys([e['settings'] for e in entries])
+        labels = [describe(e['settings'], varying) or e['runs'][0] for e in entries]
+        starts = [stage_boundaries(rows_by_name[e['runs'][0]]['stage_table']) for e in entries]
         for ax, (column, metric) in zip(row_axes, enumerate(ACC_METRICS, 1)):
             curves = plotted[f'{metric}_{name}'] = []
-            for entry in entries:
+            for entry, label, stage_starts in zip(entries, labels, starts):
                 runs = entry['runs']
-                steps, mean, low, high = seed_band([{e[0]: e[column] for e in rows_by_name[run]['task_evals'][name]}
-                                                    for run in runs])
-                line, = ax.plot(steps, mean, marker='.', markersize=3,
-                                label=describe(entry['settings'], varying) or runs[0])
-                ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
-                starts = [s['start'] for s in rows_by_name[runs[0]]['stage_table'] if s['steps'] and s['start'] > 0]
-                for start in starts:
-                    ax.axvline(start, color=line.get_color(), linewidth=0.8, linestyle=':')
-                curves.append(dict(label=line.get_label(), runs=runs, stage_starts=starts, step=list(steps),
-                                   mean=mean.tolist(), min=low.tolist(), max=high.tolist()))
+                band = seed_band([{e[0]: e[column] for e in rows_by_name[run]['task_evals'][name]} for run in runs])
+                curves.append(dict(label=label, runs=runs, stage_starts=stage_starts,
+                                   **draw_curve(ax, band, label, stage_starts)))
             ax.set_xlabel('step (dotted: a stage starts)')
             ax.set_ylabel(f'{metric} on {name}')
             ax.set_title(f"Task accuracy over training: {name}, {metric}")
@@ -450,6 +461,14 @@ def spread_text(entry):
             f"{entry['max']:.4f}, {entry['n']} seeds)")
 
 
+def spread_verdict(base, other):
+    """Whether two seed_average entries differ by more than the seed spread (the larger min–max range of the two)."""
+    spread = max(base['max'] - base['min'], other['max'] - other['min'])
+    if abs(other['mean'] - base['mean']) <= spread:
+        return 'within noise: the difference is smaller than the seed spread'
+    return f"beyond the seed spread ({spread:.4f})"
+
+
 def accuracy_lines(runs, column, baseline_rho, compare_rho):
     """The report's lines for one task accuracy column (higher is better), judged against the seed spread as the
     target loss is."""
@@ -457,14 +476,11 @@ def accuracy_lines(runs, column, baseline_rho, compare_rho):
     if baseline_rho not in by_rho or compare_rho not in by_rho:
         return [f"{column}: no runs at both ρ = {baseline_rho:g} and ρ = {compare_rho:g}"]
     base, other = by_rho[baseline_rho], by_rho[compare_rho]
-    spread = max(base['max'] - base['min'], other['max'] - other['min'])
     gain = other['mean'] - base['mean']
-    verdict = ('within noise: the difference is smaller than the seed spread' if abs(gain) <= spread else
-               f"beyond the seed spread ({spread:.4f})")
     return [f"{column}, no replay  (ρ = {baseline_rho:g}): {spread_text(base)}",
             f"{column}, replay     (ρ = {compare_rho:g}): {spread_text(other)}",
             f"replay at ρ = {compare_rho:g} {'raises' if gain > 0 else 'lowers'} {column} by {abs(gain):.4f}: "
-            f"{verdict}",
+            f"{spread_verdict(base, other)}",
             per_seed_line(runs, baseline_rho, compare_rho, column, higher_is_better=True),
             f"{column} by ρ: " + ', '.join(f"ρ={rho:g}: {e['mean']:.4f}" for rho, e in sorted(by_rho.items()))]
 
@@ -480,17 +496,14 @@ def write_report(rows, sweep_dir, baseline_rho=0.0, compare_rho=0.5):
     if baseline_rho not in target or compare_rho not in target:
         raise ValueError(f"the sweep needs runs at ρ = {baseline_rho:g} and ρ = {compare_rho:g} for a report")
     base, other = target[baseline_rho], target[compare_rho]
-    spread = max(base['max'] - base['min'], other['max'] - other['min'])
     gain = base['mean'] - other['mean']
-    verdict = ('within noise: the difference is smaller than the seed spread' if abs(gain) <= spread else
-               f"beyond the seed spread ({spread:.4f})")
     best = min(target.values(), key=lambda e: e['mean'])
     lines = [f"Replay report for {sweep_dir} (final validation loss in {LOSS_UNIT}; mean ± half the min–max range "
              f"over seeds)",
              f"target loss, no replay  (ρ = {baseline_rho:g}): {spread_text(base)}",
              f"target loss, replay     (ρ = {compare_rho:g}): {spread_text(other)}",
              f"replay at ρ = {compare_rho:g} {'lowers' if gain > 0 else 'raises'} the target loss by {abs(gain):.4f} "
-             f"({100 * abs(gain) / base['mean']:.1f}%): {verdict}",
+             f"({100 * abs(gain) / base['mean']:.1f}%): {spread_verdict(base, other)}",
              per_seed_line(runs, baseline_rho, compare_rho),
              "target loss by ρ: " + ', '.join(f"ρ={rho:g}: {e['mean']:.4f}" for rho, e in sorted(target.items())),
              f"best ρ: {best['settings']['replay_fraction']:g} (target loss {best['mean']:.4f})"]
@@ -513,9 +526,9 @@ def write_report(rows, sweep_dir, baseline_rho=0.0, compare_rho=0.5):
                       "a loss lies outside the fitted range; not extrapolating"))
         for c in report['comparisons']:
             if c['multiplier'] is not None:
-                lines.append(f"target-data efficiency of the best replay run ({describe_schedule(c['replay_run']['settings'])}): "
-                             f"{c['multiplier']:.2f}x the no-replay run's (D_eff {c['with_replay']:.2f} vs "
-                             f"{c['without_replay']:.2f} x D0)")
+                schedule = describe_schedule(c['replay_run']['settings'])
+                lines.append(f"target-data efficiency of the best replay run ({schedule}): {c['multiplier']:.2f}x the "
+                             f"no-replay run's (D_eff {c['with_replay']:.2f} vs {c['without_replay']:.2f} x D0)")
             else:
                 lines.append("efficiency: a loss lies outside the fitted range of the reference runs; not "
                              "extrapolating")
@@ -566,6 +579,7 @@ def main(argv):
             plotted[name] = plots[name]()
             print(f"wrote {os.path.join(out_dir, name)}.png")
         except Skip as e:
+            plt.close('all')  # a plot may find it cannot draw after opening its figure
             plotted[name] = dict(skipped=str(e))
             print(f"skipped {name}.png: {e}")
     with open(os.path.join(out_dir, 'plotted.json'), 'w') as f:

@@ -45,6 +45,7 @@ from configurator import UserError
 TIMEOUT_REQUEUES = 10  # a job requeues itself on its time limit at most this many times (submitit's countdown)
 QUEUED = {'PENDING', 'REQUEUED', 'REQUEUE_FED', 'REQUEUE_HOLD', 'RESV_DEL_HOLD', 'SUSPENDED', 'RESIZING'}
 RUNNING = {'RUNNING', 'CONFIGURING', 'COMPLETING', 'SIGNALING', 'STAGE_OUT', 'STOPPED'}
+ACTIVE = QUEUED | RUNNING  # a job that still runs, or will
 ERROR_LINE = re.compile(r'^(error: |[\w.]*(Error|Exception|Interrupt)\b)')
 
 
@@ -78,7 +79,7 @@ def segment_done(segment):
     run = segment['run']
     out = run['config']['out_dir']
     return (os.path.isfile(os.path.join(out, 'summary.json'))
-            or (segment['stop'] < run['config']['max_iters'] and sweep.has_checkpoint(out, segment['stop'])))
+            or (segment['stop'] < run['config']['max_iters'] and layout.kept(out, segment['stop']) is not None))
 
 
 def segment_states(segs, registry, states):
@@ -132,10 +133,8 @@ def train_command(spec, resume, first_node='<first_node>', job_id='<job_id>', py
         torchrun = ['-m', 'torch.distributed.run', f'--nnodes={nodes}', f'--nproc_per_node={procs}',
                     '--rdzv_backend=c10d', f'--rdzv_endpoint={first_node}:{rendezvous_port(job_id)}',
                     f'--rdzv_id={job_id}']
-    elif procs > 1 or spec['parallel'] == 'fsdp':  # FSDP2 needs torchrun's ranks, also alone
-        torchrun = ['-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={procs}']
     else:
-        torchrun = []
+        torchrun = sweep.torchrun_args(procs, spec['parallel'])
     return [python, *torchrun, *args]
 
 
@@ -349,12 +348,13 @@ def submit(runs, order, sweep_dir, options):
     segs = segments(runs, order)
     registry = read_registry(sweep_dir)
     known = [job['job_id'] for job in registry['jobs']]
-    if known and shutil.which('squeue') is None:
+    has_squeue = shutil.which('squeue') is not None
+    if known and not has_squeue:
         print(f"note: squeue is not on PATH, so the jobs in {registry_path(sweep_dir)} are not looked up: "
               f"all segments not done are listed")
-    states = queue_states(known) if shutil.which('squeue') else {}
+    states = queue_states(known) if has_squeue else {}
     keys = {s['key'] for s in segs}
-    reshaped = sorted({job['run'] for job in registry['jobs'] if states.get(job['job_id']) in QUEUED | RUNNING
+    reshaped = sorted({job['run'] for job in registry['jobs'] if states.get(job['job_id']) in ACTIVE
                        and (job['run'], job['start'], job['stop']) not in keys})
     if reshaped:
         raise UserError(f"run {reshaped[0]} has queued jobs for other segments than this sweep makes now (the sweep "
@@ -367,13 +367,14 @@ def submit(runs, order, sweep_dir, options):
     if not todo or dry_run:
         executor = None
     else:
-        stale = [current[s['key']][1]['job_id'] for s in todo if current[s['key']][2] in QUEUED | RUNNING]
+        stale = [current[s['key']][1]['job_id'] for s in todo if current[s['key']][2] in ACTIVE]
         if stale:  # queued behind a failed job: it never runs as submitted, so it is replaced
             call(['scancel', *stale])
         os.makedirs(sweep_dir, exist_ok=True)
         executor = submitit.SlurmExecutor(folder=os.path.join(sweep_dir, 'slurm'), max_num_timeout=TIMEOUT_REQUEUES)
         executor.update_parameters(**params)
         registry['min_fork_step'] = options['min_fork_step']
+    resources = resources_text(params)
     new_ids = {}  # segment key -> job id (in a dry run: its number)
     for number, seg in enumerate(todo, 1):
         spec = job_spec(seg, runs, procs, options['nodes'])
@@ -392,13 +393,13 @@ def submit(runs, order, sweep_dir, options):
                 raise UserError(f"sbatch refused the job for {title} ({message}); {number - 1} jobs submitted "
                                 f"before it are in {registry_path(sweep_dir)}") from None
             registry['jobs'].append(dict(job_id=job_id, run=spec['run'], start=seg['start'], stop=seg['stop'],
-                                         after=[wait] if wait else [], resources=resources_text(params),
+                                         after=[wait] if wait else [], resources=resources,
                                          command=command,
                                          submitted=datetime.datetime.now().isoformat(timespec='seconds')))
             write_registry(sweep_dir, registry)
         new_ids[seg['key']] = job_id
         print(f"{'job' if executor is None else 'submitted job'} {job_id} {title}\n"
-              f"    resources: {resources_text(params)}\n    command: {command}\n    dependency: "
+              f"    resources: {resources}\n    command: {command}\n    dependency: "
               + (f"afterok:{wait} (after {upstream[0]} steps {upstream[1]}..{upstream[2]})" if wait else 'none'))
     if executor is not None:
         print(f"registry: {registry_path(sweep_dir)}; watch with: python sweep.py SWEEP --status=True")
@@ -407,7 +408,6 @@ def submit(runs, order, sweep_dir, options):
 def submit_job(executor, spec, config, title, command, wait, setup):
     """One sbatch through submitit: the run's config file (with the checkpoints its forks start from), then the
     job, with the command it runs written into its script for people to read."""
-    os.makedirs(spec['out_dir'], exist_ok=True)
     sweep.write_run_config(spec['config'], config)
     executor.update_parameters(
         job_name=f"replay:{spec['run']}:{spec['start']}..{spec['stop']}",
@@ -497,7 +497,7 @@ def cancel(sweep_dir):
     need('squeue', "--cancel=True")
     need('scancel', "--cancel=True")
     states = queue_states(known)
-    active = [job for job in known if states.get(job) in QUEUED | RUNNING]
+    active = [job for job in known if states.get(job) in ACTIVE]
     if active:
         call(['scancel', *active])
     print(f"cancelled {len(active)} queued or running jobs of {sweep_dir} ({len(known) - len(active)} had ended)"

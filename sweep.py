@@ -108,16 +108,17 @@ def parse_args(argv):
 
 
 def option_value(key, text):
-    """--key=text for a sweep option, as the type of its default."""
+    """--key=text for a sweep option, typed like its default (check_value), except that a string option keeps the
+    text as it is and a lone string is the one item of a list option (--setup='source .venv/bin/activate')."""
     default = OPTIONS[key]
     if isinstance(default, str):
         return text
     value = parse_value(text)
     if isinstance(default, list) and isinstance(value, str):
         value = [value]  # one setup line
-    if isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, type(default)):
-        raise UserError(f"--{key}={text} must be {type(default).__name__} (like its default {default!r})")
-    return value
+    if value is None:  # check_value lets None through (for keys that default to None); no sweep option takes it
+        value = text
+    return check_value(key, value, f"argument --{key}={text}", OPTIONS)
 
 
 def expand(sweep, cli_overrides):
@@ -162,7 +163,7 @@ def shared_prefix(a, b):
     return lo
 
 
-def fork_tree(hashes, min_fork=None):
+def fork_tree(hashes, min_fork):
     """parent[i], fork_step[i] (None, 0 for a root) and a run order: a greedy maximum spanning tree over shared
     prefixes, rooted at run 0, so each run forks from the placed run it shares the most steps with. A forked run
     computes only the steps after its own fork, so it can hand out checkpoints only at later steps; an earlier
@@ -170,13 +171,12 @@ def fork_tree(hashes, min_fork=None):
     n = len(hashes)
     parent, fork_step, placed = [None] * n, [0] * n, [0]
     best = [(0, None)] * n
-    min_fork = min_fork or [1] * n
 
     def offer(i):  # run i was placed: it can serve forks at steps it computes itself
         for j in range(n):
             if j not in placed:
                 k = shared_prefix(hashes[i], hashes[j])
-                if k > fork_step[i] and k >= max(1, min_fork[j]):
+                if k > fork_step[i] and k >= min_fork[j]:  # k > fork_step[i] >= 0: always 1 step or more
                     best[j] = max(best[j], (k, i), key=lambda b: b[0])
     offer(0)
     order = [0]
@@ -190,46 +190,42 @@ def fork_tree(hashes, min_fork=None):
 
 
 def write_run_config(path, config):
-    """The run's exact config as a config file: `python train.py <run>/config.py` reruns it from scratch."""
+    """The run's exact config as a config file: `python train.py <run>/config.py` reruns it from scratch. Creates
+    the run directory."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w') as f:
         f.write("# written by sweep.py: this run's full config\n")
         for key, value in config.items():
             f.write(f"{key} = {value!r}\n")
 
 
-def checkpoint_path(out_dir, step=None):
-    """A run's checkpoint (layout.py names them): the latest one (step None, what init_from='resume' continues
-    from) or the one kept after `step` steps (checkpoint_steps, what forks start from); None if there is none."""
-    return layout.latest(out_dir) if step is None else layout.kept(out_dir, step)
-
-
-def has_checkpoint(out_dir, step=None):
-    return checkpoint_path(out_dir, step) is not None
-
-
 def resume_args(out_dir, fork):
     """train.py arguments that start or continue run out_dir, decided when it starts: from its own checkpoint if it
     has one (it crashed, or was preempted, or an earlier job of it stopped at a fork point), else from the parent's
-    checkpoint at the fork step (fork = (parent out_dir, step)) if that exists, else from scratch."""
-    if has_checkpoint(out_dir):
+    checkpoint kept at the fork step (fork = (parent out_dir, step)) if that exists, else from scratch."""
+    if layout.latest(out_dir):
         return ["--init_from='resume'"]
-    if fork and has_checkpoint(*fork):
-        return ["--init_from='resume'", f"--resume_from={checkpoint_path(*fork)!r}"]
+    fork_checkpoint = layout.kept(*fork) if fork else None
+    if fork_checkpoint:
+        return ["--init_from='resume'", f"--resume_from={fork_checkpoint!r}"]
+    return []
+
+
+def torchrun_args(procs, parallel):
+    """The arguments between python and train.py for one node of `procs` ranks: torchrun's, or none."""
+    if procs > 1 or parallel == 'fsdp':  # FSDP2 needs torchrun's ranks, also alone
+        return ['-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={max(procs, 1)}']
     return []
 
 
 def launch(run, slot, options):
     """Start train.py for one run on one slot (a GPU group, or a CPU job); returns the Popen."""
     out = run['config']['out_dir']
-    os.makedirs(out, exist_ok=True)
     write_run_config(os.path.join(out, 'config.py'), run['config'])
     args = [os.path.join(out, 'config.py'), *resume_args(out, run['fork_from'])]
     env = dict(os.environ, PYTHONUNBUFFERED='1')
-    cmd = [sys.executable, os.path.join(ROOT, 'train.py'), *args]
     gpus = len(slot) if slot is not None and slot[0] != 'cpu' else 0
-    if gpus > 1 or run['config']['parallel'] == 'fsdp':  # FSDP2 needs torchrun's ranks, also alone
-        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={max(gpus, 1)}',
-               *cmd[1:]]
+    cmd = [sys.executable, *torchrun_args(gpus, run['config']['parallel']), os.path.join(ROOT, 'train.py'), *args]
     if gpus:
         env['CUDA_VISIBLE_DEVICES'] = ','.join(slot)
     elif options['jobs'] > 1:  # CPU runs side by side: split the cores instead of oversubscribing them
@@ -258,14 +254,12 @@ def execute(runs, order, options):
                 pending.remove(i)
                 failed.append(i)
                 continue
-            fork = runs[i]['fork_step'] if parent is not None else 0
-            runs[i]['fork_from'] = ((runs[parent]['config']['out_dir'], fork)
-                                    if parent is not None and has_checkpoint(runs[parent]['config']['out_dir'], fork)
-                                    else None)
+            fork = (runs[parent]['config']['out_dir'], runs[i]['fork_step']) if parent is not None else None
+            runs[i]['fork_from'] = fork if fork and layout.kept(*fork) else None
             slot = free.pop(0)
             running[i] = (launch(runs[i], slot, options), slot)
             pending.remove(i)
-            how = (f"forked from {runs[parent]['name']} at step {fork}" if runs[i]['fork_from']
+            how = (f"forked from {runs[parent]['name']} at step {fork[1]}" if runs[i]['fork_from']
                    else "from scratch")
             print(f"[{total - len(pending)}/{total}] start {runs[i]['name']}: {how}", flush=True)
         time.sleep(0.2)
@@ -293,7 +287,7 @@ def gather(runs, sweep_dir):
     each run's evals, its task evals and its stages). Each task of a run's `tasks` adds the columns acc_<task> and
     acc_norm_<task> (its final accuracies)."""
     extra = sorted({k for r in runs for k in r['swept']} - set(RESULT_COLUMNS))
-    rows, stages, task_names = [], {}, set()
+    rows, task_names = [], set()
     for run in runs:
         out = run['config']['out_dir']
         if not os.path.isfile(os.path.join(out, 'summary.json')):
@@ -326,18 +320,17 @@ def gather(runs, sweep_dir):
                    steps_computed=run['steps_computed'], forked_from=run['forked_from'],
                    fork_step=run['fork_step'] if run['forked_from'] else 0, out_dir=out,
                    **{k: config.get(k) for k in extra}, **accuracy)
-        rows.append((row, evals, task_evals))
-        stages[run['name']] = plan['stages']  # where each stage starts, its LR restart and optimizer reset
+        # plan['stages']: where each stage starts, its LR restart and optimizer reset
+        rows.append((row, evals, task_evals, plan['stages']))
     with open(os.path.join(sweep_dir, 'results.csv'), 'w', newline='') as f:
         task_columns = [f'{metric}_{task}' for task in sorted(task_names) for metric in ('acc', 'acc_norm')]
         writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS + task_columns + extra, restval='')
         writer.writeheader()
-        for row, _, _ in rows:
+        for row, *_ in rows:
             writer.writerow({k: '' if v is None else v for k, v in row.items()})
     with open(os.path.join(sweep_dir, 'results.jsonl'), 'w') as f:
-        for row, evals, task_evals in rows:
-            f.write(json.dumps({**row, 'evals': evals, 'task_evals': task_evals, 'stage_table': stages[row['run']]})
-                    + '\n')
+        for row, evals, task_evals, stage_table in rows:
+            f.write(json.dumps({**row, 'evals': evals, 'task_evals': task_evals, 'stage_table': stage_table}) + '\n')
     return len(rows)
 
 

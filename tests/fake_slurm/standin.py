@@ -20,7 +20,6 @@ can signal a job mid-run without racing it.
 import fcntl
 import json
 import os
-import resource
 import shlex
 import signal
 import subprocess
@@ -119,15 +118,13 @@ def sbatch(args):
                    nodes=int(opts.get('nodes', 1)), ntasks_per_node=int(opts.get('ntasks-per-node', 1)),
                    dependency=deps, kill_on_invalid_dep=opts.get('kill-on-invalid-dep') == 'yes',
                    output=opts.get('output', 'slurm-%j.out'), error=opts.get('error'), restarts=0,
-                   requeue=0, batch_pgid=None, task_pgids=[], exit_code=None, runner_pid=None,
+                   requeue=0, batch_pgid=None, task_pgids=[], exit_code=None,
                    held=os.environ.get('STANDIN_SLURM_HOLD') == '1')
         save(job)
     if not job['held']:
         runner_log = open(os.path.join(STATE, f'runner_{job_id}.log'), 'w')
-        runner = subprocess.Popen([sys.executable, os.path.abspath(__file__), '_run', str(job_id)],
-                                  stdin=subprocess.DEVNULL, stdout=runner_log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-        update(str(job_id), runner_pid=runner.pid)
+        subprocess.Popen([sys.executable, os.path.abspath(__file__), '_run', str(job_id)], stdin=subprocess.DEVNULL,
+                         stdout=runner_log, stderr=subprocess.STDOUT, start_new_session=True)
     print(f"Submitted batch job {job_id}")
 
 
@@ -206,11 +203,7 @@ def run(job_id):
                 kill_job(job)
                 killed = True
             time.sleep(0.1)
-        with Lock():
-            job = load(job_id)
-            usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the job's processes, all attempts (sacct's TotalCPU)
-            job['cpu_s'] = usage.ru_utime + usage.ru_stime
-            save(job)
+        job = load(job_id)  # as it ended: cancelled or requeued meanwhile, and every task srun started
         kill_job(job)  # whatever the script left behind
         slot.close()
         if job['state'] == 'CANCELLED':
@@ -271,17 +264,14 @@ def sacct(args):
     for job in all_jobs():
         if not ids or job['id'] in ids:
             values = dict(JobID=job['id'], JobName=job['name'], State=job['state'],
-                          TotalCPU=f"{job.get('cpu_s', 0):.1f}", NodeList=','.join(['localhost'] * job['nodes']),
-                          ExitCode=f"{job['exit_code'] or 0}:0")
+                          NodeList=','.join(['localhost'] * job['nodes']), ExitCode=f"{job['exit_code'] or 0}:0")
             print(sep.join(values[f] for f in fields))
 
 
 def scancel(args):
-    pairs, ids = option_pairs(args)
-    opts = dict(pairs)
-    if not ids:  # submitit writes `scancel ID --signal SIG`
-        ids = [a for a in args if a.isdigit()]
-        opts = dict(option_pairs([a for a in args if not a.isdigit()])[0])
+    # job ids may come before the options too: submitit writes `scancel ID --signal SIG`
+    ids = [a for a in args if a.isdigit()]
+    opts = dict(option_pairs([a for a in args if not a.isdigit()])[0])
     sig = opts.get('signal')
     for job_id in ids:
         job = load(job_id)
