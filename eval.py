@@ -21,7 +21,6 @@ import ast
 import dataclasses
 import json
 import os
-import time
 
 import torch.distributed as dist
 
@@ -94,15 +93,13 @@ def main(argv):
     tasks_text = [a.split('=', 1)[1] for a in argv if a.startswith('--tasks=')]
     options = parse_options([a for a in argv if not a.startswith('--tasks=')], OPTIONS, positional=['source'],
                             usage=USAGE)
-    if options['dtype'] not in ('auto', 'float32', 'bfloat16', 'float16'):
+    if options['dtype'] not in runtime.DTYPES:
         raise UserError(f"dtype={options['dtype']!r} must be 'auto', 'float32', 'bfloat16' or 'float16'")
     model_config, weights, tokenizer, step, run_tasks, default_out = open_model(options['source'], options)
     task_files = tasks.read_tasks(parse_tasks(tasks_text[-1]) if tasks_text else run_tasks)
     if not task_files:
         raise UserError(f"no tasks: pass --tasks=NAME=FILE (the run's config has none). usage: {USAGE}")
-    task_set = [dict(tasks.encode_task(name, path, examples, tokenizer, model_config.block_size),
-                     tokens_per_batch=options['batch_size'] * model_config.block_size)
-                for name, path, examples in task_files]
+    task_set = tasks.encode_task_set(task_files, tokenizer, model_config.block_size, options['batch_size'])
     out = options['out'] or default_out
     try:
         open(out, 'a').close()  # before any compute: an unwritable place is one error line, not lost work
@@ -113,13 +110,13 @@ def main(argv):
     model = runtime.build_model(model_config, system.device, 0, weights())
     _, ctx, _ = runtime.precision(options['dtype'], system.device_type)
     records = []
-    for task in task_set:
-        start = time.time()
-        result = tasks.evaluate(task, model, ctx, system)
-        record, line = tasks.task_record(task['name'], step, result, time.time() - start)
-        records.append(dict(record, source=os.path.abspath(options['source'])))
-        if system.rank == 0:
+
+    def log(record, line):
+        if system.rank == 0:  # every rank has every number; one writes them
+            records.append(dict(record, source=os.path.abspath(options['source'])))
             print(line, flush=True)
+
+    tasks.evaluate_and_log(task_set, model, step, ctx, system, log)
     if system.rank == 0:
         with open(out, 'a') as f:
             f.writelines(json.dumps(r) + '\n' for r in records)

@@ -18,6 +18,7 @@ import torch
 import checkpoint
 import hf
 import layout
+import runtime
 from configurator import UserError, parse_options, run_main
 
 OPTIONS = dict(
@@ -35,7 +36,7 @@ def main(argv):
     path = layout.checkpoint_at(options['source'])
     if not os.path.exists(path):
         raise UserError(f"checkpoint {path} not found: pass a run directory or a checkpoint (file or ckpt*.dcp)")
-    if options['dtype'] not in ('auto', 'float32', 'bfloat16', 'float16'):
+    if options['dtype'] not in runtime.DTYPES:
         raise UserError(f"dtype={options['dtype']!r} must be 'auto', 'float32', 'bfloat16' or 'float16'")
     saved = checkpoint.load_checkpoint(path, weights=True)  # a corrupt one is one error line; runs no code
     dtype = None if options['dtype'] == 'auto' else getattr(torch, options['dtype'])

@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import sys
 
 import torch
@@ -65,11 +66,7 @@ def open_model_dir(path):
     if not os.path.isfile(file):
         raise UserError(f"{path} has no config.json: init_from takes a Hugging Face model directory (config.json "
                         f"and model.safetensors), one of our checkpoints, or a run directory with ckpt.pt")
-    try:
-        with open(file) as f:
-            config = json.load(f)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{file} is not readable JSON ({type(e).__name__}: {e})") from None
+    config = common.read_json_file(file)
     if not isinstance(config, dict):
         raise UserError(f"{file} is not a JSON object")
     architecture_of(config, file)
@@ -363,7 +360,7 @@ def check_data_tokenizer(hf_source, model_config, sources):
                         f"model's tokenizer: copy the model's tokenizer files there")
     for source in sources:
         meta, where = source['meta'], f"{source['name']}_dir={source['dir']}"
-        if not same_tokenizer(meta, model_tok):
+        if not common.same_tokenizer(meta, model_tok):
             raise UserError(f"{where} was prepared with tokenizer {name_tokenizer(meta)}, but the model "
                             f"{hf_source['dir']} uses {name_tokenizer(model_tok)}: prepare the data with "
                             f"--tokenizer={model_tok['tokenizer_path']}")
@@ -459,7 +456,7 @@ def tokenizer_source(checkpoint, tokenizer_dir=''):
                                                         if d]
     for path in candidates:
         found = model_tokenizer(path) if os.path.isdir(path) else None
-        if found is not None and same_tokenizer(found, wanted):
+        if found is not None and common.same_tokenizer(found, wanted):
             return path, None
     if tokenizer_dir:
         raise UserError(f"--tokenizer={tokenizer_dir} does not hold the tokenizer this checkpoint was trained with "
@@ -476,8 +473,7 @@ def write_tokenizer(to, path, builtin, model_config):
     if path is not None:
         for file in TOKENIZER_FILES:
             if os.path.isfile(os.path.join(path, file)):
-                with open(os.path.join(path, file), 'rb') as src, open(os.path.join(to, file), 'wb') as dst:
-                    dst.write(src.read())
+                shutil.copyfile(os.path.join(path, file), os.path.join(to, file))
         return
     tok = common.builtin_hf_tokenizer(builtin)
     tok.save(os.path.join(to, 'tokenizer.json'))
@@ -515,9 +511,7 @@ def export(checkpoint, to, dtype=None, tokenizer_dir='', max_shard_bytes=MAX_SHA
         os.replace(tmp, to)
     finally:
         if os.path.isdir(tmp):
-            for name in os.listdir(tmp):
-                os.remove(os.path.join(tmp, name))
-            os.rmdir(tmp)
+            shutil.rmtree(tmp)
     params = sum(t.numel() for n, t in state.items() if not (n == 'lm_head.weight' and config.tied))
     what = ('tokenizer from ' + tok_dir if tok_dir else f'{builtin} tokenizer built here' if builtin
             else 'no tokenizer (the data tokenizer has no Hugging Face form)')

@@ -43,6 +43,9 @@ def init_system(config):
     return System(rank, local_rank, world, device, device_type, device_name)
 
 
+DTYPES = ('auto', 'float32', 'bfloat16', 'float16')  # the `dtype` settings precision() takes
+
+
 def precision(dtype, device_type, parallel='ddp'):
     """(dtype name, autocast context, GradScaler). 'auto': bfloat16 on GPUs that have it, else float16 (with loss
     scaling); float32 on the CPU. Under FSDP2 a low precision is its mixed-precision policy (shard()), not autocast."""

@@ -1,11 +1,10 @@
 """
 sample.py: text from a checkpoint, decoded with the tokenizer its data was prepared with (the checkpoint's record
-of it, or the run's meta.json): gpt2, bytes, or a model directory's tokenizer.json.
+of it): gpt2, bytes, or a model directory's tokenizer.json.
 
     python sample.py --out_dir=out/tiny --start="def " --num_samples=2 --max_new_tokens=200
     python sample.py --ckpt=out/tiny/ckpt_20.pt --start=FILE:prompt.txt --temperature=0.8 --top_k=50
 """
-import json
 import os
 import sys
 
@@ -35,19 +34,14 @@ OPTIONS = dict(
 
 
 def tokenizer_name(saved):
-    """The tokenizer the run's data was prepared with: its directory or name as the checkpoint records it, else
-    from the target (or generic) source's meta.json (older checkpoints)."""
+    """The tokenizer the run's data was prepared with, as the checkpoint records it: a model directory, else its name
+    (checkpoints older than tokenizer_meta record the name alone)."""
     recorded = saved.get('tokenizer_meta') or {}
-    if recorded.get('tokenizer_path') or recorded.get('tokenizer'):
-        return recorded.get('tokenizer_path') or recorded['tokenizer']
-    config = saved['config']
-    for key in ('target_dir', 'generic_dir'):
-        path = os.path.join(config[key], 'meta.json')
-        if os.path.isfile(path):
-            with open(path) as f:
-                return json.load(f)['tokenizer']
-    raise UserError(f"no meta.json in the run's target_dir or generic_dir ({config['target_dir']}, "
-                    f"{config['generic_dir']}) to name its tokenizer: pass --tokenizer=gpt2 or --tokenizer=bytes")
+    name = recorded.get('tokenizer_path') or recorded.get('tokenizer') or saved['tokenizer']
+    if not name:
+        raise UserError("the checkpoint does not record the tokenizer of its data (its meta.json named none): pass "
+                        "--tokenizer=gpt2, --tokenizer=bytes or --tokenizer=MODEL_DIR")
+    return name
 
 
 def main(argv):

@@ -218,6 +218,12 @@ def encode_task(name, path, examples, tokenizer, block_size):
                 choice_lengths=np.array(choice_lengths, dtype=np.float64))
 
 
+def encode_task_set(task_files, tokenizer, block_size, batch_size):
+    """The tasks read by read_tasks, encoded, each with a forward budget of batch_size x block_size tokens."""
+    return [dict(encode_task(name, path, examples, tokenizer, block_size), tokens_per_batch=batch_size * block_size)
+            for name, path, examples in task_files]
+
+
 def encode_tasks(task_files, config, hf_source, meta):
     """train.py: the tasks read by read_tasks, encoded with the tokenizer of the run's model (that of the Hugging
     Face model it comes from, hf_source, else of its data, meta: the generic source's meta.json), each with the
@@ -227,9 +233,7 @@ def encode_tasks(task_files, config, hf_source, meta):
         return []
     tokenizer = checkpoint_tokenizer(dict(hf_source=hf_source, tokenizer_meta=hf.tokenizer_meta(meta),
                                           tokenizer=meta.get('tokenizer')))
-    return [dict(encode_task(name, path, examples, tokenizer, config['block_size']),
-                 tokens_per_batch=config['batch_size'] * config['block_size'])
-            for name, path, examples in task_files]
+    return encode_task_set(task_files, tokenizer, config['block_size'], config['batch_size'])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -305,8 +309,8 @@ def task_record(name, step, result, seconds):
 
 
 def evaluate_and_log(task_set, model, step, ctx, system, log):
-    """train.py, at each eval: every task evaluated and logged. Returns {'tasks': {name: {acc, acc_norm, n}}} for
-    summary.json's `final` ({} without tasks)."""
+    """train.py at each eval, eval.py once: every task evaluated and logged. Returns {'tasks': {name: {acc,
+    acc_norm, n}}} for summary.json's `final` ({} without tasks)."""
     final = {}
     for task in task_set:
         start = time.time()

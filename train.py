@@ -145,8 +145,7 @@ def check_config(config, world):
     if c['gradient_accumulation_steps'] % world:
         raise UserError(f"gradient_accumulation_steps={c['gradient_accumulation_steps']} must be divisible by the "
                         f"number of ranks ({world}): S = batch_size * gradient_accumulation_steps is global")
-    need(c['dtype'] in ('auto', 'float32', 'bfloat16', 'float16'), 'dtype',
-         "'auto', 'float32', 'bfloat16' or 'float16'")
+    need(c['dtype'] in runtime.DTYPES, 'dtype', "'auto', 'float32', 'bfloat16' or 'float16'")
     need(c['backend'] in ('auto', 'nccl', 'gloo'), 'backend', "'auto', 'nccl' or 'gloo'")
     need(c['parallel'] in ('ddp', 'fsdp'), 'parallel', "'ddp' or 'fsdp'")
     resumed = c['resume_from'] or layout.latest(c['out_dir']) if c['init_from'] == 'resume' else None

@@ -191,11 +191,16 @@ def _bytes_decode(ids):
                    for d in docs if len(d))
 
 
+def is_model_dir_tokenizer(name):
+    """Whether get_tokenizer reads `name` as a model directory with a tokenizer.json (rather than bytes or tiktoken)."""
+    return name != 'bytes' and (os.sep in name or os.path.isdir(name))
+
+
 def get_tokenizer(name):
     """'bytes', a tiktoken encoding ('gpt2', ...), or a path to a model directory with a tokenizer.json."""
     if name == 'bytes':
         return dict(name='bytes', vocab_size=257, eot_token=256, encode=_bytes_encode, decode=_bytes_decode)
-    if os.sep in name or os.path.isdir(name):
+    if is_model_dir_tokenizer(name):
         return hf_tokenizer(name)
     enc = tiktoken_encoding(name)
     eot = enc.eot_token
@@ -610,14 +615,16 @@ def prepare_source(docs, out, source, script, argv, tokenizer='gpt2', max_tokens
     `source` describes where the documents come from; with the tokenizer and budgets it forms the settings that
     decide whether a re-run has anything to do. `report` is a dict the document stream may fill while it runs
     (utf8_replaced: count, notes: list of warnings) for meta.json and the summary. Returns meta (a dict)."""
-    tok = get_tokenizer(tokenizer)
     settings = dict(source=source, tokenizer=tokenizer, max_tokens=max_tokens, val_tokens=val_tokens)
-    if 'fingerprint' in tok:  # a model directory's tokenizer: the same path with other contents is another tokenizer
+    tok = None
+    if is_model_dir_tokenizer(tokenizer):  # the same path with other contents is another tokenizer: read it now
+        tok = get_tokenizer(tokenizer)
         settings['tokenizer_fingerprint'] = tok['fingerprint']
     settings = json.loads(json.dumps(settings))
     if not force and is_prepared(out, settings):
         print(f'{out}: already prepared with these settings (meta.json matches); nothing to do (--force rebuilds)')
         return read_meta(out)
+    tok = tok or get_tokenizer(tokenizer)  # a named one only now: tiktoken may need the network to load it
     dtype = token_dtype(tok['vocab_size'])
     created = not os.path.isdir(out)
     os.makedirs(out, exist_ok=True)

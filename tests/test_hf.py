@@ -182,8 +182,7 @@ def test_trains_from_the_model_and_exports_what_it_trained(models, trained, name
     run, reference = trained[name], models[name][1]
     with open(f"{run['out']}/summary.json") as f:
         summary = json.load(f)
-    with open(f"{run['out']}/log.jsonl") as f:
-        log = [json.loads(line) for line in f]
+    log = read_log(run['out'])
     # the loaded shape, not the run's model keys (config/tiny.py: gpt2, 2 heads, width 32)
     shape = summary['model']
     assert shape['source'] == os.path.abspath(run['path']) and shape['n_embd'] == 64 and shape['n_head'] == 4
@@ -286,16 +285,16 @@ def test_tokenizer_fingerprint_is_the_tokenizer_not_the_file(models, tmp_path):
     shutil.copy(f'{path}/tokenizer_config.json', copy)
     assert open(f'{copy}/tokenizer.json', 'rb').read() != open(f'{path}/tokenizer.json', 'rb').read()
     a, b = hf.model_tokenizer(path), hf.model_tokenizer(copy)
-    assert a['tokenizer_fingerprint'] == b['tokenizer_fingerprint'] and hf.same_tokenizer(a, b)
-    assert not hf.same_tokenizer(a, hf.model_tokenizer(models['gpt2'][0]))
+    assert a['tokenizer_fingerprint'] == b['tokenizer_fingerprint'] and common.same_tokenizer(a, b)
+    assert not common.same_tokenizer(a, hf.model_tokenizer(models['gpt2'][0]))
     # GPT-2's tokenizer.json and tiktoken's gpt2 data are the same tokenizer
     gpt2 = str(tmp_path / 'gpt2')
     os.makedirs(gpt2)
     common.builtin_hf_tokenizer('gpt2').save(f'{gpt2}/tokenizer.json')
     with open(f'{gpt2}/tokenizer_config.json', 'w') as f:
         json.dump(dict(eos_token='<|endoftext|>'), f)
-    assert hf.same_tokenizer(hf.model_tokenizer(gpt2), dict(tokenizer='gpt2', vocab_size=50257))
-    assert not hf.same_tokenizer(hf.model_tokenizer(gpt2), dict(tokenizer='bytes', vocab_size=257))
+    assert common.same_tokenizer(hf.model_tokenizer(gpt2), dict(tokenizer='gpt2', vocab_size=50257))
+    assert not common.same_tokenizer(hf.model_tokenizer(gpt2), dict(tokenizer='bytes', vocab_size=257))
 
 
 def test_large_vocabulary_goes_to_uint32(tmp_path):
