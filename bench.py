@@ -36,6 +36,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+import checkpoint
 import data
 import runtime
 import schedule
@@ -109,9 +110,7 @@ def setup(config):
     of it all (b.config, b.plan, b.model, ...)."""
     system = runtime.init_system(config)
     cuda = system.device_type == 'cuda'
-    generic = data.open_source('generic', config['generic_dir'])
-    target = data.open_source('target', config['target_dir'])
-    data.check_sources(generic, target, config)
+    generic, target = data.open_sources(config)
     block_size = config['block_size']
     plan = schedule.make_plan(config, data.train_windows(target, block_size), data.train_windows(generic, block_size))
     pool = schedule.pool_of(plan)
@@ -121,10 +120,10 @@ def setup(config):
     if start >= plan['N']:
         raise UserError(f"bench_start={start} is past the plan's last step {plan['N'] - 1}")
     dtype, ctx, scaler = runtime.precision(config['dtype'], system.device_type, config['parallel'])
-    raw_model = runtime.build_model(model_config_from(config, generic['meta']['vocab_size']), system.device,
-                                    config['seed'])
-    if config['parallel'] == 'fsdp':  # under torchrun; one rank shards over itself (the code path, not the savings)
-        runtime.shard(raw_model, dtype)
+    # as train.py builds it from scratch; fsdp runs under torchrun, and one rank shards over itself (the code path,
+    # not the savings)
+    raw_model = runtime.load_model(model_config_from(config, generic['meta']['vocab_size']), config, system, dtype,
+                                   checkpoint.Start('scratch', '', None, 0, 0, None))
     b = SimpleNamespace(config=config, system=system, cuda=cuda, plan=plan, start=start, raw_model=raw_model,
                         model=runtime.compile_and_wrap(raw_model, config, system), dtype=dtype, ctx=ctx,
                         scaler=scaler, optimizer=runtime.make_optimizer(raw_model, config, system.device_type),

@@ -66,9 +66,10 @@ def sampled_slices(tokens, chunks=16, size=4096):
     return [tokens[start:start + size] for start in np.linspace(0, max(0, len(tokens) - size), chunks).astype(np.int64)]
 
 
-def check_sources(generic, target, config):
-    """The two sources fit each other and this run: same tokenizer, enough tokens for a window, validation windows,
-    and no token id the model has no embedding for (an index error or a device-side assert mid-run otherwise)."""
+def open_sources(config):
+    """A run's generic and target sources (open_source), checked to fit each other and this run: same tokenizer,
+    enough tokens for a window, validation windows. (Token ids against the model's vocabulary: check_token_ids.)"""
+    generic, target = open_source('generic', config['generic_dir']), open_source('target', config['target_dir'])
     block_size = config['block_size']
     for key, same in (('tokenizer', hf.same_tokenizer(generic['meta'], target['meta'])),  # by fingerprint if any
                       ('vocab_size', generic['meta'].get('vocab_size') == target['meta'].get('vocab_size'))):
@@ -82,6 +83,7 @@ def check_sources(generic, target, config):
         if val_windows(source, config) < 1:
             raise UserError(f"{source['dir']}/val.bin has {len(source['val'])} tokens and val_tokens="
                             f"{config['val_tokens']}: validation needs at least block_size+1={block_size + 1}")
+    return generic, target
 
 
 def check_token_ids(source, vocab_size, val_tokens):

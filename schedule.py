@@ -220,9 +220,7 @@ def paper_stages(c, N, S, T, gamma):
     front = legacy_keys(dict(rho=rho, alpha=alpha, delta=delta, rho_realised=rho_realised, stage1_steps=L1,
                              stage2_steps=L2, stage2_start=L1, stage1_target=K1, stage2_target=K2,
                              restart_schedule=restart, reset_optimizer=reset))
-    front.update(warnings=warnings, lr_schedule=c['lr_schedule'], learning_rate=c['learning_rate'],
-                 stage2_learning_rate=c['stage2_learning_rate'], min_lr=c['min_lr'],
-                 warmup_fraction=c['warmup_fraction'], cooldown_fraction=c['cooldown_fraction'], mode=c['mode'])
+    front.update(warnings=warnings, mode=c['mode'])  # the LR settings live in each stage's schedule
     return stages, front
 
 

@@ -291,9 +291,7 @@ def open_run(config, system):
     """Data, how the run starts, the model's shape and the plan, all checked before the model exists; out_dir made
     ready. Returns (generic, target, start, model_config, plan, pool, fingerprint)."""
     block_size = config['block_size']
-    generic = data.open_source('generic', config['generic_dir'])
-    target = data.open_source('target', config['target_dir'])
-    data.check_sources(generic, target, config)
+    generic, target = data.open_sources(config)
     start = checkpoint.start(config, generic['meta'])
     model_config = model_shape(config, start, generic, target)
     plan = schedule.make_plan(config, data.train_windows(target, block_size), data.train_windows(generic, block_size),

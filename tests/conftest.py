@@ -12,6 +12,12 @@ import pytest  # noqa: E402
 from helpers import make_sources, run_sweep  # noqa: E402
 
 
+@pytest.fixture(scope='module')
+def sources(tmp_path_factory):
+    """(generic_dir, target_dir) of helpers.make_sources' default data (test_stages.py makes its own)."""
+    return make_sources(str(tmp_path_factory.mktemp('data')))
+
+
 @pytest.fixture(scope='session')
 def sweeps(tmp_path_factory):
     """A mid-training WSD ρ sweep at α=1, plus a no-replay run with twice the target data, run twice with the local

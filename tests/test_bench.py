@@ -12,12 +12,7 @@ import bench
 import data
 import schedule
 from configurator import UserError, load_config
-from helpers import ROOT, make_sources
-
-
-@pytest.fixture(scope='module')
-def sources(tmp_path_factory):
-    return make_sources(str(tmp_path_factory.mktemp('data')))
+from helpers import ROOT
 
 
 def test_bench_compare_and_profile_print_their_fields(sources, tmp_path):

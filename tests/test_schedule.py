@@ -258,9 +258,10 @@ def test_delta_one_no_stage1(given):
     assert np.array_equal(n, even(21, 20))  # target spread over the whole run
     assert all(schedule.stage_of(plan, t) == 2 for t in range(20))
     for mode in ('midtrain', 'finetune'):  # nothing before stage 2: no reset; fine-tuning's stage-2 schedule is all
-        p = plan_of(20, 5, 7, 3, mode=mode, **given)
+        config = cfg(20, 5, 7, 3, mode=mode, **given)
+        p = schedule.make_plan(config)
         assert p['restart_schedule'] == (mode == 'finetune') and not p['reset_optimizer']
-        peak = p['stage2_learning_rate'] if mode == 'finetune' else p['learning_rate']
+        peak = config['stage2_learning_rate'] if mode == 'finetune' else config['learning_rate']
         assert max(schedule.lr_at(p, t) for t in range(20)) == pytest.approx(peak)
 
 

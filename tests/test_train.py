@@ -10,12 +10,7 @@ import pytest
 
 import schedule
 from configurator import load_config
-from helpers import ROOT, TARGET_BASE, copy_for_resume, make_sources, read_log, run_train, without_timing
-
-
-@pytest.fixture(scope='module')
-def sources(tmp_path_factory):
-    return make_sources(str(tmp_path_factory.mktemp('data')))
+from helpers import ROOT, TARGET_BASE, copy_for_resume, read_log, run_train, without_timing
 
 
 @pytest.fixture(scope='module')
