@@ -141,7 +141,7 @@ def llama3_frequencies(inv_freq, factor, low_freq_factor, high_freq_factor, orig
 def apply_rotary(x, cos, sin):
     """Rotate x (B, T, H, Q) pairwise by position; pairs are (i, i + Q/2) ("rotate half"). float32 math."""
     x1, x2 = x.float().chunk(2, dim=-1)
-    cos, sin = cos[:, None, :], sin[:, None, :]  # broadcast over heads
+    cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)  # broadcast over heads: (T, 1, Q/2) or per row (B, T, 1, Q/2)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
 
 
@@ -155,7 +155,7 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(self.n_head * self.head_dim, config.n_embd, bias=config.use_bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, rope=None):
+    def forward(self, x, rope=None, attn_mask=None):
         B, T, _ = x.shape
         H, KV, Q = self.n_head, self.n_kv_head, self.head_dim
         q, k, v = self.qkv(x).split([H * Q, KV * Q, KV * Q], dim=-1)
@@ -164,8 +164,11 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, Q)
         # grouped-query attention: each k/v head serves H/KV consecutive query heads
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=True, enable_gqa=KV != H)
+        # attn_mask None: plain causal attention (SDPA's is_causal fast path); else a boolean (B, 1, T, T) mask,
+        # True where a query may attend (packed examples, padded rows)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                           dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=attn_mask is None, enable_gqa=KV != H)
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, H * Q)))
 
 
@@ -193,8 +196,8 @@ class Block(nn.Module):
         self.norm1, self.attn = make_norm(config), CausalSelfAttention(config)
         self.norm2, self.mlp = make_norm(config), MLP(config)
 
-    def forward(self, x, rope=None):
-        x = x + self.attn(self.norm1(x), rope)
+    def forward(self, x, rope=None, attn_mask=None):
+        x = x + self.attn(self.norm1(x), rope, attn_mask)
         return x + self.mlp(self.norm2(x))
 
 
@@ -230,24 +233,28 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, idx, targets=None, all_logits=False):
+    def forward(self, idx, targets=None, all_logits=False, positions=None, attn_mask=None):
         """idx, targets: (B, T) int64. Returns (logits (B, T, V), loss (B,)) with targets, where loss is each
         sequence's mean cross entropy over its targets != -1; without targets, (logits (B, 1, V), None): the last
-        position's, or with all_logits=True every position's, (logits (B, T, V), None)."""
+        position's, or with all_logits=True every position's, (logits (B, T, V), None).
+        positions: (B, T) int64, each token's position (None: 0..T-1 in every row); attn_mask: (B, 1, T, T) bool,
+        True where a query may attend (None: causal). Both None is the fast path every text window takes."""
         B, T = idx.shape
         assert T <= self.config.block_size, f"sequence of {T} tokens > block_size {self.config.block_size}"
         x = self.wte(idx)
         rope = None
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(T, device=idx.device))
-        else:
+            x = x + self.wpe(torch.arange(T, device=idx.device) if positions is None else positions)
+        elif positions is None:
             rope = (self.rope_cos[:T], self.rope_sin[:T])
+        else:
+            rope = (self.rope_cos[positions], self.rope_sin[positions])
         x = self.drop(x)
         for block in self.blocks:
             if self.activation_checkpointing and self.training:  # keep no activations inside a block: recompute
-                x = torch.utils.checkpoint.checkpoint(block, x, rope, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(block, x, rope, attn_mask, use_reentrant=False)
             else:
-                x = block(x, rope)
+                x = block(x, rope, attn_mask)
         x = self.norm_f(x)
 
         if targets is None:  # generation only needs the last position

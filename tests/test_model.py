@@ -199,3 +199,26 @@ def test_traces_as_one_graph(arch):
     compiled = torch.compile(model, backend='eager', fullgraph=True)
     x, y = batch()
     assert torch.allclose(compiled(x, y)[1], model(x, y)[1], atol=1e-6)
+
+
+@pytest.mark.parametrize('arch', ARCHS)
+def test_explicit_positions_and_mask(arch):
+    """positions/attn_mask given explicitly as the fast path's own (0..T-1, causal) change nothing; a row placed
+    after left padding, with its own positions and a mask that hides the padding, computes what it computes alone."""
+    model = build(arch).eval()
+    x, y = batch()
+    logits, loss = model(x, y)
+    causal = torch.ones(T, T, dtype=torch.bool).tril().expand(4, 1, T, T)
+    positions = torch.arange(T).expand(4, T)
+    logits2, loss2 = model(x, y, positions=positions, attn_mask=causal)
+    assert torch.allclose(logits, logits2, atol=1e-5) and torch.allclose(loss, loss2, atol=1e-6)
+
+    pad = 5  # row 0's first T - pad tokens, right-aligned behind `pad` padding tokens
+    shifted = torch.cat([torch.zeros(1, pad, dtype=torch.long), x[:1, :T - pad]], 1)
+    row_positions = (torch.arange(T) - pad).clamp(min=0).view(1, T)
+    visible = causal[:1].clone()
+    visible[..., :pad] = False
+    visible[..., :pad, :pad] = torch.eye(pad, dtype=torch.bool)  # padding queries see themselves (no empty rows)
+    padded_logits, _ = model(shifted, positions=row_positions, attn_mask=visible, all_logits=True)
+    alone, _ = model(x[:1, :T - pad], all_logits=True)
+    assert torch.allclose(padded_logits[:, pad:], alone, atol=1e-5)
