@@ -26,8 +26,8 @@ import sys
 
 from tqdm import tqdm
 
-from common import (UserError, base_parser, count_invalid_utf8, dataset_texts, import_datasets, prepare_source,
-                    run_main)
+from common import UserError, base_parser, count_invalid_utf8, prepare_source, run_main
+from hub import dataset_texts, import_datasets
 
 BUILDERS = {'.txt': 'text', '.text': 'text', '.md': 'text', '.jsonl': 'json', '.ndjson': 'json', '.json': 'json',
             '.parquet': 'parquet'}

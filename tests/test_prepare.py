@@ -24,7 +24,9 @@ import datasets  # noqa: E402
 import common  # noqa: E402
 import demo  # noqa: E402
 import local  # noqa: E402
-from common import EOT_TEXT, UserError  # noqa: E402
+import tokenizer  # noqa: E402
+from common import UserError  # noqa: E402
+from tokenizer import EOT_TEXT  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +44,7 @@ def run(script, *args, cwd=ROOT, env=None):
 
 def decoded(out, split):
     meta = common.read_meta(out)
-    return common.get_tokenizer(meta['tokenizer'])['decode'](common.load_tokens(out, split))
+    return tokenizer.get_tokenizer(meta['tokenizer'])['decode'](common.load_tokens(out, split))
 
 
 def joined(docs):
@@ -171,11 +173,11 @@ def test_local_txt_paragraphs_directories_and_globs(tmp_path):
 
 
 def test_tokenizers():
-    b = common.get_tokenizer('bytes')
+    b = tokenizer.get_tokenizer('bytes')
     ids, lengths = b['encode'](['héllo', '', '☕'])
     assert lengths.tolist() == [7, 1, 4] and ids[lengths.cumsum() - 1].tolist() == [256, 256, 256]
     assert b['decode'](ids) == joined(['héllo', '', '☕'])
-    g = common.get_tokenizer('gpt2')
+    g = tokenizer.get_tokenizer('gpt2')
     ids, lengths = g['encode'](['hello world', 'x <|endoftext|> y'])  # special text in a document stays text
     assert ids[:3].tolist() == [31373, 995, 50256] and (ids == 50256).sum() == 2
     assert g['decode'](ids) == joined(['hello world', 'x <|endoftext|> y'])
@@ -183,10 +185,10 @@ def test_tokenizers():
     assert [common.parse_count(x) for x in ('65536', '1_000', '64M', '4.3B', '2e6')] == \
         [65536, 1000, 64_000_000, 4_300_000_000, 2_000_000]
     with pytest.raises(UserError, match='unknown tokenizer'):
-        common.get_tokenizer('llama3')
+        tokenizer.get_tokenizer('llama3')
 
 
-def fake_tokenizer(vocab_size, offset, byte_tokenizer=common.get_tokenizer('bytes')):
+def fake_tokenizer(vocab_size, offset, byte_tokenizer=tokenizer.get_tokenizer('bytes')):
     """A byte tokenizer shifted by `offset`: ids above 65535 like a Llama-3 sized vocabulary."""
     def encode(texts):
         ids, lengths = byte_tokenizer['encode'](texts)
@@ -217,25 +219,25 @@ def test_gpt2_works_offline_from_an_empty_cache(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == '[31373, 995, 50256]'
     assert sorted(os.listdir(cache)) == sorted(hashlib.sha1(url.encode()).hexdigest()
-                                               for url, _, _ in common.GPT2_BPE_FILES)
+                                               for url, _, _ in tokenizer.GPT2_BPE_FILES)
 
 
 def test_gpt2_cache_seeding_never_touches_a_cached_file(tmp_path, monkeypatch):
-    url = common.GPT2_BPE_FILES[0][0]
+    url = tokenizer.GPT2_BPE_FILES[0][0]
     (tmp_path / hashlib.sha1(url.encode()).hexdigest()).write_bytes(b'downloaded earlier')
     monkeypatch.setenv('TIKTOKEN_CACHE_DIR', str(tmp_path))
-    common.seed_gpt2_cache()
+    tokenizer.seed_gpt2_cache()
     assert (tmp_path / hashlib.sha1(url.encode()).hexdigest()).read_bytes() == b'downloaded earlier'
     assert len(os.listdir(tmp_path)) == 2
     # the same directory tiktoken picks: TIKTOKEN_CACHE_DIR, then DATA_GYM_CACHE_DIR, then $TMPDIR/data-gym-cache
     monkeypatch.delenv('TIKTOKEN_CACHE_DIR')
     monkeypatch.setenv('DATA_GYM_CACHE_DIR', '/x/gym')
-    assert common.tiktoken_cache_dir() == '/x/gym'
+    assert tokenizer.tiktoken_cache_dir() == '/x/gym'
     monkeypatch.delenv('DATA_GYM_CACHE_DIR')
     monkeypatch.setattr('tempfile.tempdir', '/x/tmp')
-    assert common.tiktoken_cache_dir() == '/x/tmp/data-gym-cache'
+    assert tokenizer.tiktoken_cache_dir() == '/x/tmp/data-gym-cache'
     monkeypatch.setenv('TIKTOKEN_CACHE_DIR', '')
-    assert common.tiktoken_cache_dir() is None  # caching disabled by the user: nothing to seed
+    assert tokenizer.tiktoken_cache_dir() is None  # caching disabled by the user: nothing to seed
 
 
 # ---- the val split, budgets, atomic output ----------------------------------------------------------------------
