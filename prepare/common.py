@@ -196,12 +196,14 @@ def is_prepared(out, settings):
                for s in ('train', 'val') for p in [os.path.join(out, f'{s}.bin')])
 
 
-def document_batches(docs, stats, max_chars=1 << 20, max_docs=512):
+def document_batches(docs, stats, sizes=None, max_chars=1 << 20, max_docs=512):
     """Lists of non-empty documents, about 1M characters each: big enough to be worth shipping to a worker
     process, small enough to stop soon after a budget is reached and to keep every worker busy. Empty and missing
-    (None) documents are skipped and counted."""
+    (None) documents are skipped and counted. stats['started']: when the first document arrived; `sizes` (a
+    deque) gets each batch's UTF-8 bytes, for the progress bar's estimate."""
     batch, chars = [], 0
     for text in docs:
+        stats.setdefault('started', time.time())
         if not text:
             stats['skipped_empty'] += 1
             continue
@@ -210,10 +212,16 @@ def document_batches(docs, stats, max_chars=1 << 20, max_docs=512):
         batch.append(text)
         chars += len(text)
         if chars >= max_chars or len(batch) >= max_docs:
-            yield batch
+            yield batch_with_size(batch, sizes)
             batch, chars = [], 0
     if batch:
-        yield batch
+        yield batch_with_size(batch, sizes)
+
+
+def batch_with_size(batch, sizes):
+    if sizes is not None:
+        sizes.append(sum(len(text.encode('utf-8', 'replace')) for text in batch))
+    return batch
 
 
 def take_documents(lengths, need):
@@ -238,9 +246,14 @@ def commit(out, partial, meta):
 
 class SplitWriter:
     """The train and val token files being written (as .partial files), with their token and document counts,
-    the largest id written (meta.json's max_token_id, which train.py checks) and a progress bar."""
-    def __init__(self, files, tok, dtype, total, desc):
-        self.files, self.tok, self.dtype, self.total, self.desc = files, tok, dtype, total, desc
+    the largest id written (meta.json's max_token_id, which train.py checks) and a progress bar. The bar's rate is
+    the tokens written over the time since the first document arrived (progress['started']); its total, and so its
+    ETA, is the token budget (`budget`, train + val) or, where the input's size in bytes is known
+    (progress['input_bytes']), the tokens that size holds at the tokens per byte encoded so far (an estimate),
+    whichever is smaller; without either it shows no ETA."""
+    def __init__(self, files, tok, dtype, budget, desc, progress):
+        self.files, self.tok, self.dtype, self.budget, self.desc = files, tok, dtype, budget, desc
+        self.progress = progress  # started, bytes and tokens encoded so far, input_bytes (filled by the stream)
         self.counts = {s: dict(tokens=0, documents=0) for s in ('train', 'val')}
         self.max_token_id, self.bar = -1, None  # the bar opens at the first write, after the stream's own output
 
@@ -257,9 +270,27 @@ class SplitWriter:
         self.counts[split]['tokens'] += len(ids)
         self.counts[split]['documents'] += n_docs
         if self.bar is None:
-            self.bar = tqdm(total=self.total, unit='tok', unit_scale=True, desc=self.desc,
-                            mininterval=0.5, dynamic_ncols=True, file=sys.stderr)
+            # smoothing=0: the average rate since the start, not tqdm's moving average of the last updates
+            self.bar = tqdm(total=self.budget, unit='tok', unit_scale=True, desc=self.desc, mininterval=0.5,
+                            smoothing=0, dynamic_ncols=True, file=sys.stderr)
+            # the first tokens were read and encoded before the bar existed: timed from its own start, they took
+            # ~0 s, and the rate read hundreds of times too high
+            self.bar.start_t = self.bar.last_print_t = self.progress.get('started', self.bar.start_t)
+        self.bar.total = self.total()
         self.bar.update(len(ids))
+
+    def total(self):
+        size, done = self.progress.get('input_bytes'), self.progress.get('bytes')
+        if not size or not done:
+            return self.budget
+        estimate = int(round(self.progress['tokens'] * size / done))
+        return min(estimate, self.budget) if self.budget else estimate
+
+    def close(self, finished=False):
+        if self.bar is not None and not self.bar.disable:
+            if finished and self.bar.total is not None:  # the estimate gives way to what was written
+                self.bar.total = self.bar.n
+            self.bar.close()
 
     def tokens(self, split):
         return self.counts[split]['tokens']
@@ -336,7 +367,8 @@ def prepare_source(docs, out, source, script, argv, tokenizer='gpt2', max_tokens
     whole, until val_tokens is reached. train: the documents after them until max_tokens is reached (0 = all).
     `source` describes where the documents come from; with the tokenizer and budgets it forms the settings that
     decide whether a re-run has anything to do. `report` is a dict the document stream may fill while it runs
-    (utf8_replaced: count, notes: list of warnings) for meta.json and the summary. Returns meta (a dict)."""
+    (utf8_replaced: count, notes: list of warnings) for meta.json and the summary, and input_bytes (the UTF-8 size
+    of its text, exact or about, once known) for the progress bar's ETA. Returns meta (a dict)."""
     settings = dict(source=source, tokenizer=tokenizer, max_tokens=max_tokens, val_tokens=val_tokens)
     tok = None
     if is_model_dir_tokenizer(tokenizer):  # the same path with other contents is another tokenizer: read it now
@@ -352,12 +384,19 @@ def prepare_source(docs, out, source, script, argv, tokenizer='gpt2', max_tokens
     os.makedirs(out, exist_ok=True)
     partial = {s: os.path.join(out, f'{s}.bin.partial') for s in ('train', 'val')}
     stats, report, t0 = dict(skipped_empty=0), {} if report is None else report, time.time()
-    batches = lambda stream: encode_batches(tok, document_batches(stream, stats), workers)
+    progress = dict(bytes=0, tokens=0)
+
+    def batches(stream):
+        sizes = collections.deque()  # encode_batches keeps the order: one size per encoded batch
+        for ids, lengths in encode_batches(tok, document_batches(stream, stats, sizes), workers):
+            progress.update(started=stats['started'], input_bytes=report.get('input_bytes'),
+                            bytes=progress['bytes'] + sizes.popleft(), tokens=progress['tokens'] + len(ids))
+            yield ids, lengths
     writer = None
     try:
         with open(partial['train'], 'wb') as ftrain, open(partial['val'], 'wb') as fval:
             writer = SplitWriter(dict(train=ftrain, val=fval), tok, dtype,
-                                 max_tokens + val_tokens if max_tokens else None, out)
+                                 max_tokens + val_tokens if max_tokens else None, out, progress)
             notes = fill_val_from(writer, batches(val_docs), val_tokens) if val_docs is not None else []
             notes += fill_splits(writer, batches(docs), 0 if val_docs is not None else val_tokens, max_tokens)
             notes = report.get('notes', []) + notes + size_notes(writer.counts, max_tokens)
@@ -371,9 +410,10 @@ def prepare_source(docs, out, source, script, argv, tokenizer='gpt2', max_tokens
                     utf8_replaced=report.get('utf8_replaced', 0), notes=notes, command=command_line(script, argv),
                     seconds=round(seconds, 2), settings=settings)
         commit(out, partial, meta)
+        writer.close(finished=True)
     finally:
-        if writer is not None and writer.bar is not None:
-            writer.bar.close()
+        if writer is not None:
+            writer.close()
         for path in partial.values():
             if os.path.exists(path):
                 os.remove(path)

@@ -407,3 +407,64 @@ def test_export_and_prepare_bad_inputs(trained, tmp_path):
         tokenizer.get_tokenizer(str(tmp_path))
     with pytest.raises(UserError, match='hf download meta-llama/Llama-3.1-8B --local-dir DIR'):
         tokenizer.get_tokenizer('meta-llama/Llama-3.1-8B')
+
+
+def test_export_refuses_a_non_empty_directory_unless_forced(trained, tmp_path):
+    """export.py into a non-empty directory: one error line, exit status 2, nothing touched; --force=True replaces
+    it once the export is complete, but never a directory holding the checkpoint being exported."""
+    run = trained['gpt2']
+    to = tmp_path / 'taken'
+    to.mkdir()
+    (to / 'notes.txt').write_text('keep me')
+    result = script('export.py', run['out'], f'--to={to}', expect_ok=False)
+    assert result.returncode == 2 and result.stderr.count('\n') == 1 and 'Traceback' not in result.stderr
+    assert result.stderr.startswith(f'error: --to={to} exists and is not an empty directory') and \
+        '--force=True' in result.stderr
+    assert os.listdir(to) == ['notes.txt']
+    export.main([run['out'], f'--to={to}', '--force=True'])
+    assert sorted(os.listdir(to)) == sorted(os.listdir(run['export']))  # replaced: notes.txt is gone
+    assert transformers.AutoModelForCausalLM.from_pretrained(str(to)) is not None
+    before = sorted(os.listdir(run['out']))
+    with pytest.raises(UserError, match='holds the checkpoint'):
+        export.main([run['out'], f"--to={run['out']}", '--force=True'])
+    assert sorted(os.listdir(run['out'])) == before and not [p for p in os.listdir(tmp_path) if '.tmp' in p]
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+@pytest.mark.parametrize('form', ['chat_template.jinja', 'tokenizer_config.json'])
+def test_export_carries_the_models_chat_template(models, tmp_path, form):
+    """A model directory with a chat template (chat_template.jinja, or tokenizer_config.json's chat_template): the
+    export renders conversations with it through transformers' apply_chat_template, as the source does; from the
+    run's model directory (hf_source) or from the directory the data's tokenizer was read from."""
+    path = str(tmp_path / 'chat_model')
+    shutil.copytree(models['llama'][0], path)
+    with open(f'{path}/tokenizer_config.json') as f:
+        config = {k: v for k, v in json.load(f).items() if k != 'chat_template'}
+    if os.path.exists(f'{path}/chat_template.jinja'):
+        os.remove(f'{path}/chat_template.jinja')
+    if form == 'chat_template.jinja':
+        with open(f'{path}/chat_template.jinja', 'w') as f:
+            f.write(CHAT_TEMPLATE)
+    else:
+        config['chat_template'] = CHAT_TEMPLATE
+    with open(f'{path}/tokenizer_config.json', 'w') as f:
+        json.dump(config, f)
+    model = ours(path)
+    checkpoint = dict(model=model.state_dict(), model_config=dataclasses.asdict(model.config))
+    if form == 'chat_template.jinja':  # a run from the model directory
+        checkpoint['hf_source'] = hf.open_model_dir(path)
+    else:  # a run from scratch on data prepared with --tokenizer=DIR
+        checkpoint['tokenizer_meta'] = tokenizer.tokenizer_meta(tokenizer.model_tokenizer(path))
+    out = str(tmp_path / 'export')
+    assert export.export(checkpoint, out).endswith('with its chat template')
+    messages = [dict(role='system', content='Be brief.'), dict(role='user', content='Héllo?'),
+                dict(role='assistant', content='Hi.')]
+    exported, source = (transformers.AutoTokenizer.from_pretrained(p) for p in (out, path))
+    text = exported.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert text == '<|system|>Be brief.\n<|user|>Héllo?\n<|assistant|>Hi.\n<|assistant|>'
+    assert text == source.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert exported.apply_chat_template(messages, tokenize=True, return_dict=False) == \
+        source.apply_chat_template(messages, tokenize=True, return_dict=False)

@@ -12,6 +12,7 @@ import re
 import runpy
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -68,6 +69,7 @@ def prepare(docs, out, **kwargs):
 def test_demo_builds_both_sources_offline_and_reruns_as_a_no_op(tmp_path):
     r = run('demo.py', cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    assert '100%' in final_bar(r.stderr)  # the demo knows its size: the bar has a total, so an ETA
     generic, target = (common.read_meta(tmp_path / 'data' / d) for d in ('demo_generic', 'demo_target'))
     for meta in (generic, target):
         assert (meta['tokenizer'], meta['vocab_size'], meta['eot_token'], meta['dtype']) == \
@@ -150,6 +152,7 @@ def test_local_gpt2_example_from_the_readme_round_trips(tmp_path):
     r = run('local.py', '--input', 'some.jsonl', '--text_field', 'text', '--tokenizer', 'gpt2', '--out', 'data/x',
             cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    assert '100%' in final_bar(r.stderr)  # an uncompressed file's size is known: the bar has an ETA
     out = tmp_path / 'data' / 'x'
     meta = common.read_meta(out)
     assert (meta['vocab_size'], meta['eot_token'], meta['dtype']) == (50257, 50256, 'uint16')
@@ -194,6 +197,41 @@ def fake_tokenizer(vocab_size, offset, byte_tokenizer=tokenizer.get_tokenizer('b
         ids, lengths = byte_tokenizer['encode'](texts)
         return ids + offset, lengths
     return dict(name='fake', vocab_size=vocab_size, eot_token=256 + offset, encode=encode, decode=None)
+
+
+def final_bar(stderr):
+    """The progress bar's last rendering (tqdm rewrites its line with carriage returns)."""
+    return [line for line in re.split(r'[\r\n]', stderr) if 'tok' in line and '[' in line][-1]
+
+
+def bar_rate(line):
+    """Tokens per second as the bar shows them ('1.23Mtok/s')."""
+    number, scale = re.search(r'([0-9.]+)([kMG]?)tok/s', line).groups()
+    return float(number) * {'': 1, 'k': 1e3, 'M': 1e6, 'G': 1e9}[scale]
+
+
+def test_progress_rate_counts_from_the_first_document_and_an_eta_needs_only_the_input_size(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """The bar's rate is tokens over the time since the first document (it was timed from the first write, after
+    the first batch had been encoded: hundreds of times too high), and a known input size gives it a total, so an
+    ETA, without --max_tokens."""
+    byte_tokenizer = tokenizer.get_tokenizer('bytes')
+
+    def slow(texts):  # 0.4 s a batch: a rate the test can check
+        time.sleep(0.4)
+        return byte_tokenizer['encode'](texts)
+    monkeypatch.setattr(common, 'get_tokenizer', lambda name: dict(byte_tokenizer, encode=slow))
+    docs = [f'document {i} ' * 40 for i in range(300)]  # one batch
+    size = sum(len(d) for d in docs)
+    meta = prepare(docs, tmp_path / 'a', val_tokens=100, report=dict(input_bytes=size))
+    tokens = meta['train']['tokens'] + meta['val']['tokens']
+    line = final_bar(capsys.readouterr().err)
+    assert bar_rate(line) <= tokens / 0.4 * 1.1  # at most what 0.4 s of encoding allows
+    assert bar_rate(line) >= tokens / 5  # and not absurdly low either
+    assert '100%' in line and f'{tokens / 1e3:.0f}k/{tokens / 1e3:.0f}k' in line and '<' in line  # total, ETA
+    prepare(docs, tmp_path / 'b', val_tokens=100)  # no size, no budget: no total to count down to
+    line = final_bar(capsys.readouterr().err)
+    assert '%' not in line and '<' not in line
 
 
 def test_large_vocabularies_use_uint32_and_ids_that_do_not_fit_are_an_error(tmp_path, monkeypatch):
