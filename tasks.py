@@ -195,8 +195,7 @@ def encode_tasks(task_files, config, hf_source, meta):
     [] without tasks."""
     if not task_files:
         return []
-    tokenizer = checkpoint_tokenizer(dict(hf_source=hf_source, tokenizer_meta=tokenizer_meta(meta),
-                                          tokenizer=meta.get('tokenizer')))
+    tokenizer = checkpoint_tokenizer(dict(hf_source=hf_source, tokenizer_meta=tokenizer_meta(meta)))
     return encode_task_set(task_files, tokenizer, config['block_size'], config['batch_size'])
 
 

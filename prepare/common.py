@@ -6,9 +6,9 @@ Shared logic of the prepare/ scripts. Every script turns a stream of documents (
     meta.json            tokenizer, vocab_size, eot_token, dtype, token and document counts per split, the source
                          (dataset, config, revision, files, ...), the val rule and the exact command
 
-The val split is held out by document (VAL_RULE). Outputs are written under *.partial names and renamed only when
-complete, meta.json last, so an interrupted run never leaves a directory that looks valid; a re-run with the same
-settings finds meta.json matching and does nothing.
+The val split is held out by document (VAL_RULE). Token files are written under *.partial names and renamed only
+when complete, meta.json last (layout.write_json_atomic), so an interrupted run never leaves a directory that looks
+valid; a re-run with the same settings finds meta.json matching and does nothing.
 
 Scripts import this module as `from common import ...` (they run as `python prepare/x.py`, so prepare/ is on
 sys.path); it puts the repository root on sys.path, the one place prepare/ does, so that they and it can import the
