@@ -189,7 +189,7 @@ def export(checkpoint, to, dtype=None, tokenizer_dir='', max_shard_bytes=MAX_SHA
     hf_source = checkpoint.get('hf_source')
     template_dirs = [d for d in (tok_dir, (hf_source or {}).get('dir'),
                                  (checkpoint.get('tokenizer_meta') or {}).get('tokenizer_path'))
-                     if d and os.path.isdir(d)]  # each holds the run's tokenizer (tokenizer_source checked tok_dir)
+                     if d and os.path.isdir(d)]  # the directory the tokenizer files come from first
     check_destination(to, force, {'the checkpoint': checkpoint_path, 'the tokenizer': tok_dir,
                                   'the model the run started from': (hf_source or {}).get('dir')})
     template = chat_template(template_dirs) if tok_dir is not None or builtin is not None else (None, None)
