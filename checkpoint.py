@@ -384,9 +384,7 @@ def restore_log(out_dir, run_start):
     if run_start.kind in ('resume', 'fork'):
         kept = kept_log_records(os.path.join(os.path.dirname(os.path.abspath(run_start.path)), 'log.jsonl'),
                                 run_start.step)
-    with open(log_path + '.tmp', 'w') as f:
-        f.writelines(kept)
-    os.replace(log_path + '.tmp', log_path)
+    layout.write_atomic(log_path, ''.join(kept))
     return log_path
 
 

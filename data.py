@@ -13,9 +13,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
-import hf
 import schedule
 from configurator import UserError
+from tokenizer import same_tokenizer
 
 
 def open_source(name, data_dir):
@@ -71,7 +71,7 @@ def open_sources(config):
     enough tokens for a window, validation windows. (Token ids against the model's vocabulary: check_token_ids.)"""
     generic, target = open_source('generic', config['generic_dir']), open_source('target', config['target_dir'])
     block_size = config['block_size']
-    for key, same in (('tokenizer', hf.same_tokenizer(generic['meta'], target['meta'])),  # by fingerprint if any
+    for key, same in (('tokenizer', same_tokenizer(generic['meta'], target['meta'])),  # by fingerprint if any
                       ('vocab_size', generic['meta'].get('vocab_size') == target['meta'].get('vocab_size'))):
         if not same:
             raise UserError(f"generic_dir and target_dir use different {key}s ({generic['meta'].get(key)!r} vs "

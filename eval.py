@@ -11,7 +11,7 @@ train.py scores it at its evals (and as lm-evaluation-harness 0.4.13 scores a ze
 key takes it; default: the `tasks` of the run the checkpoint comes from. The model reads the last block_size tokens
 (left truncation): a checkpoint's own block_size; for a model directory its context as config.json gives it (the
 harness's max_length: n_positions, else max_position_embeddings, else n_ctx), or --block_size. The tokenizer: a
-model directory's own; for a checkpoint the one export.py writes beside it (hf.tokenizer_source).
+model directory's own; for a checkpoint the one export.py writes beside it (tokenizer.tokenizer_source).
 
 Prints one line per task and appends its record (kind='task', as train.py logs them, with `source` and the
 checkpoint's `step`, None for a model directory) to --out: default eval.jsonl beside the checkpoint (in the run
@@ -31,6 +31,7 @@ import runtime
 import tasks
 from configurator import UserError, parse_options, run_main
 from model import checkpoint_model_config
+from tokenizer import checkpoint_tokenizer, load_tokenizer
 
 OPTIONS = dict(
     out='',           # the JSON-lines file the records are appended to ('' = eval.jsonl beside the model)
@@ -74,7 +75,7 @@ def open_model(source, options):
                 raise UserError(f"--block_size={options['block_size']} is more than the {config.block_size} tokens "
                                 f"{path} was trained with")
             config = dataclasses.replace(config, block_size=options['block_size'], n_positions=config.position_rows)
-        return (config, lambda: saved['model'], tasks.checkpoint_tokenizer(saved, options['tokenizer']),
+        return (config, lambda: saved['model'], checkpoint_tokenizer(saved, options['tokenizer']),
                 saved['step'], saved['config'].get('tasks', {}), os.path.join(os.path.dirname(path), 'eval.jsonl'))
     if not os.path.isdir(source):
         hf.check_not_hub_id('the model', source)
@@ -85,7 +86,7 @@ def open_model(source, options):
     hf.check_weights(source, config)
     if hf_source['tokenizer'] is None:
         raise UserError(f"{source} has no tokenizer.json: tasks are encoded with the model's own tokenizer")
-    return (config, lambda: hf.load_weights(source, config), tasks.load_tokenizer(source), None, {},
+    return (config, lambda: hf.load_weights(source, config), load_tokenizer(source), None, {},
             os.path.join(source, 'eval.jsonl'))
 
 

@@ -1,17 +1,15 @@
 """
-hf.py: Hugging Face model directories in and out. No transformers needed: config.json is read as JSON, weights
-with the `safetensors` package, tokenizers with the `tokenizers` package (prepare/common.py).
+hf.py: Hugging Face model directories in (export.py writes them). No transformers needed: config.json is read as
+JSON, weights with the `safetensors` package, tokenizers with the `tokenizers` package (tokenizer.py).
 
-In (train.py, init_from=DIR):
+In (train.py, init_from=DIR; eval.py, bench.py through runtime.py):
     open_model_dir(path)              config.json + the model's tokenizer, checked: the run's `hf_source`
     model_config(hf_source, block_size, dropout)
                                       -> GPTConfig, from config.json (transformers 4.x or 5.x layout)
     check_weights(path, model_config) every tensor there, with its shape, from the safetensors headers alone
     iter_weights / load_weights       our state_dict names -> tensors, read one tensor at a time
     check_data_tokenizer(...)         data prepared in the model's tokenizer, or one line naming both
-Out (export.py):
-    export(checkpoint, to, dtype)     config.json + model.safetensors (sharded above 5 GB) + tokenizer files, which
-                                      transformers.AutoModelForCausalLM.from_pretrained loads
+    hf_names, qkv_rows                our tensor names <-> Hugging Face's, both ways (export.py writes with them)
 
 Supported: GPT2LMHeadModel (Conv1D weights stored [in, out]; gelu_new; with or without the `transformer.` prefix;
 the saved attention-mask buffers are ignored) and LlamaForCausalLM (Llama 2, 3, 3.1, 3.2: grouped-query attention,
@@ -24,23 +22,16 @@ import dataclasses
 import json
 import os
 import re
-import shutil
-import sys
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from configurator import UserError
-from model import GPT, GPTConfig, checkpoint_model_config
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'prepare'))
-import common  # noqa: E402  (prepare/common.py: tokenizers, including model directories' tokenizer.json)
+from model import GPT, GPTConfig
+from tokenizer import model_tokenizer, name_tokenizer, read_json_file, same_tokenizer
 
 ARCHITECTURES = {'GPT2LMHeadModel': 'gpt2', 'LlamaForCausalLM': 'llama'}
 GELUS = {'gelu': 'gelu', 'gelu_new': 'gelu_new', 'gelu_pytorch_tanh': 'gelu_new'}  # HF name -> model.py's
-TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json')
-MAX_SHARD_BYTES = 5 * 2**30  # transformers' own default shard size
 # tensors a checkpoint may hold that are no weights: GPT-2's causal-mask buffers, old Llama rotary tables
 IGNORED = re.compile(r'(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)|model\.layers\.\d+\.self_attn\.rotary_emb\.'
                      r'inv_freq')
@@ -66,7 +57,7 @@ def open_model_dir(path):
     if not os.path.isfile(file):
         raise UserError(f"{path} has no config.json: init_from takes a Hugging Face model directory (config.json "
                         f"and model.safetensors), one of our checkpoints, or a run directory with ckpt.pt")
-    config = common.read_json_file(file)
+    config = read_json_file(file)
     if not isinstance(config, dict):
         raise UserError(f"{file} is not a JSON object")
     architecture_of(config, file)
@@ -319,37 +310,8 @@ def load_into(model, path, config):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tokenizers: which one a model has, and whether data matches it
+# The data's tokenizer against the model's (tokenizer.py tells tokenizers apart)
 # ---------------------------------------------------------------------------------------------------------------
-
-TOKENIZER_KEYS = ('tokenizer', 'tokenizer_path', 'tokenizer_fingerprint', 'vocab_size', 'eot_token', 'bos_token')
-
-
-def model_tokenizer(path):
-    """A model directory's tokenizer, as meta.json keys (name, path, fingerprint, ...), or None without a
-    tokenizer.json."""
-    if not os.path.isfile(os.path.join(path, 'tokenizer.json')):
-        return None
-    tok = common.hf_tokenizer(path)
-    return dict(tokenizer=tok['name'], tokenizer_path=tok['path'], tokenizer_fingerprint=tok['fingerprint'],
-                vocab_size=tok['vocab_size'], eot_token=tok['eot_token'], bos_token=tok['bos_token'])
-
-
-def tokenizer_meta(meta):
-    """The tokenizer keys of a meta.json (what a checkpoint keeps of its data's tokenizer)."""
-    return {k: meta.get(k) for k in TOKENIZER_KEYS}
-
-
-def same_tokenizer(meta_a, meta_b):
-    """Whether two meta.json-like dicts name the same tokenizer: by fingerprint where either has one (a GPT-2
-    model directory's tokenizer and tiktoken's gpt2 are the same), else by name."""
-    return common.same_tokenizer(meta_a, meta_b)
-
-
-def name_tokenizer(meta):
-    fingerprint = meta.get('tokenizer_fingerprint')
-    return repr(meta.get('tokenizer')) + (f" (fingerprint {fingerprint[:12]})" if fingerprint else '')
-
 
 def check_data_tokenizer(hf_source, model_config, sources):
     """The data was prepared in the model's tokenizer (same fingerprint of vocabulary, merges and special tokens;
@@ -360,163 +322,13 @@ def check_data_tokenizer(hf_source, model_config, sources):
                         f"model's tokenizer: copy the model's tokenizer files there")
     for source in sources:
         meta, where = source['meta'], f"{source['name']}_dir={source['dir']}"
-        if not common.same_tokenizer(meta, model_tok):
+        if not same_tokenizer(meta, model_tok):
             raise UserError(f"{where} was prepared with tokenizer {name_tokenizer(meta)}, but the model "
                             f"{hf_source['dir']} uses {name_tokenizer(model_tok)}: prepare the data with "
                             f"--tokenizer={model_tok['tokenizer_path']}")
         if meta['vocab_size'] > model_config.vocab_size:
             raise UserError(f"{where} has vocab_size {meta['vocab_size']}, more than the model's "
                             f"{model_config.vocab_size} embeddings ({hf_source['dir']})")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Export: our checkpoint -> a Hugging Face model directory
-# ---------------------------------------------------------------------------------------------------------------
-
-def hf_config(config, hf_source, tok, dtype):
-    """config.json for the export: the source model's own (the shape never changes in training) with the dtype
-    updated, or, for a run from scratch, a new one in the transformers 4.x layout (which 5.x reads too)."""
-    dtype_name = str(dtype).replace('torch.', '')
-    if hf_source is not None:
-        out = dict(hf_source['config'])
-        out['dtype' if 'dtype' in out and 'torch_dtype' not in out else 'torch_dtype'] = dtype_name
-        return out
-    eot = tok.get('eot_token')
-    bos = tok.get('bos_token') if tok.get('bos_token') is not None else eot
-    if config.arch == 'gpt2':
-        return dict(architectures=['GPT2LMHeadModel'], model_type='gpt2', vocab_size=config.vocab_size,
-                    n_positions=config.position_rows, n_embd=config.n_embd, n_layer=config.n_layer,
-                    n_head=config.n_head, n_inner=config.mlp_hidden, activation_function=config.activation,
-                    layer_norm_epsilon=config.norm_eps, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                    initializer_range=config.init_std, scale_attn_weights=True, tie_word_embeddings=config.tied,
-                    bos_token_id=bos, eos_token_id=eot, torch_dtype=dtype_name)
-    return dict(architectures=['LlamaForCausalLM'], model_type='llama', vocab_size=config.vocab_size,
-                hidden_size=config.n_embd, intermediate_size=config.mlp_hidden, num_hidden_layers=config.n_layer,
-                num_attention_heads=config.n_head, num_key_value_heads=config.kv_heads, head_dim=config.head_size,
-                hidden_act='silu', max_position_embeddings=config.block_size, rms_norm_eps=config.norm_eps,
-                rope_theta=config.rope_theta, rope_scaling=config.rope_scaling, attention_bias=False, mlp_bias=False,
-                tie_word_embeddings=config.tied, initializer_range=config.init_std, bos_token_id=bos,
-                eos_token_id=eot, torch_dtype=dtype_name)
-
-
-def hf_state_dict(config, state, dtype):
-    """Our state_dict -> Hugging Face tensors (GPT2LMHeadModel's names with the `transformer.` prefix, as
-    transformers saves it). A tied head is not written (transformers ties it on load). GPT-2 without biases (our
-    default) gets zero biases: transformers' GPT-2 always has them, and zeros compute the same."""
-    out = {}
-    for name, tensor in state.items():
-        if name == 'lm_head.weight' and config.tied:
-            continue
-        names, how = hf_names(config, name, 'transformer.')
-        tensor = tensor.detach().to(dtype)
-        parts = (tensor.split(qkv_rows(config)) if how == 'stack'
-                 else [tensor.t() if how == 'transpose' else tensor])
-        for hf, part in zip(names, parts):
-            out[hf] = part.contiguous().clone()  # own memory: safetensors refuses views and shared storage
-        module = name.rsplit('.', 1)[0]
-        if config.arch == 'gpt2' and name.endswith('.weight') and module not in ('wte', 'wpe', 'lm_head') \
-                and module + '.bias' not in state:
-            bias = hf_names(config, module + '.bias', 'transformer.')[0][0]
-            out[bias] = torch.zeros(tensor.shape[0], dtype=dtype)  # our weights are [out, in]
-    return out
-
-
-def write_weights(tensors, to, max_shard_bytes=MAX_SHARD_BYTES):
-    """model.safetensors, or shards of at most max_shard_bytes (a tensor larger than that gets a shard of its own)
-    with model.safetensors.index.json, as transformers writes them."""
-    shards, size = [[]], 0
-    for name, tensor in tensors.items():
-        nbytes = tensor.numel() * tensor.element_size()
-        if shards[-1] and size + nbytes > max_shard_bytes:
-            shards.append([])
-            size = 0
-        shards[-1].append(name)
-        size += nbytes
-    if len(shards) == 1:
-        save_file(tensors, os.path.join(to, 'model.safetensors'), metadata={'format': 'pt'})
-        return
-    weight_map = {}
-    for i, names in enumerate(shards):
-        file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file({n: tensors[n] for n in names}, os.path.join(to, file), metadata={'format': 'pt'})
-        weight_map.update({n: file for n in names})
-    total = sum(t.numel() * t.element_size() for t in tensors.values())
-    with open(os.path.join(to, 'model.safetensors.index.json'), 'w') as f:
-        json.dump(dict(metadata=dict(total_size=total), weight_map=weight_map), f, indent=2)
-
-
-def tokenizer_source(checkpoint, tokenizer_dir=''):
-    """Where the export's tokenizer files come from: (directory with tokenizer.json, None), (None, 'gpt2' or
-    'bytes') for a tokenizer built here, or (None, None) when there is none to write. A directory must still hold
-    the tokenizer the run used (same fingerprint)."""
-    hf_source = checkpoint.get('hf_source') or {}
-    data_tok = checkpoint.get('tokenizer_meta') or {'tokenizer': checkpoint.get('tokenizer')}
-    wanted = hf_source.get('tokenizer') or data_tok
-    candidates = [tokenizer_dir] if tokenizer_dir else [d for d in (hf_source.get('dir'), wanted.get('tokenizer_path'))
-                                                        if d]
-    for path in candidates:
-        found = model_tokenizer(path) if os.path.isdir(path) else None
-        if found is not None and common.same_tokenizer(found, wanted):
-            return path, None
-    if tokenizer_dir:
-        raise UserError(f"--tokenizer={tokenizer_dir} does not hold the tokenizer this checkpoint was trained with "
-                        f"({name_tokenizer(wanted)})")
-    if wanted.get('tokenizer_path'):
-        raise UserError(f"the tokenizer this checkpoint was trained with ({name_tokenizer(wanted)}) is no longer at "
-                        f"{wanted['tokenizer_path']}: pass --tokenizer=DIR with its tokenizer.json")
-    name = wanted.get('tokenizer')
-    return None, (name if name in ('gpt2', 'bytes') else None)
-
-
-def write_tokenizer(to, path, builtin, model_config):
-    """The tokenizer files beside the weights: copied from a model directory, or built (gpt2, bytes)."""
-    if path is not None:
-        for file in TOKENIZER_FILES:
-            if os.path.isfile(os.path.join(path, file)):
-                shutil.copyfile(os.path.join(path, file), os.path.join(to, file))
-        return
-    tok = common.builtin_hf_tokenizer(builtin)
-    tok.save(os.path.join(to, 'tokenizer.json'))
-    # the tokenizer class transformers reads any tokenizer.json with; GPT-2's special-token convention
-    config = dict(tokenizer_class='PreTrainedTokenizerFast', bos_token=common.EOT_TEXT, eos_token=common.EOT_TEXT,
-                  unk_token=common.EOT_TEXT, model_max_length=model_config.position_rows,
-                  clean_up_tokenization_spaces=False)
-    with open(os.path.join(to, 'tokenizer_config.json'), 'w') as f:
-        json.dump(config, f, indent=2)
-
-
-def export(checkpoint, to, dtype=None, tokenizer_dir='', max_shard_bytes=MAX_SHARD_BYTES):
-    """Write one of our checkpoints (a dict, as torch.load returns it) as a Hugging Face model directory `to`,
-    which must not exist or be empty. dtype: a torch dtype, default the trained weights' own. Written under a
-    temporary name and renamed when complete. Returns a one-line description."""
-    if os.path.exists(to) and (not os.path.isdir(to) or os.listdir(to)):
-        raise UserError(f"--to={to} exists and is not an empty directory: choose a new directory")
-    config = checkpoint_model_config(checkpoint)
-    state = checkpoint['model']
-    dtype = dtype or state['wte.weight'].dtype
-    tok_dir, builtin = tokenizer_source(checkpoint, tokenizer_dir)  # may fail: before anything is written
-    tmp = f"{os.path.abspath(to).rstrip(os.sep)}.tmp{os.getpid()}"
-    os.makedirs(tmp)
-    try:
-        tok = (checkpoint.get('hf_source') or {}).get('tokenizer') or checkpoint.get('tokenizer_meta') or {}
-        if tok.get('eot_token') is None and builtin is not None:  # an older checkpoint names its tokenizer only
-            tok = dict(eot_token=common.builtin_hf_tokenizer(builtin).token_to_id(common.EOT_TEXT))
-        with open(os.path.join(tmp, 'config.json'), 'w') as f:
-            json.dump(hf_config(config, checkpoint.get('hf_source'), tok, dtype), f, indent=2)
-        write_weights(hf_state_dict(config, state, dtype), tmp, max_shard_bytes)
-        if tok_dir is not None or builtin is not None:
-            write_tokenizer(tmp, tok_dir, builtin, config)
-        if os.path.isdir(to):
-            os.rmdir(to)  # empty, checked above
-        os.replace(tmp, to)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp)
-    params = sum(t.numel() for n, t in state.items() if not (n == 'lm_head.weight' and config.tied))
-    what = ('tokenizer from ' + tok_dir if tok_dir else f'{builtin} tokenizer built here' if builtin
-            else 'no tokenizer (the data tokenizer has no Hugging Face form)')
-    return (f"{to}: {'GPT2LMHeadModel' if config.arch == 'gpt2' else 'LlamaForCausalLM'}, "
-            f"{params / 1e6:.2f}M parameters, {str(dtype).replace('torch.', '')}, {what}")
 
 
 def model_summary(model_config, hf_source):

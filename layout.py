@@ -43,8 +43,14 @@ def is_sharded_checkpoint(path):
     return os.path.isfile(os.path.join(path, SHARDED_META))
 
 
-def write_json_atomic(path, obj):
-    """Write a JSON file so that a reader never sees half of it (summary.json, a sweep's jobs.json)."""
+def write_atomic(path, text):
+    """Replace a file so that a reader never sees half of it: written beside it, then renamed."""
     with open(path + '.tmp', 'w') as f:
-        json.dump(obj, f, indent=1)
+        f.write(text)
     os.replace(path + '.tmp', path)
+
+
+def write_json_atomic(path, obj, indent=1, newline=False):
+    """write_atomic of JSON (summary.json, a sweep's jobs.json; prepare's meta.json with indent=2 and a final
+    newline: keep its format, data.py fingerprints its bytes)."""
+    write_atomic(path, json.dumps(obj, indent=indent) + ('\n' if newline else ''))

@@ -6,7 +6,6 @@ of it): gpt2, bytes, or a model directory's tokenizer.json.
     python sample.py --ckpt=out/tiny/ckpt_20.pt --start=FILE:prompt.txt --temperature=0.8 --top_k=50
 """
 import os
-import sys
 
 import torch
 
@@ -15,9 +14,7 @@ import layout
 import runtime
 from configurator import UserError, parse_options, run_main
 from model import checkpoint_model_config
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'prepare'))
-import common  # noqa: E402  (prepare/common.py: gpt2 via tiktoken, offline too, bytes, or a tokenizer.json)
+from tokenizer import get_tokenizer
 
 OPTIONS = dict(
     out_dir='out',          # the run whose newest checkpoint to read
@@ -57,7 +54,7 @@ def main(argv):
     if name not in ('gpt2', 'bytes') and not os.path.isdir(name):
         raise UserError(f"tokenizer {name!r} of the run cannot be decoded here: pass --tokenizer=gpt2, bytes or a "
                         f"model directory with its tokenizer.json")
-    tokenizer = common.get_tokenizer(name)
+    tokenizer = get_tokenizer(name)
     start = options['start']
     if start.startswith('FILE:'):
         try:

@@ -30,7 +30,6 @@ different numbers of forwards); the sums are all-reduced, so every rank returns 
 import json
 import os
 import re
-import sys
 import time
 
 import numpy as np
@@ -38,11 +37,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-import hf
 from configurator import UserError
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'prepare'))
-import common  # noqa: E402  (prepare/common.py: tokenizer.json files, the built-in gpt2 and bytes tokenizers)
+from tokenizer import checkpoint_tokenizer, tokenizer_meta
 
 TARGET_DELIMITER = ' '  # the harness's default target_delimiter, between context and choice
 XCOPA_CONNECTORS = {'cause': ' Izan ere,', 'effect': ' Beraz,'}  # lm_eval/tasks/basque_bench/utils.py
@@ -136,40 +132,8 @@ def parse_example(record, kind, where):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# tokenizers and encoding, as the harness's HFLM encodes a loglikelihood request
+# encoding, as the harness's HFLM encodes a loglikelihood request (the tokenizer: tokenizer.load_tokenizer)
 # ---------------------------------------------------------------------------------------------------------------
-
-def load_tokenizer(path=None, builtin=None):
-    """A model's tokenizer for scoring: {'tok': a tokenizers.Tokenizer, 'prefix': the prefix token id (BOS, else
-    EOS; None without either), 'prefix_text'}. path: a directory with tokenizer.json (BOS and EOS as its
-    tokenizer_config.json or special_tokens_map.json name them, which is where transformers reads them); builtin:
-    'gpt2' or 'bytes' (the tokenizers export.py writes, whose BOS is <|endoftext|>). Text that spells a special
-    token is read as that token, as transformers' tokenizers do (prepare/ reads it as text)."""
-    if path is not None:
-        tok, config = common.load_tokenizer_json(path)
-        special_map = os.path.join(path, 'special_tokens_map.json')
-        if os.path.isfile(special_map):
-            config = {**common.read_json_file(special_map), **config}
-        ids = {key: tok.token_to_id(common.special_token_text(config[key]) or '') if config.get(key) else None
-               for key in ('bos_token', 'eos_token')}
-        prefix = ids['bos_token'] if ids['bos_token'] is not None else ids['eos_token']
-    else:
-        tok = common.builtin_hf_tokenizer(builtin)
-        prefix = tok.token_to_id(common.EOT_TEXT)
-    prefix_text = None if prefix is None else tok.decode([prefix], skip_special_tokens=False)
-    return dict(tok=tok, prefix=prefix, prefix_text=prefix_text)
-
-
-def checkpoint_tokenizer(saved, tokenizer_dir=''):
-    """The tokenizer a model of ours reads (a checkpoint, or what train.py knows of its run): the model directory it
-    came from, else the one its data was prepared with, else the built-in gpt2 or bytes; as export.py writes it."""
-    path, builtin = hf.tokenizer_source(saved, tokenizer_dir)
-    if path is None and builtin is None:
-        name = (saved.get('tokenizer_meta') or {}).get('tokenizer') or saved.get('tokenizer')
-        raise UserError(f"tasks need the model's tokenizer in Hugging Face form (a tokenizer.json, or the built-in "
-                        f"gpt2 or bytes), but this model's data was prepared with {name!r}")
-    return load_tokenizer(path, builtin)
-
 
 def encode(tokenizer, text, special=True):
     """Token ids of text: with the default special tokens unless special=False or the text starts with the prefix
@@ -231,8 +195,7 @@ def encode_tasks(task_files, config, hf_source, meta):
     [] without tasks."""
     if not task_files:
         return []
-    tokenizer = checkpoint_tokenizer(dict(hf_source=hf_source, tokenizer_meta=hf.tokenizer_meta(meta),
-                                          tokenizer=meta.get('tokenizer')))
+    tokenizer = checkpoint_tokenizer(dict(hf_source=hf_source, tokenizer_meta=tokenizer_meta(meta)))
     return encode_task_set(task_files, tokenizer, config['block_size'], config['batch_size'])
 
 

@@ -36,6 +36,7 @@ import schedule
 import tasks
 from configurator import UserError, load_config, run_main
 from model import model_config_from
+from tokenizer import tokenizer_meta
 
 
 class LossWindow:
@@ -350,7 +351,7 @@ def save_checkpoints(step, names, raw_model, optimizer, scaler, window, last_log
                  tokenizer=meta.get('tokenizer'), vocab_size=meta['vocab_size'],
                  # what export.py and sample.py need: the shape, the Hugging Face origin, the data's tokenizer
                  model_config=dataclasses.asdict(raw_model.config), hf_source=start.hf_source,
-                 tokenizer_meta=hf.tokenizer_meta(meta))
+                 tokenizer_meta=tokenizer_meta(meta))
     if system.device_type == 'cuda':
         state['rng_cuda'] = torch.cuda.get_rng_state(system.device)
     for name in names:

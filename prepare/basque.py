@@ -5,7 +5,7 @@ val from their valid files.
 
     python prepare/basque.py --max_tokens 64M       # -> data/basque
 """
-from common import run_hub_script
+from hub import run_hub_script
 
 if __name__ == '__main__':
     run_hub_script(__doc__, __file__, 'basque', 'HiTZ/latxa-corpus-v1.1', revision='02dc515',

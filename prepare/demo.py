@@ -77,7 +77,7 @@ def main(argv):
         if not docs:
             raise UserError(f'no {role} documents found in {stdlib}: is this a full Python installation?')
         random.Random(SEED).shuffle(docs)  # in place; same order for the same Python version
-        sha = hashlib.sha256()
+        size, sha = sum(len(t.encode()) for _, t in docs), hashlib.sha256()
         for name, text in docs:
             sha.update(f'{name}\0{text}\0'.encode('utf-8', 'replace'))
         source = dict(demo=role, python=platform.python_version(), implementation=sys.implementation.name,
@@ -85,8 +85,8 @@ def main(argv):
                       documents=len(docs), shuffle_seed=SEED, sha256=sha.hexdigest())
         meta = prepare_source((text for _, text in docs), out, source, __file__, argv, tokenizer=args.tokenizer,
                               max_tokens=args.max_tokens, val_tokens=args.val_tokens, workers=args.workers,
-                              force=args.force, report=dict(utf8_replaced=invalid))
-        if role == 'generic' and sum(len(t.encode()) for _, t in docs) < MIN_GENERIC_BYTES:
+                              force=args.force, report=dict(utf8_replaced=invalid, input_bytes=size))
+        if role == 'generic' and size < MIN_GENERIC_BYTES:
             warn(f'the generic source has under {MIN_GENERIC_BYTES:,} bytes of text ({meta["train"]["tokens"]:,} '
                  f'train tokens): this Python installation looks stripped; the CPU demo may overfit')
 

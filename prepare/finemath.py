@@ -3,7 +3,7 @@ FineMath (HuggingFaceTB/finemath, config finemath-3plus), at the revision the pa
 
     python prepare/finemath.py --max_tokens 64M     # -> data/finemath
 """
-from common import run_hub_script
+from hub import run_hub_script
 
 if __name__ == '__main__':
     run_hub_script(__doc__, __file__, 'finemath', 'HuggingFaceTB/finemath', revision='8f233cf',

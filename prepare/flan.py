@@ -5,7 +5,7 @@ formatted "text" per example, so nothing here has to choose a prompt template.
 
     python prepare/flan.py --max_tokens 64M         # -> data/flan
 """
-from common import run_hub_script
+from hub import run_hub_script
 
 if __name__ == '__main__':
     run_hub_script(__doc__, __file__, 'flan', 'allenai/dolmino-mix-1124',

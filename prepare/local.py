@@ -26,8 +26,8 @@ import sys
 
 from tqdm import tqdm
 
-from common import (UserError, base_parser, count_invalid_utf8, dataset_texts, import_datasets, prepare_source,
-                    run_main)
+from common import UserError, base_parser, count_invalid_utf8, prepare_source, run_main
+from hub import dataset_texts, import_datasets
 
 BUILDERS = {'.txt': 'text', '.text': 'text', '.md': 'text', '.jsonl': 'json', '.ndjson': 'json', '.json': 'json',
             '.parquet': 'parquet'}
@@ -125,6 +125,13 @@ def check_files(files, text_field, workers):
     return {f: invalid for f, (invalid, _) in zip(files, results) if invalid}
 
 
+def input_bytes(files):
+    """The inputs' bytes where they are about the size of their text (uncompressed text and JSON files; JSON's
+    markup makes it somewhat larger), for prepare's ETA; None where it is unknown (compressed files, parquet)."""
+    known = all(split_name(f) in (('text', open), ('json', open)) for f in files)
+    return sum(os.path.getsize(f) for f in files) if known else None
+
+
 def local_documents(files, text_field, split_paragraphs, replace_json):
     """Documents of the files, through the datasets builders, consecutive files of one type in one stream."""
     datasets = import_datasets()
@@ -163,7 +170,7 @@ def main(argv):
 
     def documents():  # checked lazily, so a re-run with nothing to do reads no input
         invalid = check_files(files, args.text_field, args.workers)
-        report['utf8_replaced'] = sum(invalid.values())
+        report.update(utf8_replaced=sum(invalid.values()), input_bytes=input_bytes(files))
         if invalid:
             report['notes'].append(f'replaced {sum(invalid.values()):,} invalid UTF-8 sequence(s) with U+FFFD in '
                                    f'{len(invalid)} file(s): ' + ', '.join(f'{f} ({n})' for f, n in

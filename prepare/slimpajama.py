@@ -4,7 +4,7 @@ own validation split.
 
     python prepare/slimpajama.py --max_tokens 4.3B  # -> data/slimpajama
 """
-from common import run_hub_script
+from hub import run_hub_script
 
 if __name__ == '__main__':
     run_hub_script(__doc__, __file__, 'slimpajama', 'DKYoon/SlimPajama-6B', revision='b5f90f4',

@@ -6,7 +6,7 @@ gated: accept its terms on https://huggingface.co/datasets/bigcode/starcoderdata
     python prepare/starcoder.py --max_tokens 64M    # -> data/starcoder
     python prepare/starcoder.py --dataset codeparrot/codeparrot-clean --text_field content --max_tokens 64M
 """
-from common import run_hub_script
+from hub import run_hub_script
 
 if __name__ == '__main__':
     run_hub_script(__doc__, __file__, 'starcoder', 'bigcode/starcoderdata', revision='9fc30b5', data_dir='python',

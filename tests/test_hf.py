@@ -23,8 +23,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import hf
 import data
+import export
+import hf
+import tokenizer
 from configurator import UserError, load_config
 from helpers import ROOT, copy_for_resume, one_line_failures, read_log, without_timing
 from model import GPT, checkpoint_model_config, model_config_from
@@ -149,7 +151,7 @@ def test_round_trip_export_without_training(models, tmp_path):
         checkpoint = dict(model=model.state_dict(), model_config=dataclasses.asdict(model.config),
                           hf_source=hf.open_model_dir(path))
         out = str(tmp_path / name)
-        hf.export(checkpoint, out, torch.bfloat16, max_shard_bytes=20_000)
+        export.export(checkpoint, out, torch.bfloat16, max_shard_bytes=20_000)
         assert os.path.isfile(f'{out}/model.safetensors.index.json') and os.path.isfile(f'{out}/tokenizer.json')
         loaded = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
         for (key, a), b in zip(reference.state_dict().items(), loaded.state_dict().values()):
@@ -200,7 +202,7 @@ def test_trains_from_the_model_and_exports_what_it_trained(models, trained, name
     hf_loss = F.cross_entropy(logits.flatten(0, 1), rows[:, 1:].flatten()).item()
     assert [r for r in log if r['kind'] == 'eval'][0]['val_loss_target'] == pytest.approx(hf_loss, abs=1e-4)
     # the data is in the model's tokenizer: documents end with its end-of-sequence token, Llama's start with BOS
-    tok = common.hf_tokenizer(run['path'])
+    tok = tokenizer.hf_tokenizer(run['path'])
     target = np.fromfile(f"{run['data']['target']}/train.bin", dtype=np.uint16)
     assert target[-1] == tok['eot_token'] and (target[0] == tok['bos_token']) == (name == 'llama')
     assert tok['bos_token'] is None if name == 'gpt2' else tok['bos_token'] == 0
@@ -235,7 +237,7 @@ def test_sample_decodes_with_the_model_tokenizer(trained):
     checkpoint = torch.load(f"{run['out']}/ckpt.pt", weights_only=True)
     model = GPT(checkpoint_model_config(checkpoint))
     model.load_state_dict(checkpoint['model'])
-    tok = common.hf_tokenizer(run['path'])
+    tok = tokenizer.hf_tokenizer(run['path'])
     prompt = torch.tensor(tok['encode'](['The '])[0][:-1].astype(np.int64))[None]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the subprocess, so the sampled tokens are the same
@@ -251,26 +253,28 @@ def test_sample_decodes_with_the_model_tokenizer(trained):
 
 # ---- from-scratch checkpoints and tokenizers ----------------------------------------------------------------------
 
-@pytest.mark.parametrize('arch,tokenizer', [('gpt2', 'gpt2'), ('llama', 'bytes')])
-def test_from_scratch_checkpoint_exports_with_its_tokenizer(tmp_path, arch, tokenizer):
-    """A checkpoint in the older format (no model_config, no tokenizer record beyond its name), from scratch:
-    transformers loads the export with the same logits, and its tokenizer is tiktoken's gpt2 or UTF-8 bytes."""
+@pytest.mark.parametrize('arch,name', [('gpt2', 'gpt2'), ('llama', 'bytes')])
+def test_from_scratch_checkpoint_exports_with_its_tokenizer(tmp_path, arch, name):
+    """A checkpoint from scratch (its data's tokenizer as train.py records it, data in gpt2 or bytes): transformers
+    loads the export with the same logits, and its tokenizer is tiktoken's gpt2 or UTF-8 bytes."""
     config = load_config(['config/tiny.py', f'--arch={arch}'])
-    vocab = 50257 if tokenizer == 'gpt2' else 257
+    vocab = 50257 if name == 'gpt2' else 257
     torch.manual_seed(0)
     model = GPT(model_config_from(config, vocab)).eval()
     with torch.no_grad():  # larger weights than the init, and nonzero norm biases would not exist (bias=False)
         for p in model.parameters():
             p.add_(STD * torch.randn_like(p))
     out = str(tmp_path / 'export')
-    hf.export(dict(model=model.state_dict(), config=config, tokenizer=tokenizer), out)
+    meta = dict(tokenizer=name, vocab_size=vocab, eot_token=vocab - 1)  # a prepared source's meta.json keys
+    export.export(dict(model=model.state_dict(), model_config=dataclasses.asdict(model.config), tokenizer=name,
+                       tokenizer_meta=tokenizer.tokenizer_meta(meta)), out)
     exported = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
     assert max_diff(model, exported, vocab) <= TOLERANCE
     text = "Replay: héllo wörld — 日本語 🙂  x's\n\n\tdone"
     encoded = transformers.AutoTokenizer.from_pretrained(out)(text).input_ids
-    if tokenizer == 'gpt2':
+    if name == 'gpt2':
         import tiktoken
-        common.seed_gpt2_cache()
+        tokenizer.seed_gpt2_cache()
         assert encoded == tiktoken.get_encoding('gpt2').encode_ordinary(text)
     else:
         assert encoded == list(text.encode('utf-8'))
@@ -284,23 +288,23 @@ def test_tokenizer_fingerprint_is_the_tokenizer_not_the_file(models, tmp_path):
     Tokenizer.from_file(f'{path}/tokenizer.json').save(f'{copy}/tokenizer.json', pretty=False)
     shutil.copy(f'{path}/tokenizer_config.json', copy)
     assert open(f'{copy}/tokenizer.json', 'rb').read() != open(f'{path}/tokenizer.json', 'rb').read()
-    a, b = hf.model_tokenizer(path), hf.model_tokenizer(copy)
-    assert a['tokenizer_fingerprint'] == b['tokenizer_fingerprint'] and common.same_tokenizer(a, b)
-    assert not common.same_tokenizer(a, hf.model_tokenizer(models['gpt2'][0]))
+    a, b = tokenizer.model_tokenizer(path), tokenizer.model_tokenizer(copy)
+    assert a['tokenizer_fingerprint'] == b['tokenizer_fingerprint'] and tokenizer.same_tokenizer(a, b)
+    assert not tokenizer.same_tokenizer(a, tokenizer.model_tokenizer(models['gpt2'][0]))
     # GPT-2's tokenizer.json and tiktoken's gpt2 data are the same tokenizer
     gpt2 = str(tmp_path / 'gpt2')
     os.makedirs(gpt2)
-    common.builtin_hf_tokenizer('gpt2').save(f'{gpt2}/tokenizer.json')
+    tokenizer.builtin_hf_tokenizer('gpt2').save(f'{gpt2}/tokenizer.json')
     with open(f'{gpt2}/tokenizer_config.json', 'w') as f:
         json.dump(dict(eos_token='<|endoftext|>'), f)
-    assert common.same_tokenizer(hf.model_tokenizer(gpt2), dict(tokenizer='gpt2', vocab_size=50257))
-    assert not common.same_tokenizer(hf.model_tokenizer(gpt2), dict(tokenizer='bytes', vocab_size=257))
+    assert tokenizer.same_tokenizer(tokenizer.model_tokenizer(gpt2), dict(tokenizer='gpt2', vocab_size=50257))
+    assert not tokenizer.same_tokenizer(tokenizer.model_tokenizer(gpt2), dict(tokenizer='bytes', vocab_size=257))
 
 
 def test_large_vocabulary_goes_to_uint32(tmp_path):
     """A 70,001-token tokenizer (Llama 3 has 128,256) whose end-of-text id is 70,000: uint32 files hold it."""
     from tokenizers import AddedToken, Tokenizer, models as tok_models, pre_tokenizers
-    symbols = common.byte_symbols()
+    symbols = tokenizer.byte_symbols()
     vocab = {**{c: i for i, c in enumerate(symbols)}, **{f'unused{i}': i for i in range(256, 70000)}}
     tok = Tokenizer(tok_models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
@@ -393,13 +397,74 @@ def test_export_and_prepare_bad_inputs(trained, tmp_path):
     run = trained['llama']
     checkpoint = torch.load(f"{run['out']}/ckpt.pt", weights_only=True)
     with pytest.raises(UserError, match='is not an empty directory'):
-        hf.export(checkpoint, run['export'])
+        export.export(checkpoint, run['export'])
     with pytest.raises(UserError, match='is no longer at'):  # the tokenizer the run used has gone
         checkpoint['hf_source']['dir'] = checkpoint['tokenizer_meta']['tokenizer_path'] = str(tmp_path / 'gone')
         checkpoint['hf_source']['tokenizer']['tokenizer_path'] = str(tmp_path / 'gone')
-        hf.export(checkpoint, str(tmp_path / 'out'))
+        export.export(checkpoint, str(tmp_path / 'out'))
     assert not os.path.exists(tmp_path / 'out')
-    with pytest.raises(common.UserError, match='has no tokenizer.json'):
-        common.get_tokenizer(str(tmp_path))
-    with pytest.raises(common.UserError, match='hf download meta-llama/Llama-3.1-8B --local-dir DIR'):
-        common.get_tokenizer('meta-llama/Llama-3.1-8B')
+    with pytest.raises(UserError, match='has no tokenizer.json'):
+        tokenizer.get_tokenizer(str(tmp_path))
+    with pytest.raises(UserError, match='hf download meta-llama/Llama-3.1-8B --local-dir DIR'):
+        tokenizer.get_tokenizer('meta-llama/Llama-3.1-8B')
+
+
+def test_export_refuses_a_non_empty_directory_unless_forced(trained, tmp_path):
+    """export.py into a non-empty directory: one error line, exit status 2, nothing touched; --force=True replaces
+    it once the export is complete, but never a directory holding the checkpoint being exported."""
+    run = trained['gpt2']
+    to = tmp_path / 'taken'
+    to.mkdir()
+    (to / 'notes.txt').write_text('keep me')
+    result = script('export.py', run['out'], f'--to={to}', expect_ok=False)
+    assert result.returncode == 2 and result.stderr.count('\n') == 1 and 'Traceback' not in result.stderr
+    assert result.stderr.startswith(f'error: --to={to} exists and is not an empty directory') and \
+        '--force=True' in result.stderr
+    assert os.listdir(to) == ['notes.txt']
+    export.main([run['out'], f'--to={to}', '--force=True'])
+    assert sorted(os.listdir(to)) == sorted(os.listdir(run['export']))  # replaced: notes.txt is gone
+    assert transformers.AutoModelForCausalLM.from_pretrained(str(to)) is not None
+    before = sorted(os.listdir(run['out']))
+    with pytest.raises(UserError, match='holds the checkpoint'):
+        export.main([run['out'], f"--to={run['out']}", '--force=True'])
+    assert sorted(os.listdir(run['out'])) == before and not [p for p in os.listdir(tmp_path) if '.tmp' in p]
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+@pytest.mark.parametrize('form', ['chat_template.jinja', 'tokenizer_config.json'])
+def test_export_carries_the_models_chat_template(models, tmp_path, form):
+    """A model directory with a chat template (chat_template.jinja, or tokenizer_config.json's chat_template): the
+    export renders conversations with it through transformers' apply_chat_template, as the source does; from the
+    run's model directory (hf_source) or from the directory the data's tokenizer was read from."""
+    path = str(tmp_path / 'chat_model')
+    shutil.copytree(models['llama'][0], path)
+    with open(f'{path}/tokenizer_config.json') as f:
+        config = {k: v for k, v in json.load(f).items() if k != 'chat_template'}
+    if os.path.exists(f'{path}/chat_template.jinja'):
+        os.remove(f'{path}/chat_template.jinja')
+    if form == 'chat_template.jinja':
+        with open(f'{path}/chat_template.jinja', 'w') as f:
+            f.write(CHAT_TEMPLATE)
+    else:
+        config['chat_template'] = CHAT_TEMPLATE
+    with open(f'{path}/tokenizer_config.json', 'w') as f:
+        json.dump(config, f)
+    model = ours(path)
+    checkpoint = dict(model=model.state_dict(), model_config=dataclasses.asdict(model.config))
+    if form == 'chat_template.jinja':  # a run from the model directory
+        checkpoint['hf_source'] = hf.open_model_dir(path)
+    else:  # a run from scratch on data prepared with --tokenizer=DIR
+        checkpoint['tokenizer_meta'] = tokenizer.tokenizer_meta(tokenizer.model_tokenizer(path))
+    out = str(tmp_path / 'export')
+    assert export.export(checkpoint, out).endswith('with its chat template')
+    messages = [dict(role='system', content='Be brief.'), dict(role='user', content='Héllo?'),
+                dict(role='assistant', content='Hi.')]
+    exported, source = (transformers.AutoTokenizer.from_pretrained(p) for p in (out, path))
+    text = exported.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert text == '<|system|>Be brief.\n<|user|>Héllo?\n<|assistant|>Hi.\n<|assistant|>'
+    assert text == source.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert exported.apply_chat_template(messages, tokenize=True, return_dict=False) == \
+        source.apply_chat_template(messages, tokenize=True, return_dict=False)

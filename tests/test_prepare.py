@@ -12,6 +12,7 @@ import re
 import runpy
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -24,7 +25,9 @@ import datasets  # noqa: E402
 import common  # noqa: E402
 import demo  # noqa: E402
 import local  # noqa: E402
-from common import EOT_TEXT, UserError  # noqa: E402
+import tokenizer  # noqa: E402
+from common import UserError  # noqa: E402
+from tokenizer import EOT_TEXT  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +45,7 @@ def run(script, *args, cwd=ROOT, env=None):
 
 def decoded(out, split):
     meta = common.read_meta(out)
-    return common.get_tokenizer(meta['tokenizer'])['decode'](common.load_tokens(out, split))
+    return tokenizer.get_tokenizer(meta['tokenizer'])['decode'](common.load_tokens(out, split))
 
 
 def joined(docs):
@@ -66,6 +69,7 @@ def prepare(docs, out, **kwargs):
 def test_demo_builds_both_sources_offline_and_reruns_as_a_no_op(tmp_path):
     r = run('demo.py', cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    assert '100%' in final_bar(r.stderr)  # the demo knows its size: the bar has a total, so an ETA
     generic, target = (common.read_meta(tmp_path / 'data' / d) for d in ('demo_generic', 'demo_target'))
     for meta in (generic, target):
         assert (meta['tokenizer'], meta['vocab_size'], meta['eot_token'], meta['dtype']) == \
@@ -148,6 +152,7 @@ def test_local_gpt2_example_from_the_readme_round_trips(tmp_path):
     r = run('local.py', '--input', 'some.jsonl', '--text_field', 'text', '--tokenizer', 'gpt2', '--out', 'data/x',
             cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    assert '100%' in final_bar(r.stderr)  # an uncompressed file's size is known: the bar has an ETA
     out = tmp_path / 'data' / 'x'
     meta = common.read_meta(out)
     assert (meta['vocab_size'], meta['eot_token'], meta['dtype']) == (50257, 50256, 'uint16')
@@ -171,11 +176,11 @@ def test_local_txt_paragraphs_directories_and_globs(tmp_path):
 
 
 def test_tokenizers():
-    b = common.get_tokenizer('bytes')
+    b = tokenizer.get_tokenizer('bytes')
     ids, lengths = b['encode'](['héllo', '', '☕'])
     assert lengths.tolist() == [7, 1, 4] and ids[lengths.cumsum() - 1].tolist() == [256, 256, 256]
     assert b['decode'](ids) == joined(['héllo', '', '☕'])
-    g = common.get_tokenizer('gpt2')
+    g = tokenizer.get_tokenizer('gpt2')
     ids, lengths = g['encode'](['hello world', 'x <|endoftext|> y'])  # special text in a document stays text
     assert ids[:3].tolist() == [31373, 995, 50256] and (ids == 50256).sum() == 2
     assert g['decode'](ids) == joined(['hello world', 'x <|endoftext|> y'])
@@ -183,15 +188,50 @@ def test_tokenizers():
     assert [common.parse_count(x) for x in ('65536', '1_000', '64M', '4.3B', '2e6')] == \
         [65536, 1000, 64_000_000, 4_300_000_000, 2_000_000]
     with pytest.raises(UserError, match='unknown tokenizer'):
-        common.get_tokenizer('llama3')
+        tokenizer.get_tokenizer('llama3')
 
 
-def fake_tokenizer(vocab_size, offset, byte_tokenizer=common.get_tokenizer('bytes')):
+def fake_tokenizer(vocab_size, offset, byte_tokenizer=tokenizer.get_tokenizer('bytes')):
     """A byte tokenizer shifted by `offset`: ids above 65535 like a Llama-3 sized vocabulary."""
     def encode(texts):
         ids, lengths = byte_tokenizer['encode'](texts)
         return ids + offset, lengths
     return dict(name='fake', vocab_size=vocab_size, eot_token=256 + offset, encode=encode, decode=None)
+
+
+def final_bar(stderr):
+    """The progress bar's last rendering (tqdm rewrites its line with carriage returns)."""
+    return [line for line in re.split(r'[\r\n]', stderr) if 'tok' in line and '[' in line][-1]
+
+
+def bar_rate(line):
+    """Tokens per second as the bar shows them ('1.23Mtok/s')."""
+    number, scale = re.search(r'([0-9.]+)([kMG]?)tok/s', line).groups()
+    return float(number) * {'': 1, 'k': 1e3, 'M': 1e6, 'G': 1e9}[scale]
+
+
+def test_progress_rate_counts_from_the_first_document_and_an_eta_needs_only_the_input_size(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """The bar's rate is tokens over the time since the first document (it was timed from the first write, after
+    the first batch had been encoded: hundreds of times too high), and a known input size gives it a total, so an
+    ETA, without --max_tokens."""
+    byte_tokenizer = tokenizer.get_tokenizer('bytes')
+
+    def slow(texts):  # 0.4 s a batch: a rate the test can check
+        time.sleep(0.4)
+        return byte_tokenizer['encode'](texts)
+    monkeypatch.setattr(common, 'get_tokenizer', lambda name: dict(byte_tokenizer, encode=slow))
+    docs = [f'document {i} ' * 40 for i in range(300)]  # one batch
+    size = sum(len(d) for d in docs)
+    meta = prepare(docs, tmp_path / 'a', val_tokens=100, report=dict(input_bytes=size))
+    tokens = meta['train']['tokens'] + meta['val']['tokens']
+    line = final_bar(capsys.readouterr().err)
+    assert bar_rate(line) <= tokens / 0.4 * 1.1  # at most what 0.4 s of encoding allows
+    assert bar_rate(line) >= tokens / 5  # and not absurdly low either
+    assert '100%' in line and f'{tokens / 1e3:.0f}k/{tokens / 1e3:.0f}k' in line and '<' in line  # total, ETA
+    prepare(docs, tmp_path / 'b', val_tokens=100)  # no size, no budget: no total to count down to
+    line = final_bar(capsys.readouterr().err)
+    assert '%' not in line and '<' not in line
 
 
 def test_large_vocabularies_use_uint32_and_ids_that_do_not_fit_are_an_error(tmp_path, monkeypatch):
@@ -217,25 +257,25 @@ def test_gpt2_works_offline_from_an_empty_cache(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == '[31373, 995, 50256]'
     assert sorted(os.listdir(cache)) == sorted(hashlib.sha1(url.encode()).hexdigest()
-                                               for url, _, _ in common.GPT2_BPE_FILES)
+                                               for url, _, _ in tokenizer.GPT2_BPE_FILES)
 
 
 def test_gpt2_cache_seeding_never_touches_a_cached_file(tmp_path, monkeypatch):
-    url = common.GPT2_BPE_FILES[0][0]
+    url = tokenizer.GPT2_BPE_FILES[0][0]
     (tmp_path / hashlib.sha1(url.encode()).hexdigest()).write_bytes(b'downloaded earlier')
     monkeypatch.setenv('TIKTOKEN_CACHE_DIR', str(tmp_path))
-    common.seed_gpt2_cache()
+    tokenizer.seed_gpt2_cache()
     assert (tmp_path / hashlib.sha1(url.encode()).hexdigest()).read_bytes() == b'downloaded earlier'
     assert len(os.listdir(tmp_path)) == 2
     # the same directory tiktoken picks: TIKTOKEN_CACHE_DIR, then DATA_GYM_CACHE_DIR, then $TMPDIR/data-gym-cache
     monkeypatch.delenv('TIKTOKEN_CACHE_DIR')
     monkeypatch.setenv('DATA_GYM_CACHE_DIR', '/x/gym')
-    assert common.tiktoken_cache_dir() == '/x/gym'
+    assert tokenizer.tiktoken_cache_dir() == '/x/gym'
     monkeypatch.delenv('DATA_GYM_CACHE_DIR')
     monkeypatch.setattr('tempfile.tempdir', '/x/tmp')
-    assert common.tiktoken_cache_dir() == '/x/tmp/data-gym-cache'
+    assert tokenizer.tiktoken_cache_dir() == '/x/tmp/data-gym-cache'
     monkeypatch.setenv('TIKTOKEN_CACHE_DIR', '')
-    assert common.tiktoken_cache_dir() is None  # caching disabled by the user: nothing to seed
+    assert tokenizer.tiktoken_cache_dir() is None  # caching disabled by the user: nothing to seed
 
 
 # ---- the val split, budgets, atomic output ----------------------------------------------------------------------

@@ -28,6 +28,7 @@ import runtime
 import tasks
 from helpers import ROOT, copy_for_resume, one_line_failures, read_log, without_timing, write_random_source
 from model import GPT
+from tokenizer import load_tokenizer
 
 import tiny_model  # prepare/'s (conftest.py puts it on sys.path)
 
@@ -180,7 +181,7 @@ def our_model(path, block_size=BLOCK):
 
 def ours(path, files, tokenizer=None, tokens_per_batch=3 * BLOCK):
     """Our evaluation of a model directory on both task files (several batches of mixed lengths)."""
-    model, tokenizer = our_model(path), tokenizer or tasks.load_tokenizer(path)
+    model, tokenizer = our_model(path), tokenizer or load_tokenizer(path)
     out = {}
     for name, kind in (('local_choices', 'choices'), ('local_xcopa_eu', 'xcopa')):
         task = tasks.encode_task(name, files[kind], tasks.read_task_file(files[kind]), tokenizer, BLOCK)
@@ -223,7 +224,7 @@ def test_equal_to_the_harness(models, files, harness, arch):
     # the data covers the cases: BOS in front (llama) or not (gpt2), the prefix token as an empty context, a text
     # starting with the prefix token's text (no second one added), left truncation
     rows = mine['local_choices']['rows']
-    tokenizer = tasks.load_tokenizer(models[arch])
+    tokenizer = load_tokenizer(models[arch])
     prefix = tokenizer['prefix']
     assert tokenizer['prefix_text'] == ('<|begin_of_text|>' if arch == 'llama' else '<|endoftext|>')
     assert (rows[0][0] == prefix) == (arch == 'llama')
@@ -237,7 +238,7 @@ def test_equal_to_the_harness(models, files, harness, arch):
 
 def test_the_comparison_catches_a_missing_bos(models, files, harness):
     """Negative control: the Llama's requests encoded without its BOS miss the harness's numbers by far."""
-    tokenizer = tasks.load_tokenizer(models['llama'])
+    tokenizer = load_tokenizer(models['llama'])
     from tokenizers import processors
     tokenizer['tok'].post_processor = processors.ByteLevel(trim_offsets=False)
     mine = ours(models['llama'], files, tokenizer)
@@ -350,7 +351,7 @@ def test_eval_py_gives_the_final_record(run, capsys):
 
 def uneven_batches(path, tokens_per_batch, world=2):
     """Whether a task file of the run (bytes tokenizer, block 32) makes a rank repeat a batch."""
-    task = tasks.encode_task('t', path, tasks.read_task_file(path), tasks.load_tokenizer(builtin='bytes'), 32)
+    task = tasks.encode_task('t', path, tasks.read_task_file(path), load_tokenizer(builtin='bytes'), 32)
     plan = tasks.batch_plan([len(row) - 1 for row in task['rows']], tokens_per_batch, world)
     return any(not real for batches in plan for _, real in batches)
 
