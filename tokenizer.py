@@ -230,7 +230,9 @@ def spans_to_mask(offsets, spans):
 
 
 def assistant_spans(chat, messages, text, where):
-    """The prefix method's character spans of the assistant turns in `text` (the whole conversation's rendering)."""
+    """The prefix method's character spans of the assistant turns in `text` (the whole conversation's rendering):
+    from the end of the generation prompt to right after the turn's last end-of-turn token, or to the end of the
+    turn where it has none (a template that writes no end-of-turn after a final turn)."""
     spans, eot = [], chat['end_of_turn']
     for k, message in enumerate(messages):
         if message['role'] != 'assistant':
@@ -289,6 +291,7 @@ def load_chat(model_dir, chat_template=None, date=CHAT_DATE, end_of_turn=None):
     tok, config = common.load_tokenizer_json(model_dir)  # a second object: hf_tokenizer's encodes specials as text
     tok.no_truncation()
     tok.no_padding()
+    tok.encode_special_tokens = bool(config.get('split_special_tokens', False))  # as transformers sets it
     text, source = read_chat_template(model_dir, chat_template)
     chat = dict({k: v for k, v in info.items() if k not in ('encode', 'decode')}, tokenizer=tok, template_text=text,
                 template=compile_chat_template(text, date, where=source), template_source=os.path.abspath(source),

@@ -206,7 +206,8 @@ def prepare_chat_source(records, out, source, script, argv, tokenizer, block_siz
     settings = json.loads(json.dumps(dict(
         source=source, tokenizer=tokenizer, tokenizer_fingerprint=chat['fingerprint'], block_size=block_size,
         loss_on=loss_on, messages_field=messages_field, chat_template_sha256=chat['template_sha256'], date=date,
-        end_of_turn=chat['end_of_turn'], max_tokens=max_tokens, val_tokens=val_tokens)))
+        end_of_turn=chat['end_of_turn'], special_tokens=chat['special_tokens'], pad_token_id=chat['pad_token_id'],
+        max_tokens=max_tokens, val_tokens=val_tokens)))
     if not force and is_chat_prepared(out, settings):
         print(f'{out}: already prepared with these settings (meta.json matches); nothing to do (--force rebuilds)')
         return read_meta(out)

@@ -157,27 +157,32 @@ def local_documents(files, text_field, split_paragraphs, replace_json):
 
 
 def json_records(path, opener, report):
-    """(where, record) of a JSON lines file or a JSON array (told apart by the first character), as parsed by
-    json; where is path:line (lines) or path[index] (arrays). Invalid UTF-8 is replaced and counted."""
+    """(where, record) of a JSON lines file (read line by line) or a JSON array (read whole), told apart by the
+    first character, as parsed by json; where is path:line or path[index]. Invalid UTF-8 is replaced, counted."""
+    def decoded(raw):
+        text, invalid = decode_utf8(raw)
+        report['utf8_replaced'] = report.get('utf8_replaced', 0) + invalid
+        return text
+
     with opener(path, 'rb') as f:
-        raw = f.read()
-    text, invalid = decode_utf8(raw)
-    report['utf8_replaced'] = report.get('utf8_replaced', 0) + invalid
-    if text.lstrip().startswith('['):
-        try:
-            records = json.loads(text)
-        except ValueError as e:
-            raise UserError(f'{path} is not valid JSON ({e})') from None
-        yield from ((f'{path}[{i}]', r) for i, r in enumerate(records))
-        return
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as e:
-            raise UserError(f'{path}:{number} is not valid JSON ({e})') from None
-        yield f'{path}:{number}', record
+        head = f.read(1 << 16)
+        if head.lstrip().startswith(b'['):
+            try:
+                records = json.loads(decoded(head + f.read()))
+            except ValueError as e:
+                raise UserError(f'{path} is not valid JSON ({e})') from None
+            yield from ((f'{path}[{i}]', r) for i, r in enumerate(records))
+            return
+        f.seek(0)
+        for number, raw in enumerate(f, 1):
+            line = decoded(raw)
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as e:
+                raise UserError(f'{path}:{number} is not valid JSON ({e})') from None
+            yield f'{path}:{number}', record
 
 
 def parquet_records(path):
@@ -214,7 +219,8 @@ def main(argv):
     p.add_argument('--split_paragraphs', action='store_true',
                    help='.txt: one document per blank-line-separated block instead of one per file')
     p.add_argument('--format', choices=['text', 'chat'], default='text',
-                   help='text: documents (default); chat: conversations, packed with loss masks (see above)')
+                   help='text: documents (default); chat: conversations, packed with loss masks (see above; '
+                        'rendered in one process, --workers does not apply)')
     p.add_argument('--block_size', type=int, default=None,
                    help='chat: the block_size train.py will use; windows are block_size + 1 tokens')
     p.add_argument('--loss_on', choices=chat.chat_tokenizer.LOSS_ON, default=None,

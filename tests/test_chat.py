@@ -81,7 +81,7 @@ def models(tmp_path_factory):
 
 
 def hf_tokenizer(path):
-    return transformers.AutoTokenizer.from_pretrained(path)
+    return transformers.PreTrainedTokenizerFast.from_pretrained(path)
 
 
 def test_tagged_template_renders_and_masks_as_transformers(models):
@@ -301,16 +301,18 @@ def test_errors_exit_2_with_one_line_and_keep_an_earlier_output(models, tmp_path
     local.main(['--format=chat', '--input', good, '--tokenizer', models['llama'], '--block_size=32', '--out', out])
     before = {f: open(os.path.join(out, f), 'rb').read() for f in os.listdir(out)}
     bad = write_jsonl(tmp_path / 'bad.jsonl', corpus(8)[:5] + [dict(messages=[dict(role='user')])])
-    for args in (['--input', bad, '--tokenizer', models['llama'], '--block_size=32'],
-                 ['--input', good, '--tokenizer', models['llama']],
-                 ['--input', good, '--tokenizer', models['llama'], '--block_size=32', '--loss_on=everything']):
-        r = subprocess.run([sys.executable, 'prepare/local.py', '--format=chat', *args, '--out', out, '--force'],
-                           cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert r.returncode == 2 and r.stderr.startswith('error:') and r.stderr.count('\n') == 1, r.stderr
+    for args in (['--input', good, '--tokenizer', models['llama']],
+                 ['--input', good, '--tokenizer', models['llama'], '--block_size=0']):
+        with pytest.raises(UserError):
+            local.main(['--format=chat', *args, '--out', out, '--force'])
+    r = subprocess.run([sys.executable, 'prepare/local.py', '--format=chat', '--input', bad, '--tokenizer',
+                        models['llama'], '--block_size=32', '--out', out, '--force'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith(f'error: {bad}:6: turn 0 has no content') and \
+        r.stderr.count('\n') == 1, r.stderr
     assert before == {f: open(os.path.join(out, f), 'rb').read() for f in os.listdir(out)}
-    r = subprocess.run([sys.executable, 'prepare/local.py', '--input', good, '--out', str(tmp_path / 't'),
-                        '--block_size=32'], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and '--block_size only apply with --format=chat' in r.stderr
+    with pytest.raises(UserError, match='--block_size only apply with --format=chat'):
+        local.main(['--input', good, '--out', str(tmp_path / 't'), '--block_size=32'])
 
 
 def test_tiny_model_has_a_chat_template_transformers_uses(tmp_path):
