@@ -108,6 +108,20 @@ def test_tagged_template_renders_and_masks_as_transformers(models):
             last_turn
 
 
+def test_tags_around_the_content_only_mask_what_transformers_masks(models, tmp_path):
+    content_only = TAGGED.replace("{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}",
+                                  "{% generation %}{{ message['content'] }}{% endgeneration %}{{ '<|im_end|>' }}")
+    assert content_only != TAGGED
+    (tmp_path / 'content_only.jinja').write_text(content_only)
+    hf = hf_tokenizer(models['tagged'])
+    ours = chat_tokenizer.load_chat(models['tagged'], chat_template=str(tmp_path / 'content_only.jinja'))
+    for conversation in CONVERSATIONS:
+        expected = hf.apply_chat_template(conversation, chat_template=content_only, tokenize=True, return_dict=True,
+                                          return_assistant_tokens_mask=True)
+        ids, mask = chat_tokenizer.encode_chat(ours, conversation)
+        assert ids.tolist() == expected['input_ids'] and mask.tolist() == [0] + expected['assistant_masks'][1:]
+
+
 def test_the_environment_matches_transformers_including_today_for_strftime_now(models):
     hf = hf_tokenizer(models['tagged'])
     many = [dict(role='user', content=str(i)) for i in range(120)]  # > 50 turns: loop controls; > 99: the date
@@ -262,6 +276,32 @@ def test_hub_chat_streams_openhermes_with_a_stand_in(models, tmp_path, monkeypat
         assert open(os.path.join(out, f), 'rb').read() == open(os.path.join(reference, f), 'rb').read()
     meta = json.load(open(os.path.join(out, 'meta.json')))
     assert meta['source']['hub'] == 'teknium/OpenHermes-2.5' and meta['source']['revision'] == 'main'
+
+
+def test_hub_chat_takes_another_dataset_with_a_validation_split(models, tmp_path, monkeypatch):
+    calls = []
+
+    def stand_in(path, split, **kwargs):
+        calls.append((path, split, kwargs))
+        rows = [[dict(role='user', content=f'{split} {i}'), dict(role='assistant', content=f'answer {i}')]
+                for i in range(6)]
+        return datasets.Dataset.from_dict({'messages': rows}).to_iterable_dataset()
+
+    monkeypatch.setattr(datasets, 'load_dataset', stand_in)
+    monkeypatch.setattr(datasets.config, 'TORCH_AVAILABLE', datasets.config.TORCH_AVAILABLE)
+    monkeypatch.setattr(datasets.config, 'HF_UPDATE_DOWNLOAD_COUNTS', datasets.config.HF_UPDATE_DOWNLOAD_COUNTS)
+    out = str(tmp_path / 'uc')
+    monkeypatch.setattr(sys, 'argv', ['prepare/hub_chat.py', '--dataset', 'HuggingFaceH4/ultrachat_200k', '--split',
+                                      'train_sft', '--val_split', 'test_sft', '--tokenizer', models['llama'],
+                                      '--block_size=40', '--val_tokens=30', '--out', out])
+    runpy.run_path(os.path.join(ROOT, 'prepare', 'hub_chat.py'), run_name='__main__')
+    assert [c[:2] for c in calls] == [('HuggingFaceH4/ultrachat_200k', 'test_sft'),
+                                      ('HuggingFaceH4/ultrachat_200k', 'train_sft')]
+    meta = json.load(open(os.path.join(out, 'meta.json')))
+    decode = chat_tokenizer.load_chat(models['llama'])['tokenizer'].decode
+    val = np.fromfile(os.path.join(out, 'val.bin'), dtype=meta['dtype']).tolist()
+    assert 'test_sft 0' in decode(val) and 'train_sft' not in decode(val)
+    assert meta['counts']['train']['examples'] == 6 and 0 < meta['counts']['val']['examples'] < 6
 
 
 NOT_PREFIX_STABLE = "{{ messages | length }}{% for m in messages %}|{{ m['role'] }}:{{ m['content'] }}<|eot_id|>{% endfor %}"
