@@ -366,3 +366,15 @@ def test_tiny_model_has_a_chat_template_transformers_uses(tmp_path):
     assert text == ('<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>'
                     '<|start_header_id|>assistant<|end_header_id|>\n\nHello<|eot_id|>')
     assert hf.convert_tokens_to_ids('<|eot_id|>') != hf.eos_token_id
+
+
+def test_chat_template_jinja_comes_before_tokenizer_config_and_an_override_before_both(models, tmp_path):
+    import shutil
+    both = str(tmp_path / 'both')
+    shutil.copytree(models['tagged'], both)  # TAGGED in tokenizer_config.json
+    shutil.copy(os.path.join(models['llama'], 'chat_template.jinja'), both)
+    assert chat_tokenizer.load_chat(both)['template_text'] == tiny_model.CHAT_TEMPLATE
+    override = tmp_path / 'override.jinja'
+    override.write_text(TAGGED)
+    chosen = chat_tokenizer.load_chat(both, chat_template=str(override))
+    assert chosen['template_text'] == TAGGED and chosen['template_source'] == str(override)
