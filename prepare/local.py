@@ -13,6 +13,13 @@ Invalid UTF-8 bytes are replaced by U+FFFD and counted. Examples:
     python prepare/local.py --input corpus.jsonl --text_field text --out data/mycorpus
     python prepare/local.py --input 'books/*.txt' --split_paragraphs --tokenizer bytes --out data/books
     python prepare/local.py --input dolma/c4 --max_tokens 4.3B --out data/c4     # a directory
+
+--format=chat: the records are conversations (JSON lines, JSON arrays or parquet; `messages` with role/content, or
+ShareGPT `conversations` with from/value), rendered with the model directory's chat template, masked and packed
+into windows of block_size + 1 tokens (prepare/chat.py says how):
+
+    python prepare/local.py --format=chat --input chats.jsonl --tokenizer models/tiny-llama --block_size 256 \
+        --out data/mychat [--loss_on assistant|last_assistant|all] [--messages_field NAME] [--chat_template FILE]
 """
 import bz2
 import concurrent.futures
@@ -26,7 +33,8 @@ import sys
 
 from tqdm import tqdm
 
-from common import UserError, base_parser, count_invalid_utf8, prepare_source, run_main
+import chat
+from common import UserError, base_parser, count_invalid_utf8, decode_utf8, prepare_source, run_main
 from hub import dataset_texts, import_datasets
 
 BUILDERS = {'.txt': 'text', '.text': 'text', '.md': 'text', '.jsonl': 'json', '.ndjson': 'json', '.json': 'json',
@@ -154,6 +162,61 @@ def local_documents(files, text_field, split_paragraphs, replace_json):
                                               f'({type(e).__name__}: {str(e)[:300]})'))
 
 
+def json_records(path, opener, report):
+    """(where, record) of a JSON lines file (read line by line) or a JSON array (read whole), told apart by the
+    first character, as parsed by json; where is path:line or path[index]. Invalid UTF-8 is replaced, counted."""
+    def decoded(raw):
+        text, invalid = decode_utf8(raw)
+        report['utf8_replaced'] = report.get('utf8_replaced', 0) + invalid
+        return text
+
+    with opener(path, 'rb') as f:
+        head = f.read(1 << 16)
+        if head.lstrip().startswith(b'['):
+            try:
+                records = json.loads(decoded(head + f.read()))
+            except ValueError as e:
+                raise UserError(f'{path} is not valid JSON ({e})') from None
+            yield from ((f'{path}[{i}]', r) for i, r in enumerate(records))
+            return
+        f.seek(0)
+        for number, raw in enumerate(f, 1):
+            line = decoded(raw)
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as e:
+                raise UserError(f'{path}:{number} is not valid JSON ({e})') from None
+            yield f'{path}:{number}', record
+
+
+def parquet_records(path):
+    """(where, record) of a parquet file's rows, as pyarrow gives them (nested fields as lists and dicts)."""
+    import pyarrow.parquet as pq
+    try:
+        rows = pq.ParquetFile(path)
+    except Exception as e:
+        raise UserError(f'{path} is not a readable parquet file ({e})') from None
+    index = 0
+    for batch in rows.iter_batches(batch_size=256):
+        for record in batch.to_pylist():
+            yield f'{path} row {index}', record
+            index += 1
+
+
+def chat_records(files, report):
+    """Every input file's records, in order."""
+    for path in files:
+        builder, opener = split_name(path)
+        if builder == 'text':
+            raise UserError(f'{path}: --format=chat reads conversations from .jsonl/.json/.parquet files, not text')
+        yield from parquet_records(path) if builder == 'parquet' else json_records(path, opener, report)
+
+
+CHAT_ONLY = ('block_size', 'loss_on', 'messages_field', 'chat_template', 'date', 'end_of_turn')
+
+
 def main(argv):
     p = base_parser(__doc__)
     p.add_argument('--input', nargs='+', required=True, help='files, globs (quote them) or directories')
@@ -161,7 +224,28 @@ def main(argv):
     p.add_argument('--text_field', default='text', help='JSON field / parquet column with the text (default: text)')
     p.add_argument('--split_paragraphs', action='store_true',
                    help='.txt: one document per blank-line-separated block instead of one per file')
+    p.add_argument('--format', choices=['text', 'chat'], default='text',
+                   help='text: documents (default); chat: conversations, packed with loss masks (see above; '
+                        'rendered in one process, --workers does not apply)')
+    p.add_argument('--block_size', type=int, default=None,
+                   help='chat: the block_size train.py will use; windows are block_size + 1 tokens')
+    p.add_argument('--loss_on', choices=chat.chat_templates.LOSS_ON, default=None,
+                   help="chat: which tokens are labels: every assistant turn's (default), the last assistant "
+                        "turn's, or all")
+    p.add_argument('--messages_field', default=None, help='chat: the field with the turns (default: messages; '
+                                                          'records with "conversations" instead are ShareGPT)')
+    p.add_argument('--chat_template', default=None,
+                   help="chat: a jinja file to use instead of the model directory's chat template")
+    p.add_argument('--date', default=None, help=f"chat: the date the template's strftime_now sees (default: "
+                                                f"{chat.chat_templates.CHAT_DATE})")
+    p.add_argument('--end_of_turn', default=None,
+                   help="chat: the token that ends an assistant turn (default: found from the template)")
     args = p.parse_args(argv)
+    given = [f'--{k}' for k in CHAT_ONLY if getattr(args, k) is not None]
+    if args.format == 'text' and given:
+        raise UserError(f"{', '.join(given)} only apply with --format=chat")
+    if args.format == 'chat':
+        return chat_main(args, argv)
     files = expand_inputs(args.input)
     # What the output depends on: the files as they are now (a changed file is a new source) and the options.
     source = dict(files=[dict(path=os.path.abspath(f), bytes=os.path.getsize(f), mtime_ns=os.stat(f).st_mtime_ns)
@@ -181,6 +265,24 @@ def main(argv):
     prepare_source(documents(), args.out, source, __file__, argv, tokenizer=args.tokenizer,
                    max_tokens=args.max_tokens, val_tokens=args.val_tokens, workers=args.workers, force=args.force,
                    report=report)
+
+
+def chat_main(args, argv):
+    if args.split_paragraphs:
+        raise UserError('--split_paragraphs only applies to text; --format=chat reads conversations')
+    if args.block_size is None:
+        raise UserError('--format=chat needs --block_size=B (the block_size train.py will use): windows are packed '
+                        'for it')
+    files = expand_inputs(args.input)
+    messages_field = args.messages_field or 'messages'
+    source = dict(files=[dict(path=os.path.abspath(f), bytes=os.path.getsize(f), mtime_ns=os.stat(f).st_mtime_ns)
+                         for f in files], messages_field=messages_field)
+    report = dict(notes=[])
+    chat.prepare_chat_source(chat_records(files, report), args.out, source, __file__, argv, args.tokenizer,
+                             args.block_size, loss_on=args.loss_on or 'assistant', messages_field=messages_field,
+                             chat_template=args.chat_template, date=args.date or chat.chat_templates.CHAT_DATE,
+                             end_of_turn=args.end_of_turn, max_tokens=args.max_tokens, val_tokens=args.val_tokens,
+                             force=args.force, report=report)
 
 
 if __name__ == '__main__':

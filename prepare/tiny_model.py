@@ -10,8 +10,11 @@ llama: LlamaForCausalLM, 2 layers, width 64, 4 query heads sharing 2 key/value h
 Llama-3-style tokenizer that puts <|begin_of_text|> before each text and ends documents with <|end_of_text|>.
 gpt2: GPT2LMHeadModel, 2 layers, width 64, 4 heads, gelu_new, and a GPT-2-style byte-level tokenizer with no BOS
 and <|endoftext|>. Both tokenizers are byte-level BPE with 512 tokens, trained on the prose of Python's reference
-documentation (pydoc_data.topics, which every Python has). The weights are transformers' random init (std 0.02),
-or drawn again with --std.
+documentation (pydoc_data.topics, which every Python has), plus three special tokens for chat after the trained
+ones: <|start_header_id|>, <|end_header_id|> and the end-of-turn token <|eot_id|> (distinct from the end-of-sequence
+token, as in Llama 3). The directory's chat_template.jinja is a small Llama-3-style template without {% generation %}
+tags (CHAT_TEMPLATE: BOS, then each turn as a role header, the trimmed content and <|eot_id|>). The weights are
+transformers' random init (std 0.02), or drawn again with --std.
 """
 import argparse
 import json
@@ -20,6 +23,20 @@ import os
 from common import UserError, _Parser, run_main
 
 SPECIAL = {'llama': dict(bos='<|begin_of_text|>', eos='<|end_of_text|>'), 'gpt2': dict(bos=None, eos='<|endoftext|>')}
+CHAT_TOKENS = ('<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>')
+# Llama 3's turn format (no tool calls, no date header); unknown roles are refused, as a stricter template would
+CHAT_TEMPLATE = (
+    "{{- bos_token }}\n"
+    "{%- for message in messages %}\n"
+    "{%- if message['role'] not in ['system', 'user', 'assistant'] %}\n"
+    "{{- raise_exception('Unknown role: ' + message['role']) }}\n"
+    "{%- endif %}\n"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + "
+    "'<|eot_id|>' }}\n"
+    "{%- endfor %}\n"
+    "{%- if add_generation_prompt %}\n"
+    "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}\n"
+    "{%- endif %}\n")
 
 
 def training_texts():
@@ -31,8 +48,9 @@ def training_texts():
 
 
 def make_tokenizer(style, vocab_size=512, texts=None):
-    """A byte-level BPE tokenizers.Tokenizer and its tokenizer_config.json (a dict), Llama-3- or GPT-2-style."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    """A byte-level BPE tokenizers.Tokenizer and its tokenizer_config.json (a dict, with the chat template under
+    'chat_template', which make_model writes to chat_template.jinja), Llama-3- or GPT-2-style."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     special = SPECIAL[style]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -41,6 +59,7 @@ def make_tokenizer(style, vocab_size=512, texts=None):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=names, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts or training_texts(), trainer)
+    tok.add_special_tokens([AddedToken(t, special=True) for t in CHAT_TOKENS])  # after: the trained ids stay
     if special['bos']:  # Llama 3: every text starts with BOS; no EOS is added (prepare/ ends documents with it)
         tok.post_processor = processors.TemplateProcessing(
             single=f"{special['bos']} $A", pair=f"{special['bos']} $A {special['bos']} $B",
@@ -48,7 +67,8 @@ def make_tokenizer(style, vocab_size=512, texts=None):
     else:
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
     config = dict(tokenizer_class='PreTrainedTokenizerFast', bos_token=special['bos'] or special['eos'],
-                  eos_token=special['eos'], clean_up_tokenization_spaces=False, model_max_length=256)
+                  eos_token=special['eos'], clean_up_tokenization_spaces=False, model_max_length=256,
+                  chat_template=CHAT_TEMPLATE)
     return tok, config
 
 
@@ -84,10 +104,22 @@ def make_model(arch, out, tokenizer, tokenizer_config, tied=False, std=None, see
     model.eval()
     os.makedirs(out, exist_ok=True)
     model.save_pretrained(out, **({'max_shard_size': max_shard_size} if max_shard_size else {}))
+    save_tokenizer(out, tokenizer, tokenizer_config)
+    return model
+
+
+def save_tokenizer(out, tokenizer, tokenizer_config):
+    """tokenizer.json, tokenizer_config.json and (from the config's chat_template) chat_template.jinja, where
+    transformers' save_pretrained puts a single template today."""
+    os.makedirs(out, exist_ok=True)
     tokenizer.save(os.path.join(out, 'tokenizer.json'))
+    tokenizer_config = dict(tokenizer_config)
+    chat_template = tokenizer_config.pop('chat_template', None)
+    if chat_template is not None:
+        with open(os.path.join(out, 'chat_template.jinja'), 'w', encoding='utf-8') as f:
+            f.write(chat_template)
     with open(os.path.join(out, 'tokenizer_config.json'), 'w') as f:
         json.dump(tokenizer_config, f, indent=2)
-    return model
 
 
 def main(argv):
@@ -102,7 +134,7 @@ def main(argv):
     tok, tok_config = make_tokenizer(args.arch)
     make_model(args.arch, args.out, tok, tok_config, tied=args.tied, std=args.std)
     print(f'{args.out}: a tiny random {"LlamaForCausalLM" if args.arch == "llama" else "GPT2LMHeadModel"} with a '
-          f'{tok.get_vocab_size()}-token tokenizer (stands in for `hf download`)')
+          f'{tok.get_vocab_size()}-token tokenizer and a chat template (stands in for `hf download`)')
 
 
 if __name__ == '__main__':

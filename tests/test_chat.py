@@ -1,0 +1,380 @@
+"""Chat data preparation: rendering and loss masks against transformers' own apply_chat_template (a tokenizer built
+locally with the tokenizers package, no Hub), the prefix method, packing into windows with masks and example
+starts, the input formats, the Hub path up to its datasets call (a local stand-in), and bad inputs."""
+import datetime
+import json
+import os
+import runpy
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import datasets  # noqa: E402
+import transformers  # noqa: E402
+
+import chat  # noqa: E402  (prepare/chat.py)
+import local  # noqa: E402
+import tiny_model  # noqa: E402
+import chat_template as chat_templates  # noqa: E402
+from configurator import UserError  # noqa: E402
+
+CHATML_TOKENS = ('<|im_start|>', '<|im_end|>', '<|pad|>')
+# ChatML with generation tags that end right after the end-of-turn token, and a few of the environment's features
+# (tojson of non-ASCII and HTML characters, a namespace, loop controls, a None-valued key dropped, strftime_now)
+TAGGED = (
+    "{%- set ns = namespace(turns=0) %}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] not in ['system', 'user', 'assistant'] %}{{ raise_exception('no role ' + message['role']) }}"
+    "{%- endif %}"
+    "{%- set ns.turns = ns.turns + 1 %}"
+    "{{- '<|im_start|>' + message['role'] }}{% if message.name is defined %}{{ ' ' + message.name }}{% endif %}"
+    "{{- '\\n' }}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}"
+    "{%- else %}"
+    "{{ message['content'] }}{% if message.meta is defined %}{{ message.meta | tojson }}{% endif %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- if loop.index > 50 %}{% break %}{% endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}"
+    "{%- if ns.turns > 40 %}{{ strftime_now('%d %b %Y') }}{% endif %}")
+
+
+CONVERSATIONS = [
+    [dict(role='system', content='Be brief.'), dict(role='user', content='Héllo ü 日本語 ✓'),
+     dict(role='assistant', content='Grüße 👋 — fine'), dict(role='user', content='And?', name=None),
+     dict(role='assistant', content='More: <b>&</b>'), dict(role='user', content='x', meta={'k': 'é<>&'}),
+     dict(role='assistant', content='done.')],
+    [dict(role='user', content=''), dict(role='assistant', content=''), dict(role='user', content='again'),
+     dict(role='assistant', content=' spaced out \n')],
+    [dict(role='user', content='one turn only', name='ann'), dict(role='assistant', content='ok')],
+]
+
+
+@pytest.fixture(scope='module')
+def models(tmp_path_factory):
+    """Model directories (tokenizer files only) sharing one small trained BPE: 'tagged' (ChatML with generation
+    tags, in tokenizer_config.json, a pad token), 'llama' (tiny_model's Llama-3-style template, chat_template.jinja),
+    'none' (no template)."""
+    from tokenizers import AddedToken
+    root = tmp_path_factory.mktemp('chat_models')
+    tok, config = tiny_model.make_tokenizer('llama', vocab_size=300, texts=tiny_model.training_texts()[:12])
+    tok.add_special_tokens([AddedToken(t, special=True) for t in CHATML_TOKENS])
+    dirs = {}
+    for name, extra in (('tagged', dict(chat_template=TAGGED, pad_token='<|pad|>')), ('llama', {}),
+                        ('none', dict(chat_template=None))):
+        dirs[name] = str(root / name)
+        cfg = {k: v for k, v in {**config, **extra}.items() if v is not None}
+        if name == 'tagged':  # in tokenizer_config.json, the older place transformers still reads
+            os.makedirs(dirs[name])
+            tok.save(os.path.join(dirs[name], 'tokenizer.json'))
+            with open(os.path.join(dirs[name], 'tokenizer_config.json'), 'w') as f:
+                json.dump(cfg, f)
+        else:
+            tiny_model.save_tokenizer(dirs[name], tok, cfg)
+    return dirs
+
+
+def hf_tokenizer(path):
+    return transformers.PreTrainedTokenizerFast.from_pretrained(path)
+
+
+def test_tagged_template_renders_and_masks_as_transformers(models):
+    hf = hf_tokenizer(models['tagged'])
+    ours = chat_templates.load_chat(models['tagged'])
+    assert ours['generation_tags'] and ours['end_of_turn'] == '<|im_end|>'
+    assert ours['pad_token_id'] == hf.pad_token_id and ours['special_tokens'] == hf.special_tokens_map
+    for conversation in CONVERSATIONS:
+        expected = hf.apply_chat_template(conversation, tokenize=True, return_dict=True,
+                                          return_assistant_tokens_mask=True)
+        text = hf.apply_chat_template(conversation, tokenize=False)
+        assert chat_templates.render_chat(ours, chat_templates.chat_messages(conversation, 'test'))[0] == text
+        ids, mask = chat_templates.encode_chat(ours, conversation)
+        want = np.array(expected['assistant_masks'], dtype=np.uint8)
+        want[0] = 0  # an example's first token never carries loss
+        assert ids.tolist() == expected['input_ids'] and mask.tolist() == want.tolist() and want.any()
+        # the prefix method, tags ignored: the same mask, as the tags end right after the end-of-turn token
+        assert chat_templates.encode_chat(ours, conversation, use_tags=False)[1].tolist() == want.tolist()
+        _, everything = chat_templates.encode_chat(ours, conversation, loss_on='all')
+        assert everything.tolist() == [0] + [1] * (len(ids) - 1)
+        _, last = chat_templates.encode_chat(ours, conversation, loss_on='last_assistant')
+        last_turn = conversation[-1]['content'] + '<|im_end|>'
+        assert last.sum() and ours['tokenizer'].decode(ids[last == 1].tolist(), skip_special_tokens=False) == \
+            last_turn
+
+
+def test_tags_around_the_content_only_mask_what_transformers_masks(models, tmp_path):
+    content_only = TAGGED.replace("{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}",
+                                  "{% generation %}{{ message['content'] }}{% endgeneration %}{{ '<|im_end|>' }}")
+    assert content_only != TAGGED
+    (tmp_path / 'content_only.jinja').write_text(content_only)
+    hf = hf_tokenizer(models['tagged'])
+    ours = chat_templates.load_chat(models['tagged'], chat_template=str(tmp_path / 'content_only.jinja'))
+    for conversation in CONVERSATIONS:
+        expected = hf.apply_chat_template(conversation, chat_template=content_only, tokenize=True, return_dict=True,
+                                          return_assistant_tokens_mask=True)
+        ids, mask = chat_templates.encode_chat(ours, conversation)
+        assert ids.tolist() == expected['input_ids'] and mask.tolist() == [0] + expected['assistant_masks'][1:]
+
+
+def test_the_environment_matches_transformers_including_today_for_strftime_now(models):
+    hf = hf_tokenizer(models['tagged'])
+    many = [dict(role='user', content=str(i)) for i in range(120)]  # > 50 turns: loop controls; > 99: the date
+    today = datetime.date.today().isoformat()
+    for date in (today, '2020-02-29'):
+        ours = chat_templates.load_chat(models['tagged'], date=date)
+        rendered, _ = chat_templates.render_chat(ours, many, add_generation_prompt=True)
+        assert 'user\n50<' in rendered and 'user\n51<' not in rendered  # {% break %}
+        assert rendered.endswith(datetime.date.fromisoformat(date).strftime('%d %b %Y'))
+        if date == today:  # transformers binds strftime_now to the current date
+            assert rendered == hf.apply_chat_template(many, tokenize=False, add_generation_prompt=True)
+
+
+def test_llama_style_template_renders_as_transformers_and_masks_each_turn_and_its_end_of_turn(models):
+    hf = hf_tokenizer(models['llama'])
+    ours = chat_templates.load_chat(models['llama'])
+    assert not ours['generation_tags'] and ours['end_of_turn'] == '<|eot_id|>'
+    assert ours['pad_token_id'] == ours['eot_token']  # no pad token: the end-of-sequence id
+    decode = lambda ids: ours['tokenizer'].decode(ids.tolist(), skip_special_tokens=False)
+    for conversation in CONVERSATIONS:
+        ids, mask = chat_templates.encode_chat(ours, conversation)
+        assert ids.tolist() == hf.apply_chat_template(conversation, tokenize=True, return_dict=True)['input_ids']
+        starts = np.flatnonzero(np.diff(np.concatenate([[0], mask])) == 1)
+        ends = np.flatnonzero(np.diff(np.concatenate([mask, [0]])) == -1) + 1
+        turns = [decode(ids[a:b]) for a, b in zip(starts, ends)]
+        assert turns == [m['content'].strip() + '<|eot_id|>' for m in conversation if m['role'] == 'assistant']
+
+
+def write_jsonl(path, records):
+    with open(path, 'w', encoding='utf-8') as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + '\n')
+    return str(path)
+
+
+def corpus(n=40, seed=0):
+    """Conversations of varied lengths: short ones that pack several to a window, long ones that are truncated, and
+    some with no assistant turn (dropped)."""
+    rng = np.random.default_rng(seed)
+    words = 'the of a is in to and ü 日本 ✓'.split()
+    records = []
+    for i in range(n):
+        say = lambda k: ' '.join(rng.choice(words, k))
+        turns = [dict(role='user', content=f'q{i} ' + say(int(rng.integers(1, 6))))]
+        if i % 9 != 4:
+            turns.append(dict(role='assistant', content=say(int(rng.integers(1, 40 if i % 7 == 3 else 8)))))
+        records.append(dict(messages=turns))
+    return records
+
+
+def windows(out, split, meta):
+    size = meta['window_stride']
+    ids = np.fromfile(os.path.join(out, f'{split}.bin'), dtype=meta['dtype'])
+    mask = np.fromfile(os.path.join(out, f'{split}.mask.bin'), dtype=np.uint8)
+    starts = np.fromfile(os.path.join(out, f'{split}.starts.bin'), dtype=np.uint8)
+    assert len(ids) == len(mask) == len(starts) and len(ids) % size == 0 and len(ids) == meta[split]['tokens']
+    return ids.reshape(-1, size), mask.reshape(-1, size), starts.reshape(-1, size)
+
+
+def test_packing_into_windows_with_masks_and_starts(models, tmp_path):
+    block_size = 63
+    records = corpus()
+    data = write_jsonl(tmp_path / 'chats.jsonl', records)
+    out = str(tmp_path / 'out')
+    argv = ['--format=chat', '--input', data, '--tokenizer', models['llama'], f'--block_size={block_size}',
+            '--val_tokens=120', '--out', out]
+    local.main(argv)
+    meta = json.load(open(os.path.join(out, 'meta.json')))
+    assert meta['format'] == 'chat' and meta['block_size'] == block_size and meta['window_stride'] == block_size + 1
+    assert meta['loss_on'] == 'assistant' and meta['end_of_turn'] == '<|eot_id|>' and meta['date'] == '2024-07-26'
+    ours = chat_templates.load_chat(models['llama'])
+    assert meta['pad_token_id'] == ours['pad_token_id'] and meta['chat_template_sha256'] == ours['template_sha256']
+    expected = [chat_templates.encode_chat(ours, r['messages']) for r in records]
+    kept = [(ids[:block_size + 1], mask[:block_size + 1]) for ids, mask in expected if mask[:block_size + 1].any()]
+    found = []
+    for split in ('val', 'train'):  # val is the first conversations, train the rest
+        ids, mask, starts = windows(out, split, meta)
+        counts = meta['counts'][split]
+        assert counts['windows'] == len(ids) and counts['loss_tokens'] == int(mask.sum())
+        assert (starts[:, 0] == 1).all()
+        examples = []
+        for w in range(len(ids)):  # segments: kept examples have a loss token; padding (last, if any) has none
+            bounds = list(np.flatnonzero(starts[w])) + [block_size + 1]
+            segments = [(ids[w, a:b], mask[w, a:b]) for a, b in zip(bounds, bounds[1:])]
+            if not segments[-1][1].any():
+                assert len(segments) > 1 and (segments[-1][0] == meta['pad_token_id']).all()
+                segments = segments[:-1]
+            assert all(m.any() for _, m in segments)
+            examples += segments
+        assert not mask[starts == 1].any()  # no loss on an example's first token, nor on padding
+        assert len(examples) == counts['examples']
+        found += examples
+    # every kept example is in some window, whole (or truncated to a window); packing moved none of them across
+    key = lambda e: (e[0].tolist(), e[1].tolist())
+    assert sorted(map(key, found)) == sorted(map(key, kept))
+    total = meta['counts']['train']['dropped'] + meta['counts']['val']['dropped']
+    assert total == sum(1 for r in records if len(r['messages']) == 1) == 4
+    assert meta['counts']['train']['truncated'] + meta['counts']['val']['truncated'] == \
+        sum(1 for ids, mask in expected if len(ids) > block_size + 1 and mask[:block_size + 1].any()) > 0
+    assert meta['counts']['train']['windows'] < meta['counts']['train']['examples']  # short ones share windows
+    before = {f: open(os.path.join(out, f), 'rb').read() for f in os.listdir(out) if f.endswith('.bin')}
+    local.main(argv + ['--force'])  # deterministic
+    assert before == {f: open(os.path.join(out, f), 'rb').read() for f in os.listdir(out) if f.endswith('.bin')}
+
+
+def test_sharegpt_json_array_and_parquet_inputs_give_the_same_source(models, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    records = corpus(12, seed=1)
+    roles = {v: k for k, v in chat.SHAREGPT_ROLES.items()}
+    sharegpt = [dict(conversations=[{'from': roles[m['role']], 'value': m['content'], 'weight': None}
+                                    for m in r['messages']]) for r in records]
+    inputs = dict(jsonl=write_jsonl(tmp_path / 'a.jsonl', records), sharegpt=write_jsonl(tmp_path / 'b.jsonl',
+                                                                                          sharegpt))
+    inputs['json'] = str(tmp_path / 'c.json')
+    with open(inputs['json'], 'w') as f:
+        json.dump([dict(turns=r['messages']) for r in records], f)
+    inputs['parquet'] = str(tmp_path / 'd.parquet')
+    pq.write_table(pa.Table.from_pylist(records), inputs['parquet'])
+    made = {}
+    for name, path in inputs.items():
+        out = str(tmp_path / name)
+        local.main(['--format=chat', '--input', path, '--tokenizer', models['tagged'], '--block_size=40',
+                    '--val_tokens=60', '--out', out, '--loss_on=last_assistant',
+                    *(['--messages_field=turns'] if name == 'json' else [])])
+        made[name] = {f: open(os.path.join(out, f), 'rb').read() for f in sorted(os.listdir(out)) if 'bin' in f}
+    assert made['jsonl'] == made['sharegpt'] == made['json'] == made['parquet']
+
+
+def test_hub_chat_streams_openhermes_with_a_stand_in(models, tmp_path, monkeypatch):
+    records = corpus(10, seed=2)
+    roles = {v: k for k, v in chat.SHAREGPT_ROLES.items()}
+    rows = [[{'from': roles[m['role']], 'value': m['content'], 'weight': None} for m in r['messages']]
+            for r in records]
+    calls = []
+
+    def stand_in(path, **kwargs):
+        calls.append((path, kwargs))
+        return datasets.Dataset.from_dict({'conversations': rows, 'source': ['x'] * len(rows)}).to_iterable_dataset()
+
+    monkeypatch.setattr(datasets, 'load_dataset', stand_in)
+    monkeypatch.setattr(datasets.config, 'TORCH_AVAILABLE', datasets.config.TORCH_AVAILABLE)
+    monkeypatch.setattr(datasets.config, 'HF_UPDATE_DOWNLOAD_COUNTS', datasets.config.HF_UPDATE_DOWNLOAD_COUNTS)
+    out, reference = str(tmp_path / 'hub'), str(tmp_path / 'local')
+    monkeypatch.setattr(sys, 'argv', ['prepare/hub_chat.py', '--tokenizer', models['llama'], '--block_size=40',
+                                      '--val_tokens=60', '--out', out])
+    runpy.run_path(os.path.join(ROOT, 'prepare', 'hub_chat.py'), run_name='__main__')
+    assert calls == [('teknium/OpenHermes-2.5', dict(split='train', streaming=True, revision='main'))]
+    local.main(['--format=chat', '--input', write_jsonl(tmp_path / 'r.jsonl', records), '--tokenizer',
+                models['llama'], '--block_size=40', '--val_tokens=60', '--out', reference])
+    for f in ('train.bin', 'val.bin', 'train.mask.bin', 'train.starts.bin'):
+        assert open(os.path.join(out, f), 'rb').read() == open(os.path.join(reference, f), 'rb').read()
+    meta = json.load(open(os.path.join(out, 'meta.json')))
+    assert meta['source']['hub'] == 'teknium/OpenHermes-2.5' and meta['source']['revision'] == 'main'
+
+
+def test_hub_chat_takes_another_dataset_with_a_validation_split(models, tmp_path, monkeypatch):
+    calls = []
+
+    def stand_in(path, split, **kwargs):
+        calls.append((path, split, kwargs))
+        rows = [[dict(role='user', content=f'{split} {i}'), dict(role='assistant', content=f'answer {i}')]
+                for i in range(6)]
+        return datasets.Dataset.from_dict({'messages': rows}).to_iterable_dataset()
+
+    monkeypatch.setattr(datasets, 'load_dataset', stand_in)
+    monkeypatch.setattr(datasets.config, 'TORCH_AVAILABLE', datasets.config.TORCH_AVAILABLE)
+    monkeypatch.setattr(datasets.config, 'HF_UPDATE_DOWNLOAD_COUNTS', datasets.config.HF_UPDATE_DOWNLOAD_COUNTS)
+    out = str(tmp_path / 'uc')
+    monkeypatch.setattr(sys, 'argv', ['prepare/hub_chat.py', '--dataset', 'HuggingFaceH4/ultrachat_200k', '--split',
+                                      'train_sft', '--val_split', 'test_sft', '--tokenizer', models['llama'],
+                                      '--block_size=40', '--val_tokens=30', '--out', out])
+    runpy.run_path(os.path.join(ROOT, 'prepare', 'hub_chat.py'), run_name='__main__')
+    assert [c[:2] for c in calls] == [('HuggingFaceH4/ultrachat_200k', 'test_sft'),
+                                      ('HuggingFaceH4/ultrachat_200k', 'train_sft')]
+    meta = json.load(open(os.path.join(out, 'meta.json')))
+    decode = chat_templates.load_chat(models['llama'])['tokenizer'].decode
+    val = np.fromfile(os.path.join(out, 'val.bin'), dtype=meta['dtype']).tolist()
+    assert 'test_sft 0' in decode(val) and 'train_sft' not in decode(val)
+    assert meta['counts']['train']['examples'] == 6 and 0 < meta['counts']['val']['examples'] < 6
+
+
+NOT_PREFIX_STABLE = "{{ messages | length }}{% for m in messages %}|{{ m['role'] }}:{{ m['content'] }}<|eot_id|>{% endfor %}"
+
+
+@pytest.mark.parametrize('records, model, extra, message', [
+    ([dict(messages='hello')], 'llama', [], 'chats.jsonl:1: a conversation must be a list of turns'),
+    ([dict(messages=[dict(role='user', content='a'), dict(content='b')])], 'llama', [], 'turn 1 has no role'),
+    ([dict(messages=[dict(role='user')])], 'llama', [], 'turn 0 has no content'),
+    ([dict(messages=[dict(role='user', content='a')]), dict(messages=[dict(role='tool', content='b')])], 'llama', [],
+     "chats.jsonl:2: the chat template refused it (TemplateError: Unknown role: tool)"),
+    ([dict(messages=[dict(role='user', content='a'), dict(role='assistant', content='b')])], 'none', [],
+     'has no chat template'),
+    ([dict(messages=[dict(role='user', content='a'), dict(role='assistant', content='b')])], 'llama',
+     ['--chat_template=NOT_PREFIX_STABLE'], 'chats.jsonl:1: the chat template is not prefix-stable'),
+    ([dict(messages=[dict(role='user', content='a')])] * 3, 'llama', [],
+     'no example to train on: all 3 example(s) have no loss token under --loss_on=assistant'),
+    ([dict(conversations=[{'from': 'bot', 'value': 'x'}])], 'llama', [], "ShareGPT turn 0 is from 'bot'"),
+    ([dict(text='x')], 'llama', [], "has neither 'messages' nor 'conversations'"),
+])
+def test_bad_inputs_are_one_line_and_write_nothing(models, tmp_path, records, model, extra, message):
+    template = tmp_path / 'unstable.jinja'
+    template.write_text(NOT_PREFIX_STABLE)
+    extra = [e.replace('NOT_PREFIX_STABLE', str(template)) for e in extra]
+    out = tmp_path / 'out'
+    argv = ['--format=chat', '--input', write_jsonl(tmp_path / 'chats.jsonl', records), '--tokenizer',
+            models[model], '--block_size=32', '--out', str(out), *extra]
+    with pytest.raises(UserError) as e:
+        local.main(argv)
+    assert message in str(e.value) and '\n' not in str(e.value)
+    assert not out.exists()
+
+
+def test_errors_exit_2_with_one_line_and_keep_an_earlier_output(models, tmp_path):
+    out = str(tmp_path / 'out')
+    good = write_jsonl(tmp_path / 'good.jsonl', corpus(8))
+    local.main(['--format=chat', '--input', good, '--tokenizer', models['llama'], '--block_size=32', '--out', out])
+    before = {f: open(os.path.join(out, f), 'rb').read() for f in os.listdir(out)}
+    bad = write_jsonl(tmp_path / 'bad.jsonl', corpus(8)[:5] + [dict(messages=[dict(role='user')])])
+    for args in (['--input', good, '--tokenizer', models['llama']],
+                 ['--input', good, '--tokenizer', models['llama'], '--block_size=0']):
+        with pytest.raises(UserError):
+            local.main(['--format=chat', *args, '--out', out, '--force'])
+    r = subprocess.run([sys.executable, 'prepare/local.py', '--format=chat', '--input', bad, '--tokenizer',
+                        models['llama'], '--block_size=32', '--out', out, '--force'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith(f'error: {bad}:6: turn 0 has no content') and \
+        r.stderr.count('\n') == 1, r.stderr
+    assert before == {f: open(os.path.join(out, f), 'rb').read() for f in os.listdir(out)}
+    with pytest.raises(UserError, match='--block_size only apply with --format=chat'):
+        local.main(['--input', good, '--out', str(tmp_path / 't'), '--block_size=32'])
+
+
+def test_tiny_model_has_a_chat_template_transformers_uses(tmp_path):
+    out = str(tmp_path / 'tiny')
+    tok, config = tiny_model.make_tokenizer('llama', vocab_size=280, texts=tiny_model.training_texts()[:8])
+    tiny_model.save_tokenizer(out, tok, config)
+    assert os.path.isfile(os.path.join(out, 'chat_template.jinja'))
+    conversation = [dict(role='user', content='Hi'), dict(role='assistant', content='Hello')]
+    hf = hf_tokenizer(out)
+    text = hf.apply_chat_template(conversation, tokenize=False, add_generation_prompt=False)
+    assert text == ('<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>'
+                    '<|start_header_id|>assistant<|end_header_id|>\n\nHello<|eot_id|>')
+    assert hf.convert_tokens_to_ids('<|eot_id|>') != hf.eos_token_id
+
+
+def test_chat_template_jinja_comes_before_tokenizer_config_and_an_override_before_both(models, tmp_path):
+    import shutil
+    both = str(tmp_path / 'both')
+    shutil.copytree(models['tagged'], both)  # TAGGED in tokenizer_config.json
+    shutil.copy(os.path.join(models['llama'], 'chat_template.jinja'), both)
+    assert chat_templates.load_chat(both)['template_text'] == tiny_model.CHAT_TEMPLATE
+    override = tmp_path / 'override.jinja'
+    override.write_text(TAGGED)
+    chosen = chat_templates.load_chat(both, chat_template=str(override))
+    assert chosen['template_text'] == TAGGED and chosen['template_source'] == str(override)
