@@ -4,10 +4,13 @@ of it): gpt2, bytes, or a model directory's tokenizer.json.
 
     python sample.py --out_dir=out/tiny --start="def " --num_samples=2 --max_new_tokens=200
     python sample.py --ckpt=out/tiny/ckpt_20.pt --start=FILE:prompt.txt --temperature=0.8 --top_k=50
+    python sample.py --out_dir=out/chat --chat --start="What is replay?"   (a chat model: --start is the user's
+        message, rendered with the tokenizer directory's chat template and its generation prompt; prints the reply)
 """
 import os
 import sys
 
+import numpy as np
 import torch
 
 import checkpoint
@@ -18,6 +21,32 @@ from model import checkpoint_model_config
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'prepare'))
 import common  # noqa: E402  (prepare/common.py: gpt2 via tiktoken, offline too, bytes, or a tokenizer.json)
+
+try:
+    from tokenizer import render_chat  # noqa: E402  (chat templates rendered as transformers renders them)
+except ImportError:
+    # STAND-IN, for the lead to replace with tokenizer.py's render_chat once the chat-template section is merged
+    # (issue 22): the template of a model directory, in a sandboxed jinja2 with transformers' options, no more.
+    def render_chat(messages, add_generation_prompt=True, model_dir=None):
+        import json
+        from jinja2.ext import loopcontrols
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+        config = {}
+        if os.path.isfile(os.path.join(model_dir, 'tokenizer_config.json')):
+            with open(os.path.join(model_dir, 'tokenizer_config.json')) as f:
+                config = json.load(f)
+        template = config.get('chat_template')
+        if os.path.isfile(os.path.join(model_dir, 'chat_template.jinja')):
+            with open(os.path.join(model_dir, 'chat_template.jinja')) as f:
+                template = f.read()
+        if not isinstance(template, str):
+            raise UserError(f"{model_dir} has no chat template (chat_template.jinja or tokenizer_config.json's "
+                            f"chat_template): --chat needs one")
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+        env.filters['tojson'] = lambda x, indent=None: json.dumps(x, ensure_ascii=False, indent=indent)
+        special = {k: common.special_token_text(v) for k, v in config.items() if k.endswith('_token')}
+        return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                                **special)
 
 OPTIONS = dict(
     out_dir='out',          # the run whose newest checkpoint to read
@@ -30,6 +59,7 @@ OPTIONS = dict(
     seed=1337,
     device='auto',
     tokenizer='',           # override the run's tokenizer: 'gpt2', 'bytes' or a model directory with tokenizer.json
+    chat=False,             # --start is a user message: render it with the chat template, print the reply
 )
 
 
@@ -65,15 +95,36 @@ def main(argv):
                 start = f.read()
         except OSError as e:
             raise UserError(f"cannot read the prompt file {start[5:]}: {e.strerror}") from None
-    ids, _ = tokenizer['encode']([start])
-    # drop the end-of-text that ends every encoded document (a BOS in front, where the tokenizer adds one, stays)
-    prompt = torch.tensor(ids[:-1].astype('int64'), device=device)[None]
+    if options['chat']:
+        ids, stop = chat_prompt(name, start, saved)
+    else:
+        ids, _ = tokenizer['encode']([start])
+        ids = ids[:-1]  # drop the end-of-text that ends every encoded document (a BOS in front stays)
+    prompt = torch.tensor(ids.astype('int64'), device=device)[None]
     torch.manual_seed(options['seed'])
     for _ in range(options['num_samples']):
         out = model.generate(prompt, options['max_new_tokens'], temperature=options['temperature'],
                              top_k=options['top_k'] or None)
-        print(tokenizer['decode'](out[0].tolist()))
+        if options['chat']:  # the reply alone, up to its end of turn
+            reply = out[0, prompt.shape[1]:].tolist()
+            reply = reply[:next((i for i, token in enumerate(reply) if token in stop), len(reply))]
+            print(tokenizer['decode'](reply))
+        else:
+            print(tokenizer['decode'](out[0].tolist()))
         print('---------------')
+
+
+def chat_prompt(model_dir, message, saved):
+    """The ids of a user message rendered with the generation prompt (special tokens as the template writes them,
+    none added again), and the ids that end the reply: the end-of-turn token the data recorded, and end-of-sequence."""
+    if not os.path.isdir(model_dir):
+        raise UserError(f"--chat needs a tokenizer model directory with a chat template; the run's tokenizer is "
+                        f"{model_dir!r}: pass --tokenizer=MODEL_DIR")
+    tok, config = common.load_tokenizer_json(model_dir)
+    text = render_chat([dict(role='user', content=message)], add_generation_prompt=True, model_dir=model_dir)
+    end_of_turn = (saved.get('tokenizer_meta') or {}).get('end_of_turn')
+    stop = {common.end_of_sequence(tok, config, model_dir)} | ({tok.token_to_id(end_of_turn)} if end_of_turn else set())
+    return np.array(tok.encode(text, add_special_tokens=False).ids), stop
 
 
 if __name__ == '__main__':

@@ -366,3 +366,41 @@ def test_bad_chat_input_is_one_line(chat_data, tmp_path):
     assert not failures, '\n'.join(failures)
     assert not os.path.exists(tmp_path / 'out')
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# sample.py --chat
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_sample_chat_prints_the_reply(tmp_path):
+    """sample.py --chat renders the user message with the directory's chat template and its generation prompt,
+    encodes it without adding special tokens, and prints the greedy reply up to the end-of-turn token: here
+    recomputed from the prompt the template must give, written out by hand."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    words = ['<|user|>', '<|assistant|>', '<|end|>', *'hello world what is replay a b c d e f g'.split()]
+    model_dir = tmp_path / 'tok'
+    model_dir.mkdir()
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token='a'))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(words[:3])
+    tok.save(str(model_dir / 'tokenizer.json'))
+    template = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }}{{ eos_token }}{% endfor %}"
+                "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    (model_dir / 'tokenizer_config.json').write_text(json.dumps(dict(eos_token='<|end|>', chat_template=template)))
+    torch.manual_seed(16)  # init_std 0.5, seed 16: a greedy reply of 5 tokens, then <|end|>, then more tokens
+    model = GPT(GPTConfig(block_size=BLOCK, vocab_size=len(words), n_layer=1, n_head=2, n_embd=16, init_std=0.5))
+    ckpt = str(tmp_path / 'ckpt.pt')
+    torch.save(dict(model=model.state_dict(), optimizer={}, scaler={}, step=1, config={}, fingerprint={},
+                    prefix_hash='', generic_cursor=0, rng_cpu=torch.get_rng_state(), log_sums=torch.zeros(5),
+                    last_log_step=0, tokenizer=str(model_dir), vocab_size=len(words),
+                    model_config=dict(block_size=BLOCK, vocab_size=len(words), n_layer=1, n_head=2, n_embd=16),
+                    tokenizer_meta=dict(tokenizer_path=str(model_dir))), ckpt)
+    result = subprocess.run([sys.executable, 'sample.py', f'--ckpt={ckpt}', '--chat', '--start=what is replay',
+                             '--top_k=1', '--num_samples=1', '--max_new_tokens=12', '--device=cpu'],
+                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    prompt = [words.index(w) for w in ['<|user|>', 'what', 'is', 'replay', '<|end|>', '<|assistant|>']]
+    with torch.no_grad():
+        out = model.eval().generate(torch.tensor([prompt]), 12, top_k=1)[0, len(prompt):].tolist()
+    reply = out[:out.index(2)]
+    assert len(reply) >= 3 and len(out) > len(reply) + 1  # a reply, cut at its end of turn
+    assert result.stdout.split('---------------')[0].strip() == tok.decode(reply, skip_special_tokens=False).strip()
