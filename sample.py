@@ -44,6 +44,10 @@ except ImportError:
                             f"chat_template): --chat needs one")
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
         env.filters['tojson'] = lambda x, indent=None: json.dumps(x, ensure_ascii=False, indent=indent)
+
+        def raise_exception(message):
+            raise UserError(f"{model_dir}'s chat template: {message}")
+        env.globals['raise_exception'] = raise_exception
         special = {k: common.special_token_text(v) for k, v in config.items() if k.endswith('_token')}
         return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
                                                 **special)
