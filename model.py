@@ -145,6 +145,22 @@ def apply_rotary(x, cos, sin):
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
 
 
+def document_positions_and_mask(starts):
+    """Packed examples that never see each other: starts (B, T) bool, True at each example's first token (a window's
+    first token always counts as one). Returns positions (B, T) int64, restarting at 0 at every start (for the
+    rotary tables and GPT-2's position table alike), and attn_mask (B, 1, T, T) bool for GPT.forward: a query
+    attends to the keys at or before it in its own example (block-diagonal causal)."""
+    B, T = starts.shape
+    index = torch.arange(T, device=starts.device).expand(B, T)
+    starts = starts.bool().clone()
+    starts[:, 0] = True
+    first = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values  # each token's example start
+    example = starts.long().cumsum(dim=1)
+    same = example[:, :, None] == example[:, None, :]
+    causal = torch.ones(T, T, dtype=torch.bool, device=starts.device).tril()
+    return index - first, (same & causal).unsqueeze(1)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config):
         super().__init__()

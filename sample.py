@@ -4,11 +4,15 @@ of it): gpt2, bytes, or a model directory's tokenizer.json.
 
     python sample.py --out_dir=out/tiny --start="def " --num_samples=2 --max_new_tokens=200
     python sample.py --ckpt=out/tiny/ckpt_20.pt --start=FILE:prompt.txt --temperature=0.8 --top_k=50
+    python sample.py --out_dir=out/chat --chat --start="What is replay?"   (a chat model: --start is the user's
+        message, rendered with the tokenizer directory's chat template and its generation prompt; prints the reply)
 """
 import os
 
+import numpy as np
 import torch
 
+import chat_template
 import checkpoint
 import layout
 import runtime
@@ -27,6 +31,7 @@ OPTIONS = dict(
     seed=1337,
     device='auto',
     tokenizer='',           # override the run's tokenizer: 'gpt2', 'bytes' or a model directory with tokenizer.json
+    chat=False,             # --start is a user message: render it with the chat template, print the reply
 )
 
 
@@ -62,15 +67,38 @@ def main(argv):
                 start = f.read()
         except OSError as e:
             raise UserError(f"cannot read the prompt file {start[5:]}: {e.strerror}") from None
-    ids, _ = tokenizer['encode']([start])
-    # drop the end-of-text that ends every encoded document (a BOS in front, where the tokenizer adds one, stays)
-    prompt = torch.tensor(ids[:-1].astype('int64'), device=device)[None]
+    if options['chat']:
+        ids, stop = chat_prompt(name, start, saved)
+    else:
+        ids, _ = tokenizer['encode']([start])
+        ids = ids[:-1]  # drop the end-of-text that ends every encoded document (a BOS in front stays)
+    prompt = torch.tensor(ids.astype('int64'), device=device)[None]
     torch.manual_seed(options['seed'])
     for _ in range(options['num_samples']):
         out = model.generate(prompt, options['max_new_tokens'], temperature=options['temperature'],
                              top_k=options['top_k'] or None)
-        print(tokenizer['decode'](out[0].tolist()))
+        if options['chat']:  # the reply alone, up to its end of turn
+            reply = out[0, prompt.shape[1]:].tolist()
+            reply = reply[:next((i for i, token in enumerate(reply) if token in stop), len(reply))]
+            print(tokenizer['decode'](reply))
+        else:
+            print(tokenizer['decode'](out[0].tolist()))
         print('---------------')
+
+
+def chat_prompt(model_dir, message, saved):
+    """The ids of a user message rendered with the generation prompt (chat_template.py: as transformers renders it;
+    special tokens as the template writes them, none added again), and the ids that end the reply: the template's
+    end-of-turn token and end-of-sequence."""
+    if not os.path.isdir(model_dir):
+        raise UserError(f"--chat needs a tokenizer model directory with a chat template; the run's tokenizer is "
+                        f"{model_dir!r}: pass --tokenizer=MODEL_DIR")
+    chat = chat_template.load_chat(model_dir)
+    text, _ = chat_template.render_chat(chat, [dict(role='user', content=message)], add_generation_prompt=True,
+                                        where='--start')
+    tok = chat['tokenizer']
+    stop = {chat['eot_token']} | ({tok.token_to_id(chat['end_of_turn'])} if chat['end_of_turn'] else set())
+    return np.array(tok.encode(text, add_special_tokens=False).ids), stop
 
 
 if __name__ == '__main__':

@@ -659,8 +659,10 @@ def split_windows(data_dir, block_size):
     if not (os.path.isfile(meta_path) and os.path.isfile(bin_path)):
         return None
     with open(meta_path) as f:
-        itemsize = np.dtype(json.load(f).get('dtype', 'uint16')).itemsize
-    return count_windows(os.path.getsize(bin_path) // itemsize, block_size)
+        meta = json.load(f)
+    n_tokens = os.path.getsize(bin_path) // np.dtype(meta.get('dtype', 'uint16')).itemsize
+    # a chat source's windows (data.py) share no seam token
+    return n_tokens // (block_size + 1) if meta.get('format') == 'chat' else count_windows(n_tokens, block_size)
 
 
 def stage_table(plan):

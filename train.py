@@ -35,21 +35,26 @@ import runtime
 import schedule
 import tasks
 from configurator import UserError, load_config, run_main
-from model import model_config_from
+from model import document_positions_and_mask, model_config_from
 from tokenizer import tokenizer_meta
 
 
 class LossWindow:
     """The training loss since the last train log record, summed on the device so that a step needs no host sync:
-    over all sequences, the target ones and the generic ones, with their counts."""
+    over all sequences, the target ones and the generic ones, with their counts. Text-only runs count sequences
+    (each one's mean over its block_size tokens weighs one); runs with a chat source count loss tokens (each
+    window's mean weighs its loss tokens), so the means are over loss tokens either way."""
     def __init__(self, device):
         self.sums = torch.zeros(5, device=device, dtype=torch.float64)  # all, target, n target, generic, n generic
 
-    def add(self, per_sequence_loss, is_target):
+    def add(self, per_sequence_loss, is_target, loss_tokens=None):
         with torch.no_grad():
             loss, target = per_sequence_loss.detach().double(), is_target.double()
-            self.sums += torch.stack([loss.sum(), (loss * target).sum(), target.sum(),
-                                      (loss * (1 - target)).sum(), (1 - target).sum()])
+            # a weight of exactly 1.0 per text sequence: the same sums, bit for bit, as counting sequences
+            weight = torch.ones_like(loss) if loss_tokens is None else loss_tokens.double()
+            loss = loss * weight
+            self.sums += torch.stack([loss.sum(), (loss * target).sum(), (weight * target).sum(),
+                                      (loss * (1 - target)).sum(), (weight * (1 - target)).sum()])
 
     def reduced(self, world):
         """The sums over every rank's sequences, on the host (one all-reduce: it also carries the NaN check)."""
@@ -59,30 +64,67 @@ class LossWindow:
         return sums.tolist()
 
     @staticmethod
-    def means(sums):
-        """Mean loss over all, target and generic sequences (None for a source with none) of reduced() sums."""
+    def means(sums, tokens_per_count=1):
+        """Mean loss over all, target and generic loss tokens (None for a source with none) of reduced() sums, and
+        how many loss tokens each source had. tokens_per_count: block_size where the sums count text sequences."""
         total, target, n_target, generic, n_generic = sums
         return dict(loss=total / (n_target + n_generic), loss_target=target / n_target if n_target else None,
-                    loss_generic=generic / n_generic if n_generic else None)
+                    loss_generic=generic / n_generic if n_generic else None,
+                    loss_tokens_target=round(n_target * tokens_per_count),
+                    loss_tokens_generic=round(n_generic * tokens_per_count))
 
     def reset(self):
         self.sums.zero_()
 
 
-def train_step(model, optimizer, scaler, ctx, batch, window, grad_clip, keep_ids=False):
-    """One optimizer step on data.load_step's micro-steps; adds the step's loss to `window`, on the device. No
-    host-device sync: copies are non-blocking and the loss stays on the device until a log reads it (exceptions:
-    keep_ids, for tests, and float16's GradScaler, which reads its inf check). bench.py times this same function.
+def chat_forward(model, ctx, rows, loss_mask, starts, packed):
+    """A chat micro-batch (device tensors of a data.ChatMicroStep): each window's mean cross entropy over its loss
+    tokens (0 for a window with none) and its loss-token count. Attention stays inside each packed example, with
+    positions restarting at its first token, where `packed` (some row holds more than one example or padding;
+    known on the host); else the is_causal fast path. The mask is one for the whole micro-batch: text rows in a
+    micro-batch that mixes chat and text windows give up the fast path too (their mask is plain causal)."""
+    labels = rows[:, 1:].masked_fill(~loss_mask, -1)
+    positions, attn_mask = document_positions_and_mask(starts) if packed else (None, None)
+    with ctx:
+        _, loss = model(rows[:, :-1], labels, positions=positions, attn_mask=attn_mask)
+    return loss, loss_mask.sum(dim=1)
+
+
+def chat_objective(loss, loss_tokens, micro, loss_average, world):
+    """What a chat micro-step backpropagates, so that the step's gradient is that of its loss normalised over the
+    WHOLE step (every micro-step and rank; the counts come from the host, data.load_chat_step):
+    'tokens': cross entropy summed over its loss tokens / the step's loss tokens (TRL's and torchtune's
+    convention); 'sequences': each window's mean over its loss tokens, summed / the step's windows with any.
+    Times `world`, since DDP and FSDP2 average the ranks' gradients."""
+    if loss_average == 'tokens':
+        return (loss * loss_tokens).sum() * (world / max(1, micro.step_loss_tokens))
+    return loss.sum() * (world / max(1, micro.step_loss_windows))
+
+
+def train_step(model, optimizer, scaler, ctx, batch, window, grad_clip, keep_ids=False, loss_average='tokens'):
+    """One optimizer step on data.load_step's micro-steps (data.load_chat_step's with a chat source); adds the
+    step's loss to `window`, on the device. No host-device sync: copies are non-blocking and the loss stays on the
+    device until a log reads it (exceptions: keep_ids, for tests, and float16's GradScaler, which reads its inf
+    check). bench.py times this same function. Text-only runs: each micro-step backpropagates its mean sequence
+    loss / micro-steps (every sequence has block_size loss tokens, so that is loss_average='tokens' already).
     Returns, with keep_ids, a (first token, is_target) tensor per micro-step, on the host."""
     device, fed = window.sums.device, []
-    for m, (rows, is_target) in enumerate(batch):
-        rows, is_target = rows.to(device, non_blocking=True), is_target.to(device, non_blocking=True)
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    for m, micro in enumerate(batch):
+        rows, is_target = micro[0].to(device, non_blocking=True), micro[1].to(device, non_blocking=True)
         if isinstance(model, DDP):
             model.require_backward_grad_sync = m == len(batch) - 1
-        with ctx:
-            _, loss = model(rows[:, :-1], rows[:, 1:])
-        scaler.scale(loss.mean() / len(batch)).backward()
-        window.add(loss, is_target)
+        if isinstance(micro, data.ChatMicroStep):
+            loss, loss_tokens = chat_forward(model, ctx, rows, micro.loss_mask.to(device, non_blocking=True),
+                                             micro.starts.to(device, non_blocking=True),
+                                             bool(micro.starts[:, 1:].any()))
+            scaler.scale(chat_objective(loss, loss_tokens, micro, loss_average, world)).backward()
+            window.add(loss, is_target, loss_tokens)
+        else:
+            with ctx:
+                _, loss = model(rows[:, :-1], rows[:, 1:])
+            scaler.scale(loss.mean() / len(batch)).backward()
+            window.add(loss, is_target)
         if keep_ids:
             fed.append(torch.stack([rows[:, 0], is_target.long()], 1).cpu())
     if grad_clip > 0:
@@ -97,8 +139,11 @@ def train_step(model, optimizer, scaler, ctx, batch, window, grad_clip, keep_ids
 @torch.no_grad()
 def evaluate(model, source, config, ctx, system):
     """Token-averaged cross entropy over the fixed held-out set: every window of the first val_tokens tokens of
-    val.bin, once, in order (not random batches), so final numbers are reproducible. Ranks split the windows."""
+    val.bin, once, in order (not random batches), so final numbers are reproducible. Ranks split the windows.
+    A chat source: over its val loss tokens, each packed example on its own (chat_forward)."""
     n, batch_size = data.val_windows(source, config), config['batch_size']
+    if data.is_chat(source):
+        return evaluate_chat(model, source, config, ctx, system, n)
     mine = np.arange(system.rank, n, system.world)
     total = torch.zeros(2, device=system.device, dtype=torch.float64)  # loss sum, sequence count
     model.eval()
@@ -117,6 +162,27 @@ def evaluate(model, source, config, ctx, system):
     if system.world > 1:
         dist.all_reduce(total)
     return (total[0] / total[1]).item()  # every window has block_size tokens: sequence mean == token mean
+
+
+def evaluate_chat(model, source, config, ctx, system, n):
+    """evaluate() for a chat source: its n val windows, the loss summed over their loss tokens / their count."""
+    views, batch_size = data.split_views(source, 'val', config['block_size']), config['batch_size']
+    mine = np.arange(system.rank, n, system.world)
+    total = torch.zeros(2, device=system.device, dtype=torch.float64)  # loss sum, loss-token count
+    model.eval()
+    for i in range(0, -(-n // system.world), batch_size):  # as many batches on every rank (evaluate())
+        windows = mine[i:i + batch_size]
+        picked = windows if len(windows) else np.zeros(1, dtype=np.int64)
+        loss_mask, starts = (torch.from_numpy(a).to(system.device) for a in data.chat_rows(views, picked))
+        rows = torch.from_numpy(views[0][picked].astype(np.int64)).to(system.device)
+        loss, loss_tokens = chat_forward(model, ctx, rows, loss_mask, starts, True)
+        if len(windows):
+            total[0] += (loss.double() * loss_tokens).sum()
+            total[1] += loss_tokens.sum()
+    model.train()
+    if system.world > 1:
+        dist.all_reduce(total)
+    return (total[0] / total[1]).item()
 
 
 def check_config(config, world):
@@ -149,6 +215,7 @@ def check_config(config, world):
     need(c['dtype'] in runtime.DTYPES, 'dtype', "'auto', 'float32', 'bfloat16' or 'float16'")
     need(c['backend'] in ('auto', 'nccl', 'gloo'), 'backend', "'auto', 'nccl' or 'gloo'")
     need(c['parallel'] in ('ddp', 'fsdp'), 'parallel', "'ddp' or 'fsdp'")
+    need(c['loss_average'] in ('tokens', 'sequences'), 'loss_average', "'tokens' or 'sequences'")
     resumed = c['resume_from'] or layout.latest(c['out_dir']) if c['init_from'] == 'resume' else None
     if c['parallel'] == 'fsdp' and resumed and os.path.isfile(resumed):
         raise UserError(f"{resumed} was written under parallel='ddp' (one file): resume it with parallel='ddp', or "
@@ -397,6 +464,7 @@ def main(argv):
 
     # --- the loop ---
     N, S = plan['N'], plan['S']
+    chat = data.is_chat(generic) or data.is_chat(target)  # the sums in `window` count loss tokens, not sequences
     load = data.loader(plan, pool, generic, target, config, system.rank, system.world, system.device_type == 'cuda')
     prefetch = data.prefetcher(system.device_type == 'cuda')  # cuda: reads step t+1's windows while t computes
     upcoming = prefetch.submit(load, start.step) if start.step < N else None
@@ -432,7 +500,8 @@ def main(argv):
         lr = schedule.lr_at(plan, t)
         for group in optimizer.param_groups:
             group['lr'] = lr
-        fed = train_step(model, optimizer, scaler, ctx, batch, window, config['grad_clip'], config['log_batch_ids'])
+        fed = train_step(model, optimizer, scaler, ctx, batch, window, config['grad_clip'], config['log_batch_ids'],
+                         config['loss_average'])
         if config['log_batch_ids']:
             log(batch_record(t, fed, system.world))
 
@@ -444,7 +513,8 @@ def main(argv):
             now = time.time()
             ms = (now - window_start) * 1000 / (t - last_log_step)
             mfu = raw_model.estimate_mfu(S * block_size * 1000 / ms / system.world, system.device_name)  # per device
-            log(*train_record(plan, t, lr, LossWindow.means(sums), t - last_log_step, ms, mfu, now - t0))
+            means = LossWindow.means(sums, tokens_per_count=1 if chat else block_size)
+            log(*train_record(plan, t, lr, means, t - last_log_step, ms, mfu, now - t0))
             window.reset()
             last_log_step, window_start = t, time.time()
     prefetch.shutdown()

@@ -70,6 +70,8 @@ beta1 = 0.9
 beta2 = 0.95
 adam_eps = 1e-8
 grad_clip = 1.0                   # 0 = off
+loss_average = 'tokens'           # chat sources: a step's loss = summed over its loss tokens / their number in the
+                                  # whole step ('tokens'), or the mean of each window's mean ('sequences')
 
 # ---- model (model.py) ---------------------------------------------------------------------------------------
 arch = 'gpt2'                     # 'gpt2' (learned positions, LayerNorm, GELU, tied head) | 'llama' (rotary,
