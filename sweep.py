@@ -98,7 +98,7 @@ def parse_args(argv):
         raise UserError(f"--{wrong[0]} is an option of the {'slurm' if options['launcher'] == 'local' else 'local'}"
                         f" launcher: {'add --launcher=slurm' if options['launcher'] == 'local' else 'drop it'}")
     sweep = dict(SWEEP_FILE_KEYS)
-    for key, value in read_config_file(files[0]).items():
+    for key, value in read_config_file(files[0], include_key='include').items():  # its base: the runs' configs
         if key not in SWEEP_FILE_KEYS:
             raise UserError(f"sweep file {files[0]} sets unknown key '{key}' (sweep files set: "
                             f"{', '.join(SWEEP_FILE_KEYS)})")

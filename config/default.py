@@ -1,6 +1,8 @@
 # Every config key, its default and what it means. This file is itself a valid config (it changes nothing);
 # configurator.py reads it to know which keys exist and what type each one has. Paper symbols in brackets:
 # N steps, S sequences per step, U unique target sequences, e epochs, γ target share, ρ, α, δ.
+# A config file may start from others: `base = ['config/paper.py']` (read first, in order; paths from the
+# repository root; its own assignments win; see configurator.read_config_file).
 
 # ---- I/O and logging ---------------------------------------------------------------------------------------
 out_dir = 'out'                   # run directory: log.jsonl, summary.json, ckpt.pt

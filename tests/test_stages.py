@@ -165,3 +165,37 @@ def test_stage_records_lr_and_resets_fall_where_the_plan_says(example_run):
     with open(os.path.join(out, 'summary.json')) as f:
         table = json.load(f)['plan']['stages']
     assert [(s['start'], s['steps']) for s in table] == [(s['start'], s['steps']) for s in plan['stages']]
+
+
+# ---- config files that include others: base = [...] (configurator.read_config_file) ------------------------------
+
+def test_config_base_includes_read_first_and_are_overridden(tmp_path):
+    from configurator import read_config_file
+    inner = tmp_path / 'inner.py'
+    inner.write_text("base = ['config/tiny.py']\nmax_iters = 7\nbatch_size = 3\n")
+    outer = tmp_path / 'outer.py'
+    outer.write_text(f"base = [{str(inner)!r}]\nbatch_size = batch_size + 1  # the included value is visible\n")
+    config = load_config([str(outer)])
+    tiny = load_config(['config/tiny.py'])
+    assert (config['max_iters'], config['batch_size']) == (7, 4)
+    assert {k: v for k, v in config.items() if k not in ('max_iters', 'batch_size')} == \
+        {k: v for k, v in tiny.items() if k not in ('max_iters', 'batch_size')}
+    assert 'base' not in read_config_file(str(outer))
+    # a run config's base is repo-root relative, like a sweep file's: config/flan_replay.py starts from paper.py
+    assert load_config(['config/flan_replay.py'])['block_size'] == load_config(['config/paper.py'])['block_size']
+
+
+@pytest.mark.parametrize('text, message', [
+    ("base = ['config/nope.py']\n", "includes config/nope.py (base = [...]), which is not found: paths are relative "
+                                    "to the repository root"),
+    ("base = [SELF]\n", "config files include each other in a cycle (base = [...]): "),
+    ("import os\nbase = [os.path.join('config', 'tiny.py')]\n", "base must be assigned once, a list of config file "
+                                                               "paths written out"),
+])
+def test_config_base_errors_are_one_line(tmp_path, text, message):
+    path = tmp_path / 'run.py'
+    path.write_text(text.replace('SELF', repr(str(tmp_path / 'other.py'))))
+    (tmp_path / 'other.py').write_text(f"base = [{str(path)!r}]\n")
+    with pytest.raises(UserError) as e:
+        load_config([str(path)])
+    assert message in str(e.value) and '\n' not in str(e.value)
