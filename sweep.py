@@ -146,6 +146,8 @@ def expand(sweep, cli_overrides):
         for key, value in settings.items():
             config[key] = check_value(key, value, f"sweep run {name}")
         config['out_dir'] = os.path.join(sweep['sweep_dir'], name)
+        if config['max_iters'] == 0:  # mode='mixed' derives N from ρ: the sweep's step counts need it
+            config['max_iters'] = schedule.make_plan(config)['N']
         labels = {'protocol': run.get('protocol', ''), 'reference': int(bool(run.get('reference', 0)))}
         runs.append(dict(name=name, labels=labels, config=config))
     return runs
