@@ -336,3 +336,17 @@ def test_finetune_replay_trains_a_local_model_on_its_plan(tmp_path):
     with open(os.path.join(out, 'summary.json')) as f:
         summary = json.load(f)
     assert summary['model']['source'] == os.path.abspath(model_dir) and summary['plan']['rho_realised'] == 0.75
+
+
+def test_sweep_finetune_replay_varies_rho_and_data_seed_only():
+    import sweep
+    spec, _, overrides = sweep.parse_args(['config/sweep_finetune_replay.py'])
+    runs = sweep.expand(spec, overrides)
+    base = load_config(['config/finetune_replay.py'])
+    varying = {k for run in runs for k, v in run['config'].items() if v != base[k]}
+    assert varying == {'replay_fraction', 'data_seed', 'max_iters', 'out_dir'}  # `seed` stays: it changes nothing here
+    assert sorted((r['config']['replay_fraction'], r['config']['data_seed']) for r in runs) == \
+        [(rho, seed) for rho in (0.0, 0.25, 0.5, 0.75) for seed in (1, 2)]
+    # max_iters=0 is written out as the N each ρ derives, so the sweep counts and forks real steps
+    assert {r['config']['replay_fraction']: r['config']['max_iters'] for r in runs} == \
+        {rho: spec_steps(10240, 64, rho) for rho in (0.0, 0.25, 0.5, 0.75)} == {0.0: 160, 0.25: 214, 0.5: 320, 0.75: 640}
