@@ -10,6 +10,8 @@ sweep.py: run a grid of train.py runs, computing the steps their plans share onl
     python sweep.py config/sweep_midtrain.py --cancel=True     # cancel the sweep's queued and running jobs
 
 A sweep file is plain Python that sets:
+    include = ['config/sweep_reference.py']               # other sweep files read first (optional; their
+                                                          # values are visible here: runs = [...] + runs)
     base = ['config/flan_midtrain.py']                    # config files every run starts from
     overrides = {'max_iters': 1024}                       # train.py keys set for every run
     grid = {'replay_fraction': [0, .5], 'seed': [1, 2]}   # cartesian product over these keys
