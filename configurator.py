@@ -13,7 +13,8 @@ import difflib
 import os
 import sys
 
-DEFAULTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'config', 'default.py')
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULTS_FILE = os.path.join(ROOT, 'config', 'default.py')
 
 
 class UserError(Exception):
@@ -34,17 +35,59 @@ def run_main(main, argv=None, interrupted='interrupted'):
         sys.exit(130)
 
 
-def read_config_file(path):
-    """Execute a config file and return the plain values it assigns (modules and _private names are dropped)."""
+def read_config_file(path, include_key='base', _including=()):
+    """Execute a config file and return the plain values it assigns (modules and _private names are dropped).
+
+    Includes: a file may start from other config files with `base = ['config/paper.py', ...]` (a literal list,
+    as sweep files name theirs). Those are read first, in order (each with its own bases), their values are
+    visible to the including file while it runs (`runs = [...] + runs` works), and its own assignments win.
+    A relative base path is taken from the repository root (where `python train.py config/x.py` runs), so the
+    same string works in a run config and in a sweep file; an absolute one as it is. A cycle or a missing base is
+    one error line. include_key: the key that names includes (sweep.py reads a sweep file with 'include', since
+    its `base` names the run configs of its runs, not files to include)."""
     if not os.path.isfile(path):
         raise UserError(f"config file {path} not found")
-    namespace = {'__file__': os.path.abspath(path)}  # lets a config include a sibling file (see config/*_replay.py)
     try:
-        exec(compile(open(path).read(), path, 'exec'), namespace)
+        text = open(path).read()
+        tree = compile(text, path, 'exec', ast.PyCF_ONLY_AST)
+    except (SyntaxError, ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"config file {path} failed to run: {type(e).__name__}: {e}")
+    namespace = {}
+    for base in config_includes(tree, path, include_key) if include_key else []:
+        base_path = base if os.path.isabs(base) else os.path.join(ROOT, base)
+        chain = (*_including, os.path.realpath(path))
+        if os.path.realpath(base_path) in chain:
+            cycle = ' -> '.join(os.path.relpath(p, ROOT) if p.startswith(ROOT + os.sep) else p
+                                for p in (*chain, os.path.realpath(base_path)))
+            raise UserError(f"config files include each other in a cycle ({include_key} = [...]): {cycle}")
+        if not os.path.isfile(base_path):
+            raise UserError(f"config file {path} includes {base} ({include_key} = [...]), which is not found: "
+                            f"paths are relative to the repository root ({ROOT})")
+        namespace.update(read_config_file(base_path, include_key, chain))
+    namespace['__file__'] = os.path.abspath(path)
+    try:
+        exec(compile(tree, path, 'exec'), namespace)
     except Exception as e:  # a config file is user input: report where it broke, briefly
         raise UserError(f"config file {path} failed to run: {type(e).__name__}: {e}")
+    namespace.pop(include_key, None)
     return {k: v for k, v in namespace.items()
             if not k.startswith('_') and not callable(v) and type(v).__name__ != 'module'}
+
+
+def config_includes(tree, path, include_key):
+    """The files a config file's `base = [...]` names, read from its syntax tree before it runs."""
+    found = [node.value for node in tree.body if isinstance(node, ast.Assign)
+             and any(isinstance(t, ast.Name) and t.id == include_key for t in node.targets)]
+    if not found:
+        return []
+    try:
+        bases = ast.literal_eval(found[-1])
+    except ValueError:
+        bases = None
+    if len(found) > 1 or not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise UserError(f"config file {path}: {include_key} must be assigned once, a list of config file paths "
+                        f"written out, e.g. {include_key} = ['config/paper.py']")
+    return bases
 
 
 DEFAULTS = read_config_file(DEFAULTS_FILE)

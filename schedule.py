@@ -14,13 +14,16 @@ Symbols (the paper's, next to our config names):
 
 THE PLAN IS A LIST OF STAGES. A stage has L steps, exactly K target sequences, optionally a ramp (its target share
 moves linearly from its first step to its last), an LR schedule that restarts or continues the previous stage's,
-and whether the optimizer is reset at its start. Two ways to write one:
+and whether the optimizer is reset at its start. Three ways to write one:
   - the paper's keys give two stages (paper_stages): give two of (ρ, α, δ); the third follows from δ(1−ρ) = γα.
     Stage 2 is the last L2 = max(round(δN), ceil(K2/S)) steps, stage 1 the first L1 = N − L2; K2 = round(α·U·e)
     target sequences go to stage 2, K1 = U·e − K2 to stage 1, exactly. δ = 1 means no stage 1 (target spread over
     the whole run, as the paper's reference runs); δ = 0 means no stage 2. mode='midtrain': one LR schedule over
     all N steps, one optimizer; mode='finetune': stage 2 restarts the schedule at stage2_learning_rate and resets
     the optimizer (`stage2_schedule` and `reset_optimizer` override either, for ablations).
+  - mode='mixed' (config/finetune_replay.py): ONE stage in which every step mixes the target with replay at share
+    ρ, one LR schedule (α = δ = 1). max_iters=0 derives N = ⌈U·e / (S·(1 − ρ))⌉, so every ρ sees the same target
+    data and only adds replay (the paper's 8B protocol); with max_iters given, ρ = 1 − γ.
   - `stages = [dict(...), ...]` gives any list (stages_from_list; config/three_stage.py, config/replay_ramp.py).
 
 What step t sees:
@@ -62,20 +65,29 @@ import numpy as np
 
 from configurator import UserError, load_config, run_main
 
-# Keys whose whole effect on training is captured by the per-step records below (composition, ids, LR, optimizer
-# reset, evals, stage starts) or that only say where things go. Every OTHER key must match for two runs to share a
-# prefix.
-PER_STEP_KEYS = {'max_iters', 'target_tokens', 'target_epochs', 'replay_fraction', 'stage2_allocation', 'stage2_fraction',
-                 'mode', 'reset_optimizer', 'stage2_schedule', 'lr_schedule', 'learning_rate',
-                 'stage2_learning_rate', 'min_lr', 'warmup_fraction', 'cooldown_fraction', 'eval_interval',
-                 'spike_eval_interval', 'spike_eval_steps', 'stages'}
-IO_KEYS = {'out_dir', 'checkpoint_interval', 'checkpoint_steps', 'init_from', 'resume_from', 'force_resume',
-           'wandb_log', 'wandb_project', 'wandb_run_name', 'stop_after'}
+# THE PLAN, make_plan's dict of plain numbers (summarize() adds what the CLI and summary.json show):
+#   N, S, U, e, T = U·e, gamma, generic_total = N·S − T; stages (below); generic_offset (windows used before step 0)
+#   eval_interval, spike_eval_interval, spike_eval_steps, data_seed, block_size: the config's
+#   target_windows, generic_windows: the train splits' sizes in windows (None: unknown, ids are positions);
+#   generic_epochs: passes over the generic split (only with generic_windows); warnings; mode: 'midtrain' |
+#   'finetune' | 'mixed' | 'stages' (a list)
+#   the paper's two-stage summary (results.csv, plots and efficiency.py read it; all None for a stage list):
+#   rho, alpha, delta (ρ, α, δ as given or derived), rho_realised (stage 2's generic share after rounding),
+#   stage1_steps, stage2_steps, stage2_start, stage1_target, stage2_target (L1, L2, L1, K1, K2), restart_schedule,
+#   reset_optimizer (whether stage 2 restarts the LR schedule, resets the optimizer)
+# A STAGE, built by stage() (place() adds the last three):
+#   steps, target            L steps holding exactly K target sequences
+#   ramp                     None, or integers (a, b): the target share moves linearly from a to b (a ratio)
+#   lr                       the LR schedule it starts (lr_settings), or None: it continues the previous one
+#   reset_optimizer          fresh AdamW moments at its first step
+#   spike_evals              the dense evals of spike_eval_* after its start
+#   start, targets_before    its first step, and the target sequences fed before it
+#   schedule                 the LR schedule it runs in: lr_settings + the schedule's start and length
+TWO_STAGE_KEYS = ('rho', 'alpha', 'delta', 'rho_realised', 'stage1_steps', 'stage2_steps', 'stage2_start',
+                  'stage1_target', 'stage2_target', 'restart_schedule', 'reset_optimizer')
+
 LR_KEYS = ('lr_schedule', 'learning_rate', 'min_lr', 'warmup_fraction', 'cooldown_fraction')
 LR_KINDS = ('cosine', 'wsd', 'constant')
-# what a dict in `stages` may set (config/default.py documents them)
-STAGE_KEYS = ('steps', 'fraction', 'target', 'allocation', 'replay_fraction', 'ramp', 'schedule', *LR_KEYS,
-              'reset_optimizer', 'spike_evals')
 
 
 def round_half_up(x):
@@ -83,10 +95,9 @@ def round_half_up(x):
     return int(math.floor(x + 0.5))
 
 
-def count_windows(n_tokens, block_size):
-    """Whole windows of block_size inputs + 1 label token in a split of n_tokens tokens (consecutive windows share
-    only the label token at their seam)."""
-    return max(0, (n_tokens - 1) // block_size)
+def exact(x):
+    """A number as the fraction it was written as (0.9 -> 9/10, not the binary float's 0.90000000000000002...)."""
+    return Fraction(x).limit_denominator(10**6)
 
 
 def spread(total, slots, index):
@@ -95,12 +106,8 @@ def spread(total, slots, index):
     return (index + 1) * total // slots - index * total // slots
 
 
-def is_fraction(value):
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value <= 1
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# 1. The stages: from the paper's (ρ, α, δ), or a list; exact integer steps and target counts
+# 1. The stages: from the paper's (ρ, α, δ), one mixed stage, or a list; exact integer steps and target counts
 # ---------------------------------------------------------------------------------------------------------------
 
 def make_plan(config, target_windows=None, generic_windows=None, generic_offset=None):
@@ -110,90 +117,61 @@ def make_plan(config, target_windows=None, generic_windows=None, generic_offset=
     generic_offset: generic windows used before step 0 when not config['generic_offset'] (train.py passes the
     cursor of the checkpoint a run starts from)."""
     c = config
+    derive_steps = c['stages'] is None and c['mode'] == 'mixed' and c['max_iters'] == 0
+    check_keys(c, CONFIG_CHECKS, skip=('max_iters',) if derive_steps else ())
     generic_offset = c['generic_offset'] if generic_offset is None else generic_offset
-    for key in ('max_iters', 'batch_size', 'gradient_accumulation_steps', 'block_size'):
-        if c[key] < 1:
-            raise UserError(f"{key}={c[key]} must be at least 1")
-    for key in ('target_tokens', 'generic_offset'):
-        if c[key] < 0:
-            raise UserError(f"{key}={c[key]} must be 0 or more")
-    for key in ('replay_fraction', 'stage2_allocation', 'stage2_fraction', 'warmup_fraction', 'cooldown_fraction'):
-        if c[key] is not None and not is_fraction(c[key]):
-            raise UserError(f"{key}={c[key]!r} must be a number between 0 and 1")
-    check_lr_kind(c['lr_schedule'], 'lr_schedule')
-
-    N = c['max_iters']
     S = c['batch_size'] * c['gradient_accumulation_steps']
     U = c['target_tokens'] // c['block_size']
-    if c['target_tokens'] > 0 and U == 0:
-        raise UserError(f"target_tokens={c['target_tokens']} is less than one sequence of block_size="
-                        f"{c['block_size']} tokens")
+    check_target_data(c, U)
     e = c['target_epochs'] if U > 0 else 0
-    if U > 0 and e < 1:
-        raise UserError(f"target_epochs={c['target_epochs']} must be at least 1")
     T = U * e  # target slots in the whole run, counting repeats
+    N = mixed_steps(c, S, T) if derive_steps else c['max_iters']
     if T > N * S:
         raise UserError(f"target_tokens//block_size * target_epochs = {T} target sequences do not fit in "
                         f"max_iters * batch_size * gradient_accumulation_steps = {N * S} slots")
     gamma = T / (N * S)
     if c['stages'] is not None:
-        given = [k for k in ('replay_fraction', 'stage2_allocation', 'stage2_fraction') if c[k] is not None]
-        if given:
-            raise UserError(f"stages is set, and so is {', '.join(given)}: a stage list gives each stage's target "
-                            f"share itself; drop {', '.join(given)} (or stages)")
-        stages, front = stages_from_list(c, N, S, T), legacy_keys(None)
+        stages = stages_from_list(c, N, S, T)
+        summary = dict(dict.fromkeys(TWO_STAGE_KEYS), warnings=[], mode='stages')  # no single ρ, α, δ
     else:
-        stages, front = paper_stages(c, N, S, T, gamma)
+        stages, summary = paper_stages(c, N, S, T, gamma)
     place(stages, N, S)
-
     generic_total = N * S - T
     plan = dict(N=N, S=S, U=U, e=e, T=T, gamma=gamma, stages=stages, generic_total=generic_total,
                 eval_interval=c['eval_interval'], spike_eval_interval=c['spike_eval_interval'],
                 spike_eval_steps=c['spike_eval_steps'], data_seed=c['data_seed'], generic_offset=generic_offset,
-                block_size=c['block_size'], target_windows=target_windows, generic_windows=generic_windows, **front)
-    warnings = plan['warnings']
-    if target_windows is not None and U > target_windows:
-        raise UserError(f"target_tokens={c['target_tokens']} asks for {U} unique target sequences but the target "
-                        f"train split holds only {target_windows} windows of block_size={c['block_size']}")
+                block_size=c['block_size'], target_windows=target_windows, generic_windows=generic_windows, **summary)
+    check_splits(c, U, generic_total, target_windows, generic_windows)
     if generic_windows is not None and generic_total > 0:
-        if generic_windows < 1:
-            raise UserError(f"the generic train split is shorter than one window of block_size={c['block_size']}")
         plan['generic_epochs'] = (generic_offset + generic_total) / generic_windows
         if plan['generic_epochs'] > 1:
-            warnings.append(f"the generic train split repeats: this run needs {generic_total} generic windows "
-                            f"after generic_offset={generic_offset}, the split has {generic_windows} "
-                            f"({plan['generic_epochs']:.2f} epochs; the paper never repeats generic data)")
+            plan['warnings'].append(f"the generic train split repeats: this run needs {generic_total} generic "
+                                    f"windows after generic_offset={generic_offset}, the split has {generic_windows}"
+                                    f" ({plan['generic_epochs']:.2f} epochs; the paper never repeats generic data)")
     return plan
 
 
-def check_lr_kind(kind, where):
-    if kind not in LR_KINDS:
-        raise UserError(f"{where}={kind!r} must be one of {', '.join(map(repr, LR_KINDS))}")
-
-
-def lr_settings(config, overrides=None):
-    """A new LR schedule: kind, peak, min_lr, warmup and cooldown fractions (the config's, or a stage's own)."""
-    settings = {k: config[k] for k in LR_KEYS}
-    settings.update(overrides or {})
-    return settings
-
-
 def stage(steps, target, lr=None, reset_optimizer=False, spike_evals=False, ramp=None):
-    """One stage. lr: the LR schedule it starts (lr_settings), or None to continue the previous one."""
+    """One stage (the fields above; place() adds where it is). lr: the LR schedule it starts, None continues."""
     return dict(steps=steps, target=target, ramp=ramp, lr=lr, reset_optimizer=reset_optimizer,
                 spike_evals=spike_evals)
 
 
+def lr_settings(config, overrides=None):
+    """A new LR schedule: kind, peak, min_lr, warmup and cooldown fractions (the config's, or a stage's own)."""
+    return {**{k: config[k] for k in LR_KEYS}, **(overrides or {})}
+
+
 def paper_stages(c, N, S, T, gamma):
-    """The paper's two stages from (ρ, α, δ), mode and the ablation keys; and the plan's summary keys of them."""
-    if c['mode'] not in ('midtrain', 'finetune'):
-        raise UserError(f"mode={c['mode']!r} must be 'midtrain' or 'finetune'")
-    if c['stage2_schedule'] not in (None, 'restart', 'continue'):
-        raise UserError(f"stage2_schedule={c['stage2_schedule']!r} must be 'restart', 'continue' or None")
-    if c['reset_optimizer'] is not None and not isinstance(c['reset_optimizer'], bool):
-        raise UserError(f"reset_optimizer={c['reset_optimizer']!r} must be True, False or None")
-    rho, alpha, delta = resolve_rho_alpha_delta(c['replay_fraction'], c['stage2_allocation'],
-                                                c['stage2_fraction'], gamma)
+    """The paper's two stages from (ρ, α, δ), mode and the ablation keys, or mode='mixed''s one stage; and the
+    plan's two-stage summary of them."""
+    check_keys(c, PAPER_CHECKS)
+    mixed = c['mode'] == 'mixed'
+    if mixed:
+        rho, alpha, delta = check_mixed(c, N, S, T, gamma), 1.0, 1.0
+    else:
+        rho, alpha, delta = resolve_rho_alpha_delta(c['replay_fraction'], c['stage2_allocation'],
+                                                    c['stage2_fraction'], gamma)
     # Exact integer counts. Stage 2 is never shorter than its target sequences need.
     K2 = round_half_up(alpha * T)
     K1 = T - K2
@@ -206,86 +184,39 @@ def paper_stages(c, N, S, T, gamma):
     warnings = []
     rho_realised = 1 - K2 / (L2 * S) if L2 > 0 else None
     if L2 > 0 and abs(rho_realised - rho) > 0.01:
-        warnings.append(f"rounding moved ρ (replay_fraction) from {rho:.4f} to {rho_realised:.4f}: stage 2 has "
-                        f"{L2} steps x {S} sequences for {K2} target sequences")
+        warnings.append(f"rounding moved ρ (replay_fraction) from {rho:.4f} to {rho_realised:.4f}: "
+                        f"{'the stage' if mixed else 'stage 2'} has {L2} steps x {S} sequences for {K2} target "
+                        f"sequences")
     finetune = c['mode'] == 'finetune'
     # 'restart' gives stage 2 its own schedule at stage2_learning_rate; with no stage 1 (δ = 1, e.g. fine-tuning
     # from another run's checkpoint) that is the whole run
     restart = L2 > 0 and (c['stage2_schedule'] or ('restart' if finetune else 'continue')) == 'restart'
     reset = L1 > 0 and L2 > 0 and (finetune if c['reset_optimizer'] is None else c['reset_optimizer'])
-    stages = [stage(L1, K1, lr_settings(c)),
-              # the spike evals follow stage 2's start whatever the mode: the paper studies the spike there
-              stage(L2, K2, lr_settings(c, dict(learning_rate=c['stage2_learning_rate'])) if restart else None,
-                    reset_optimizer=reset, spike_evals=True)]
-    front = legacy_keys(dict(rho=rho, alpha=alpha, delta=delta, rho_realised=rho_realised, stage1_steps=L1,
-                             stage2_steps=L2, stage2_start=L1, stage1_target=K1, stage2_target=K2,
-                             restart_schedule=restart, reset_optimizer=reset))
-    front.update(warnings=warnings, mode=c['mode'])  # the LR settings live in each stage's schedule
-    return stages, front
+    if mixed:
+        stages = [stage(N, T, lr_settings(c))]
+    else:
+        stages = [stage(L1, K1, lr_settings(c)),
+                  # the spike evals follow stage 2's start whatever the mode: the paper studies the spike there
+                  stage(L2, K2, lr_settings(c, dict(learning_rate=c['stage2_learning_rate'])) if restart else None,
+                        reset_optimizer=reset, spike_evals=True)]
+    summary = dict(rho=rho, alpha=alpha, delta=delta, rho_realised=rho_realised, stage1_steps=L1, stage2_steps=L2,
+                   stage2_start=L1, stage1_target=K1, stage2_target=K2, restart_schedule=restart,
+                   reset_optimizer=reset)
+    return stages, dict(summary, warnings=warnings, mode=c['mode'])  # LR settings live in each stage's schedule
 
 
-def legacy_keys(values):
-    """The two-stage plan's summary keys (results.csv, plots and the efficiency fit read them); None for a stage
-    list, which has no single ρ, α, δ."""
-    keys = ('rho', 'alpha', 'delta', 'rho_realised', 'stage1_steps', 'stage2_steps', 'stage2_start',
-            'stage1_target', 'stage2_target', 'restart_schedule', 'reset_optimizer')
-    out = {k: (values or {}).get(k) for k in keys}
-    if values is None:
-        out.update(warnings=[], mode='stages')
-    return out
-
-
-def resolve_rho_alpha_delta(rho, alpha, delta, gamma):
-    """Given two of (ρ, α, δ) (None = not given) and γ, return all three, or raise naming the keys."""
-    given = sum(v is not None for v in (rho, alpha, delta))
-    if gamma == 0:  # no target data: plain pre-training; a given δ still places a (generic-only) stage 2
-        return 1.0, 0.0, (delta or 0.0)
-    if given < 2:
-        raise UserError("give two of replay_fraction (ρ), stage2_allocation (α), stage2_fraction (δ); "
-                        "δ(1−ρ) = γα gives the third")
-    if given == 3:
-        if abs(delta * (1 - rho) - gamma * alpha) > 1e-6:
-            raise UserError(f"replay_fraction={rho}, stage2_allocation={alpha}, stage2_fraction={delta} are "
-                            f"inconsistent: δ(1−ρ) = {delta * (1 - rho):.6g} but γα = {gamma * alpha:.6g} "
-                            f"(γ={gamma:.6g}); give only two")
-    elif delta is None:
-        if rho == 1:
-            if alpha > 0:
-                raise UserError(f"replay_fraction=1 leaves no room for the target data that stage2_allocation="
-                            f"{alpha} puts in stage 2")
-            raise UserError("replay_fraction=1 with stage2_allocation=0 does not fix the stage-2 length: "
-                            "give stage2_fraction")
-        delta = gamma * alpha / (1 - rho)
-    elif alpha is None:
-        alpha = delta * (1 - rho) / gamma
-        if alpha > 1 + 1e-9:
-            raise UserError(f"stage2_fraction={delta} with replay_fraction={rho} needs {alpha:.3g}x all target "
-                            f"data in stage 2: lower stage2_fraction or raise replay_fraction")
-        alpha = min(alpha, 1.0)
-    else:  # rho is None
-        if delta == 0:
-            if alpha > 0:
-                raise UserError(f"stage2_fraction=0 leaves no stage 2 for stage2_allocation={alpha}")
-            rho = 1.0
-        else:
-            rho = 1 - gamma * alpha / delta
-            if rho < -1e-9:
-                raise UserError(f"stage2_fraction={delta} is too short for its target data: stage 2 needs "
-                                f"δ ≥ γα = {gamma * alpha:.6g} (stage2_allocation={alpha})")
-            rho = max(rho, 0.0)
-    if delta > 1 + 1e-9:
-        raise UserError(f"replay_fraction={rho} and stage2_allocation={alpha} give stage2_fraction "
-                        f"δ = γα/(1−ρ) = {delta:.4g} > 1: lower replay_fraction or stage2_allocation")
-    delta = min(delta, 1.0)
-    if rho == 1 and alpha > 0:
-        raise UserError(f"replay_fraction=1 leaves no room for the target data that stage2_allocation={alpha} "
-                        "puts in stage 2")
-    stage1_weight = gamma * (1 - alpha) / (1 - delta) if delta < 1 else (math.inf if alpha < 1 else 0.0)
-    if stage1_weight > 1 + 1e-9:
-        raise UserError(f"stage 1 would be {stage1_weight:.3g}x target data (weight γ(1−α)/(1−δ) must be at "
-                        f"most 1): raise stage2_allocation or lower stage2_fraction")
-    return rho, alpha, delta
-
+def mixed_steps(c, S, T):
+    """max_iters=0 in mode='mixed': the fewest steps whose slots hold all T = U·e target sequences at replay share
+    ρ, N = ⌈T / (S·(1 − ρ))⌉, in exact integers. Every ρ then sees the same target data and only adds replay."""
+    rho = c['replay_fraction']
+    if T == 0:
+        raise UserError(f"max_iters=0 derives N from the target data (mode='mixed'), but target_tokens="
+                        f"{c['target_tokens']} gives none: set target_tokens, or max_iters")
+    if rho is None or rho == 1:
+        raise UserError(f"max_iters=0 derives N = ⌈U·e / (S·(1 − ρ))⌉ (mode='mixed'): give replay_fraction (ρ) "
+                        f"below 1 (it is {rho!r}), or max_iters")
+    keep = 1 - exact(rho)  # the target share 1 − ρ
+    return -(-T * keep.denominator // (S * keep.numerator))
 
 
 def stages_from_list(c, N, S, T):
@@ -302,123 +233,48 @@ def stages_from_list(c, N, S, T):
         starts one (default: the config's keys);
       reset_optimizer: fresh AdamW moments at its start (default False);
       spike_evals: the dense evals of spike_eval_* after its start (default: when it resets or restarts)."""
-    stages = c['stages']
-    if not isinstance(stages, (list, tuple)) or not stages or not all(isinstance(s, dict) for s in stages):
-        raise UserError(f"stages={stages!r} must be a non-empty list of dicts (see config/default.py)")
-    for i, spec in enumerate(stages):
-        for key in spec:
-            if key not in STAGE_KEYS:
-                close = difflib.get_close_matches(str(key), STAGE_KEYS, n=1)
-                raise UserError(f"stages[{i}] has an unknown key {key!r}" + (f" (did you mean {close[0]!r}?)"
-                                                                            if close else f" (known: {', '.join(STAGE_KEYS)})"))
-        if 'steps' in spec and 'fraction' in spec or sum(k in spec for k in ('target', 'allocation',
-                                                                            'replay_fraction')) > 1:
-            raise UserError(f"stages[{i}] gives its length or its target twice: use one of steps/fraction and one "
-                            f"of target/allocation/replay_fraction")
-    lengths = [stage_length(spec, i, N) for i, spec in enumerate(stages)]
+    specs = c['stages']
+    check_stage_list(c)
+    restarts = [i == 0 or spec.get('schedule') == 'restart' for i, spec in enumerate(specs)]
+    for i, spec in enumerate(specs):
+        check_stage_spec(spec, i, restarts[i])
+    lengths = [spec['steps'] if 'steps' in spec else round_half_up(spec['fraction'] * N) if 'fraction' in spec
+               else None for spec in specs]
     fill_the_rest(lengths, N, 'steps', 'steps or fraction', f"max_iters={N}")
-    out = []
-    for i, (spec, steps) in enumerate(zip(stages, lengths)):
-        target, ramp = stage_target(spec, i, steps, S, T)
-        restart = i == 0 or spec.get('schedule', 'continue') == 'restart'
-        if spec.get('schedule', 'continue') not in ('restart', 'continue'):
-            raise UserError(f"stages[{i}] schedule={spec['schedule']!r} must be 'restart' or 'continue'")
-        lr_given = {k: spec[k] for k in LR_KEYS if k in spec}
-        if lr_given and not restart:
-            raise UserError(f"stages[{i}] sets {', '.join(lr_given)} but continues the previous LR schedule: add "
-                            f"schedule='restart' to it")
-        check_stage_lr(lr_given, i)
-        for key in ('reset_optimizer', 'spike_evals'):
-            if not isinstance(spec.get(key, False), bool):
-                raise UserError(f"stages[{i}] {key}={spec[key]!r} must be True or False")
-        reset = spec.get('reset_optimizer', False)
-        spike = spec.get('spike_evals', i > 0 and (reset or spec.get('schedule') == 'restart'))
-        out.append(stage(steps, target, lr_settings(c, lr_given) if restart else None, reset, spike, ramp))
-    targets = [s['target'] for s in out]
+    targets, ramps = zip(*[stage_target(spec, i, steps, S, T) for i, (spec, steps) in enumerate(zip(specs, lengths))])
+    targets = list(targets)
     fill_the_rest(targets, T, 'target sequences', 'target, allocation or replay_fraction',
                   f"target_tokens//block_size * target_epochs = {T}")
-    for s, target in zip(out, targets):
-        s['target'] = target
-    return out
-
-
-def stage_length(spec, i, N):
-    if 'steps' in spec:
-        steps = spec['steps']
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise UserError(f"stages[{i}] steps={steps!r} must be a whole number, 0 or more")
-        return steps
-    if 'fraction' in spec:
-        if not is_fraction(spec['fraction']):
-            raise UserError(f"stages[{i}] fraction={spec['fraction']!r} must be a number between 0 and 1")
-        return round_half_up(spec['fraction'] * N)
-    return None
+    stages = []
+    for i, spec in enumerate(specs):
+        reset = spec.get('reset_optimizer', False)
+        lr = lr_settings(c, {k: spec[k] for k in LR_KEYS if k in spec}) if restarts[i] else None
+        spike = spec.get('spike_evals', i > 0 and (reset or spec.get('schedule') == 'restart'))
+        stages.append(stage(lengths[i], targets[i], lr, reset, spike, ramps[i]))
+    return stages
 
 
 def stage_target(spec, i, steps, S, T):
     """(exact target count or None for "the rest", ramp as integers (a, b) or None) of one stage."""
-    ramp = spec.get('ramp')
-    rho = spec.get('replay_fraction')
+    rho, ramp = spec.get('replay_fraction'), spec.get('ramp')
     if isinstance(rho, (list, tuple)):  # ρ from its first step to its last: a ramp of the target share
         if ramp is not None:
             raise UserError(f"stages[{i}] gives both a replay_fraction pair and a ramp: give one")
-        if len(rho) != 2 or not all(is_fraction(r) for r in rho):
-            raise UserError(f"stages[{i}] replay_fraction={rho!r} must be a number or a pair of numbers in [0, 1]")
         ramp, rho = (1 - rho[0], 1 - rho[1]), (rho[0] + rho[1]) / 2
-    if ramp is not None:
-        if (not isinstance(ramp, (list, tuple)) or len(ramp) != 2 or
-                not all(not isinstance(r, bool) and isinstance(r, (int, float)) and 0 <= r < math.inf for r in ramp)
-                or not sum(ramp) > 0):
-            raise UserError(f"stages[{i}] ramp={ramp!r} must be two numbers >= 0, not both 0: the target share at "
-                            f"the stage's first and last step, as a ratio")
-        a, b = (Fraction(r).limit_denominator(10**6) for r in ramp)  # exact rationals, then integers
+        check_keys({'ramp': ramp}, STAGE_CHECKS, f"stages[{i}] ")
+    if ramp is not None:  # exact rationals, then coprime integers; 1:1 is no ramp
+        a, b = (exact(r) for r in ramp)
         scale = math.lcm(a.denominator, b.denominator)
         a, b = int(a * scale), int(b * scale)
-        ramp = (a // math.gcd(a, b), b // math.gcd(a, b)) if a != b else None  # 1:1 is no ramp
+        ramp = (a // math.gcd(a, b), b // math.gcd(a, b)) if a != b else None
     if rho is not None:
-        if not is_fraction(rho):
-            raise UserError(f"stages[{i}] replay_fraction={rho!r} must be a number between 0 and 1")
         if steps is None:
             raise UserError(f"stages[{i}] gives replay_fraction but takes the rest of the steps: give it steps or "
                             f"a fraction")
         return round_half_up((1 - rho) * steps * S), ramp
     if 'allocation' in spec:
-        if not is_fraction(spec['allocation']):
-            raise UserError(f"stages[{i}] allocation={spec['allocation']!r} must be a number between 0 and 1")
         return round_half_up(spec['allocation'] * T), ramp
-    if 'target' in spec:
-        if isinstance(spec['target'], bool) or not isinstance(spec['target'], int) or spec['target'] < 0:
-            raise UserError(f"stages[{i}] target={spec['target']!r} must be a whole number, 0 or more")
-        return spec['target'], ramp
-    return None, ramp
-
-
-def check_stage_lr(lr_given, i):
-    if 'lr_schedule' in lr_given:
-        check_lr_kind(lr_given['lr_schedule'], f"stages[{i}] lr_schedule")
-    for key in ('learning_rate', 'min_lr'):
-        value = lr_given.get(key, 1.0)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-            raise UserError(f"stages[{i}] {key}={value!r} must be a number, 0 or more")
-    for key in ('warmup_fraction', 'cooldown_fraction'):
-        if not is_fraction(lr_given.get(key, 0)):
-            raise UserError(f"stages[{i}] {key}={lr_given[key]!r} must be a number between 0 and 1")
-
-
-def fill_the_rest(values, total, what, keys, total_name):
-    """values: one per stage, None where a stage takes what the others leave (at most one). Fills it in place so
-    that they sum to total, or says which stage to change."""
-    missing = [i for i, v in enumerate(values) if v is None]
-    if len(missing) > 1:
-        raise UserError(f"stages {missing} give no {keys}: at most one stage may take the rest")
-    given = sum(v for v in values if v is not None)
-    if missing:
-        if given > total:
-            raise UserError(f"the stages give {given} {what}, more than {total_name}")
-        values[missing[0]] = total - given
-    elif given != total:
-        raise UserError(f"the stages give {given} {what} but {total_name}: change one, or leave one stage without "
-                        f"{keys} to take the rest")
+    return spec.get('target'), ramp
 
 
 def place(stages, N, S):
@@ -619,6 +475,17 @@ def evals_at(plan, k):
 # 4. Prefix hashes: two runs whose hashes agree at k reach the same state after k steps (sweep.py forks on this)
 # ---------------------------------------------------------------------------------------------------------------
 
+# Keys whose whole effect on training is captured by the per-step records below (composition, ids, LR, optimizer
+# reset, evals, stage starts) or that only say where things go. Every OTHER key must match for two runs to share a
+# prefix.
+PER_STEP_KEYS = {'max_iters', 'target_tokens', 'target_epochs', 'replay_fraction', 'stage2_allocation', 'stage2_fraction',
+                 'mode', 'reset_optimizer', 'stage2_schedule', 'lr_schedule', 'learning_rate',
+                 'stage2_learning_rate', 'min_lr', 'warmup_fraction', 'cooldown_fraction', 'eval_interval',
+                 'spike_eval_interval', 'spike_eval_steps', 'stages'}
+IO_KEYS = {'out_dir', 'checkpoint_interval', 'checkpoint_steps', 'init_from', 'resume_from', 'force_resume',
+           'wandb_log', 'wandb_project', 'wandb_run_name', 'stop_after'}
+
+
 def prefix_hashes(config, plan, upto=None):
     """h[k] for k = 0..upto (default N): a digest of everything that decides the state after k steps and the
     log up to it: the config keys not covered per step, then for each step t < k its stage (and the record of a
@@ -650,8 +517,207 @@ def prefix_hashes(config, plan, upto=None):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 5. The command line: print the plan, or one step
+# 5. Checks: each key's own range from a table (key -> test, what it must be), then the ones across keys
 # ---------------------------------------------------------------------------------------------------------------
+
+def number(lowest=0, highest=math.inf, whole=False):
+    """A test: a number in [lowest, highest] and finite (never a bool), an int if whole. NaN fails it."""
+    kinds = int if whole else (int, float)
+    return lambda v: not isinstance(v, bool) and isinstance(v, kinds) and lowest <= v <= highest and v < math.inf
+
+
+def one_of(*choices):  # `is` or same type and equal: True is not 1 here
+    return lambda v: any(v is c or (type(v) is type(c) and v == c) for c in choices)
+
+
+def or_none(test):
+    return lambda v: v is None or test(v)
+
+
+def pair_of(test):
+    return lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(test(x) for x in v)
+
+
+is_fraction = number(0, 1)
+FRACTION = (is_fraction, 'a number between 0 and 1')
+OPTIONAL_FRACTION = (or_none(is_fraction), FRACTION[1])
+AT_LEAST_1, COUNT, WHOLE = (number(1, whole=True), 'at least 1'), (number(whole=True), '0 or more'), \
+    (number(whole=True), 'a whole number, 0 or more')
+NON_NEGATIVE, TRUE_FALSE = (number(), 'a number, 0 or more'), (one_of(True, False), 'True or False')
+LR_KIND = (one_of(*LR_KINDS), f"one of {', '.join(map(repr, LR_KINDS))}")
+# config keys, in the order make_plan checks them: key -> (test, what the value must be)
+CONFIG_CHECKS = {'max_iters': AT_LEAST_1, 'batch_size': AT_LEAST_1, 'gradient_accumulation_steps': AT_LEAST_1,
+                 'block_size': AT_LEAST_1, 'target_tokens': COUNT, 'generic_offset': COUNT,
+                 'replay_fraction': OPTIONAL_FRACTION, 'stage2_allocation': OPTIONAL_FRACTION,
+                 'stage2_fraction': OPTIONAL_FRACTION, 'warmup_fraction': OPTIONAL_FRACTION,
+                 'cooldown_fraction': OPTIONAL_FRACTION, 'lr_schedule': LR_KIND}
+# what the paper's keys add (not read with a stage list)
+PAPER_CHECKS = {'mode': (one_of('midtrain', 'finetune', 'mixed'),
+                         "'midtrain' or 'finetune' (two stages), or 'mixed' (one stage of target and replay)"),
+                'stage2_schedule': (one_of(None, 'restart', 'continue'), "'restart', 'continue' or None"),
+                'reset_optimizer': (one_of(None, True, False), 'True, False or None')}
+# what a dict in `stages` may set (stages_from_list documents each key, config/default.py lists them)
+STAGE_CHECKS = {'steps': WHOLE, 'fraction': FRACTION, 'target': WHOLE, 'allocation': FRACTION,
+                'replay_fraction': (or_none(lambda v: is_fraction(v) or pair_of(is_fraction)(v)),
+                                    lambda v: 'a number or a pair of numbers in [0, 1]' if isinstance(v, (list, tuple))
+                                    else 'a number between 0 and 1'),
+                'ramp': (or_none(lambda v: pair_of(number())(v) and sum(v) > 0), "two numbers >= 0, not both 0: "
+                         "the target share at the stage's first and last step, as a ratio"),
+                'schedule': (one_of('restart', 'continue'), "'restart' or 'continue'"), 'lr_schedule': LR_KIND,
+                'learning_rate': NON_NEGATIVE, 'min_lr': NON_NEGATIVE, 'warmup_fraction': FRACTION,
+                'cooldown_fraction': FRACTION, 'reset_optimizer': TRUE_FALSE, 'spike_evals': TRUE_FALSE}
+STAGE_KEYS = tuple(STAGE_CHECKS)
+
+
+def check_keys(values, checks, where='', skip=()):
+    """Every key of `checks` that `values` holds passes its test, else '<where><key>=<value> must be <what>'."""
+    for key, (test, what) in checks.items():
+        if key in values and key not in skip and not test(values[key]):
+            raise UserError(f"{where}{key}={values[key]!r} must be {what(values[key]) if callable(what) else what}")
+
+
+def check_target_data(c, U):
+    """The target data is at least one sequence and is seen at least once."""
+    if c['target_tokens'] > 0 and U == 0:
+        raise UserError(f"target_tokens={c['target_tokens']} is less than one sequence of block_size="
+                        f"{c['block_size']} tokens")
+    if U > 0 and c['target_epochs'] < 1:
+        raise UserError(f"target_epochs={c['target_epochs']} must be at least 1")
+
+
+def check_stage_list(c):
+    """`stages` is a non-empty list of dicts, and the paper's keys that a list replaces are not given."""
+    given = [k for k in ('replay_fraction', 'stage2_allocation', 'stage2_fraction') if c[k] is not None]
+    if given:
+        raise UserError(f"stages is set, and so is {', '.join(given)}: a stage list gives each stage's target "
+                        f"share itself; drop {', '.join(given)} (or stages)")
+    specs = c['stages']
+    if not isinstance(specs, (list, tuple)) or not specs or not all(isinstance(s, dict) for s in specs):
+        raise UserError(f"stages={specs!r} must be a non-empty list of dicts (see config/default.py)")
+
+
+def check_splits(c, U, generic_total, target_windows, generic_windows):
+    """The data holds the run: the target pool fits the target split, the generic split has a window."""
+    if target_windows is not None and U > target_windows:
+        raise UserError(f"target_tokens={c['target_tokens']} asks for {U} unique target sequences but the target "
+                        f"train split holds only {target_windows} windows of block_size={c['block_size']}")
+    if generic_windows is not None and generic_total > 0 and generic_windows < 1:
+        raise UserError(f"the generic train split is shorter than one window of block_size={c['block_size']}")
+
+
+def check_stage_spec(spec, i, restart):
+    """One dict of `stages`: known keys, each given once, each value as STAGE_CHECKS wants, LR keys only where a
+    schedule starts."""
+    for key in spec:
+        if key not in STAGE_CHECKS:
+            close = difflib.get_close_matches(str(key), STAGE_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(STAGE_KEYS)})"
+            raise UserError(f"stages[{i}] has an unknown key {key!r}{hint}")
+    if 'steps' in spec and 'fraction' in spec or sum(k in spec for k in ('target', 'allocation',
+                                                                        'replay_fraction')) > 1:
+        raise UserError(f"stages[{i}] gives its length or its target twice: use one of steps/fraction and one "
+                        f"of target/allocation/replay_fraction")
+    check_keys(spec, STAGE_CHECKS, f"stages[{i}] ")
+    lr_given = [k for k in LR_KEYS if k in spec]
+    if lr_given and not restart:
+        raise UserError(f"stages[{i}] sets {', '.join(lr_given)} but continues the previous LR schedule: add "
+                        f"schedule='restart' to it")
+
+
+def check_mixed(c, N, S, T, gamma):
+    """mode='mixed' sets no stage-2 key; returns its ρ: 1 − γ when not given, else as given, which must derive N
+    (max_iters=0, or the very N it derives: sweep.py writes that into a run's config)."""
+    given = [k for k in ('stage2_allocation', 'stage2_fraction', 'stage2_schedule', 'reset_optimizer')
+             if c[k] is not None]
+    if given:
+        raise UserError(f"mode='mixed' is one stage of target and replay (α = δ = 1), with no stage 2 to place, "
+                        f"restart or reset: drop {', '.join(given)}")
+    rho = c['replay_fraction']
+    if rho is None:
+        return 1 - gamma
+    if c['max_iters'] != 0 and c['max_iters'] != (mixed_steps(c, S, T) if T and rho < 1 else None):
+        raise UserError(f"replay_fraction={rho} with max_iters={N}: one stage of {N} steps x {S} sequences for the "
+                        f"{T} target sequences has ρ = 1 − γ = {1 - gamma:.6g}; set max_iters=0 to derive N from ρ, "
+                        f"or drop replay_fraction")
+    return rho
+
+
+def resolve_rho_alpha_delta(rho, alpha, delta, gamma):
+    """Given two of (ρ, α, δ) (None = not given) and γ, return all three, or raise naming the keys."""
+    given = sum(v is not None for v in (rho, alpha, delta))
+    if gamma == 0:  # no target data: plain pre-training; a given δ still places a (generic-only) stage 2
+        return 1.0, 0.0, (delta or 0.0)
+    if given < 2:
+        raise UserError("give two of replay_fraction (ρ), stage2_allocation (α), stage2_fraction (δ); "
+                        "δ(1−ρ) = γα gives the third")
+    if given == 3:
+        if abs(delta * (1 - rho) - gamma * alpha) > 1e-6:
+            raise UserError(f"replay_fraction={rho}, stage2_allocation={alpha}, stage2_fraction={delta} are "
+                            f"inconsistent: δ(1−ρ) = {delta * (1 - rho):.6g} but γα = {gamma * alpha:.6g} "
+                            f"(γ={gamma:.6g}); give only two")
+    elif delta is None:
+        if rho == 1:
+            if alpha > 0:
+                raise UserError(f"replay_fraction=1 leaves no room for the target data that stage2_allocation="
+                                f"{alpha} puts in stage 2")
+            raise UserError("replay_fraction=1 with stage2_allocation=0 does not fix the stage-2 length: "
+                            "give stage2_fraction")
+        delta = gamma * alpha / (1 - rho)
+    elif alpha is None:
+        alpha = delta * (1 - rho) / gamma
+        if alpha > 1 + 1e-9:
+            raise UserError(f"stage2_fraction={delta} with replay_fraction={rho} needs {alpha:.3g}x all target "
+                            f"data in stage 2: lower stage2_fraction or raise replay_fraction")
+        alpha = min(alpha, 1.0)
+    elif delta == 0:  # rho is None
+        if alpha > 0:
+            raise UserError(f"stage2_fraction=0 leaves no stage 2 for stage2_allocation={alpha}")
+        rho = 1.0
+    else:
+        rho = 1 - gamma * alpha / delta
+        if rho < -1e-9:
+            raise UserError(f"stage2_fraction={delta} is too short for its target data: stage 2 needs "
+                            f"δ ≥ γα = {gamma * alpha:.6g} (stage2_allocation={alpha})")
+        rho = max(rho, 0.0)
+    if delta > 1 + 1e-9:
+        raise UserError(f"replay_fraction={rho} and stage2_allocation={alpha} give stage2_fraction "
+                        f"δ = γα/(1−ρ) = {delta:.4g} > 1: lower replay_fraction or stage2_allocation")
+    delta = min(delta, 1.0)
+    if rho == 1 and alpha > 0:
+        raise UserError(f"replay_fraction=1 leaves no room for the target data that stage2_allocation={alpha} "
+                        "puts in stage 2")
+    stage1_weight = gamma * (1 - alpha) / (1 - delta) if delta < 1 else (math.inf if alpha < 1 else 0.0)
+    if stage1_weight > 1 + 1e-9:
+        raise UserError(f"stage 1 would be {stage1_weight:.3g}x target data (weight γ(1−α)/(1−δ) must be at "
+                        f"most 1): raise stage2_allocation or lower stage2_fraction")
+    return rho, alpha, delta
+
+
+def fill_the_rest(values, total, what, keys, total_name):
+    """values: one per stage, None where a stage takes what the others leave (at most one). Fills it in place so
+    that they sum to total, or says which stage to change."""
+    missing = [i for i, v in enumerate(values) if v is None]
+    if len(missing) > 1:
+        raise UserError(f"stages {missing} give no {keys}: at most one stage may take the rest")
+    given = sum(v for v in values if v is not None)
+    if missing:
+        if given > total:
+            raise UserError(f"the stages give {given} {what}, more than {total_name}")
+        values[missing[0]] = total - given
+    elif given != total:
+        raise UserError(f"the stages give {given} {what} but {total_name}: change one, or leave one stage without "
+                        f"{keys} to take the rest")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 6. The command line: print the plan, or one step
+# ---------------------------------------------------------------------------------------------------------------
+
+def count_windows(n_tokens, block_size):
+    """Whole windows of block_size inputs + 1 label token in a split of n_tokens tokens (consecutive windows share
+    only the label token at their seam)."""
+    return max(0, (n_tokens - 1) // block_size)
+
 
 def split_windows(data_dir, block_size):
     """Windows of block_size (+1 label token) in data_dir/train.bin, from meta.json's dtype; None if absent."""
@@ -666,12 +732,15 @@ def split_windows(data_dir, block_size):
 
 
 def stage_table(plan):
-    """Each stage as a row: where it is, its target sequences and share at its first and last step, its LR."""
+    """Each stage as a row: where it is, what it holds, its target sequences, target and replay (ρ) share (at its
+    first and last step, for a ramp), its LR."""
     rows, S = [], plan['S']
     for i, s in enumerate(plan['stages']):
         L, K = s['steps'], s['target']
         share = lambda j: stage_step_targets(s, j) / S if L else None  # noqa: E731  (the realised share)
-        rows.append(dict(stage=i + 1, start=s['start'], steps=L, target=K, target_share=K / (L * S) if L else None,
+        name = 'generic only' if K == 0 else 'target only' if K == L * S else 'target + replay'
+        rows.append(dict(stage=i + 1, name=name, start=s['start'], steps=L, target=K,
+                         target_share=K / (L * S) if L else None, replay_share=1 - K / (L * S) if L else None,
                          share_start=share(0), share_end=share(L - 1), ramp=list(s['ramp']) if s['ramp'] else None,
                          lr_schedule=s['schedule']['lr_schedule'], learning_rate=s['schedule']['learning_rate'],
                          lr='restart' if starts_schedule(s) else 'continue', reset_optimizer=s['reset_optimizer']
@@ -679,8 +748,16 @@ def stage_table(plan):
     return rows
 
 
+def replay_share(plan):
+    """The generic share of the sequence slots of the stages that hold target data: ρ of any stage list (for the
+    paper's α = 1 plans, stage 2's realised ρ). None without target data."""
+    mixed = [s for s in plan['stages'] if s['target']]
+    slots = sum(s['steps'] for s in mixed) * plan['S']
+    return 1 - sum(s['target'] for s in mixed) / slots if slots else None
+
+
 def summarize(config, plan):
-    """The plan as one JSON-able dict: what the CLI prints."""
+    """The plan as one JSON-able dict: what the CLI prints and train.py writes to summary.json."""
     N = plan['N']
     key_steps = sorted({0, N - 1} | {t for s in stage_starts(plan) for t in (s - 1, s)})
     out = {k: plan[k] for k in ('N', 'S', 'U', 'e', 'T', 'gamma', 'rho', 'alpha', 'delta', 'rho_realised',
@@ -696,14 +773,6 @@ def summarize(config, plan):
                eval_steps=[k for k in range(N + 1) if evals_at(plan, k)], stages=stage_table(plan),
                replay_share=replay_share(plan))
     return out
-
-
-def replay_share(plan):
-    """The generic share of the sequence slots of the stages that hold target data: ρ of any stage list (for the
-    paper's α = 1 plans, stage 2's realised ρ). None without target data."""
-    mixed = [s for s in plan['stages'] if s['target']]
-    slots = sum(s['steps'] for s in mixed) * plan['S']
-    return 1 - sum(s['target'] for s in mixed) / slots if slots else None
 
 
 def describe_step(plan, t):
@@ -724,17 +793,19 @@ def print_text(summary):
     symbols = (f"; ρ={p['rho']:.4g} α={p['alpha']:.4g} δ={p['delta']:.4g}" if p['rho'] is not None else "")
     print(f"target: U={p['U']} unique sequences x e={p['e']} epochs = {p['T']} sequences, γ={p['gamma']:.6g}"
           + symbols)
-    print(f"{'stage':>5} {'steps':>13} {'target seqs':>11} {'share first..last':>17}  {'LR':<26} optimizer")
+    print(f"{'stage':<17} {'steps':<14} {'target seqs':>11} {'target share':>12} {'replay ρ':>12}  {'LR':<26} "
+          f"optimizer")
     for r in p['stages']:
         if not r['steps']:
             continue
-        share = (f"{r['share_start']:.4g}..{r['share_end']:.4g}" if r['ramp'] else f"{r['target_share']:.4g}")
+        ends = (r['share_start'], r['share_end']) if r['ramp'] else (r['target_share'],)
+        shares = ['..'.join(f"{x:.4g}" for x in ends), '..'.join(f"{1 - x:.4g}" for x in ends)]
         lr = (f"{r['lr_schedule']} from {r['learning_rate']:.3g}" if r['lr'] == 'restart' else
               f"continues ({r['lr_schedule']})")
-        print(f"{r['stage']:>5} {r['start']:>6}..{r['start'] + r['steps'] - 1:<6} {r['target']:>11} {share:>17}  "
-              f"{lr:<26} {'reset' if r['reset_optimizer'] else 'kept'}")
+        print(f"{r['stage']:>2} {r['name']:<14} {r['start']:>6}..{r['start'] + r['steps'] - 1:<6} {r['target']:>11} "
+              f"{shares[0]:>12} {shares[1]:>12}  {lr:<26} {'reset' if r['reset_optimizer'] else 'kept'}")
     if p['rho_realised'] is not None:
-        print(f"realised ρ of stage 2: {p['rho_realised']:.4g}")
+        print(f"realised ρ of {'the stage' if p['mode'] == 'mixed' else 'stage 2'}: {p['rho_realised']:.4g}")
     epochs = f", {p['generic_epochs']:.3g} generic epochs" if p['generic_epochs'] is not None else ""
     print(f"total: {p['T']} target + {p['generic_total']} generic sequences{epochs}")
     print("LR at key steps: " + ", ".join(f"{t}: {lr:.4g}" for t, lr in p['lr_at_key_steps'].items()))
@@ -746,6 +817,9 @@ def print_text(summary):
 
 def main(argv):
     config = load_config(argv, extra_keys={'format': 'text', 'show_step': -1})
+    if config['init_from'] not in ('scratch', 'resume') and not os.path.exists(config['init_from']):
+        raise UserError(f"init_from={config['init_from']!r} does not exist (train.py stops there too): put the "
+                        f"model directory or checkpoint there, or add --init_from=scratch to see the plan alone")
     plan = make_plan(config, split_windows(config['target_dir'], config['block_size']),
                      split_windows(config['generic_dir'], config['block_size']))
     if config['show_step'] >= 0:

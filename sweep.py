@@ -10,6 +10,8 @@ sweep.py: run a grid of train.py runs, computing the steps their plans share onl
     python sweep.py config/sweep_midtrain.py --cancel=True     # cancel the sweep's queued and running jobs
 
 A sweep file is plain Python that sets:
+    include = ['config/sweep_reference.py']               # other sweep files read first (optional; their
+                                                          # values are visible here: runs = [...] + runs)
     base = ['config/flan_midtrain.py']                    # config files every run starts from
     overrides = {'max_iters': 1024}                       # train.py keys set for every run
     grid = {'replay_fraction': [0, .5], 'seed': [1, 2]}   # cartesian product over these keys
@@ -98,7 +100,7 @@ def parse_args(argv):
         raise UserError(f"--{wrong[0]} is an option of the {'slurm' if options['launcher'] == 'local' else 'local'}"
                         f" launcher: {'add --launcher=slurm' if options['launcher'] == 'local' else 'drop it'}")
     sweep = dict(SWEEP_FILE_KEYS)
-    for key, value in read_config_file(files[0]).items():
+    for key, value in read_config_file(files[0], include_key='include').items():  # its base: the runs' configs
         if key not in SWEEP_FILE_KEYS:
             raise UserError(f"sweep file {files[0]} sets unknown key '{key}' (sweep files set: "
                             f"{', '.join(SWEEP_FILE_KEYS)})")
@@ -146,6 +148,8 @@ def expand(sweep, cli_overrides):
         for key, value in settings.items():
             config[key] = check_value(key, value, f"sweep run {name}")
         config['out_dir'] = os.path.join(sweep['sweep_dir'], name)
+        if config['max_iters'] == 0:  # mode='mixed' derives N from ρ: the sweep's step counts need it
+            config['max_iters'] = schedule.make_plan(config)['N']
         labels = {'protocol': run.get('protocol', ''), 'reference': int(bool(run.get('reference', 0)))}
         runs.append(dict(name=name, labels=labels, config=config))
     return runs

@@ -239,7 +239,8 @@ def check_config(config, world):
     if c['resume_from'] and c['init_from'] != 'resume':
         raise UserError(f"resume_from={c['resume_from']!r} is only read with init_from='resume' (init_from is "
                         f"{c['init_from']!r})")
-    if not all(isinstance(k, int) and 0 < k <= c['max_iters'] for k in c['checkpoint_steps']):
+    steps = c['max_iters'] or schedule.make_plan(c)['N']  # max_iters=0: the N that mode='mixed' derives
+    if not all(isinstance(k, int) and 0 < k <= steps for k in c['checkpoint_steps']):
         raise UserError(f"checkpoint_steps={c['checkpoint_steps']} must be steps between 1 and max_iters")
     if os.path.exists(c['out_dir']) and not os.path.isdir(c['out_dir']):
         raise UserError(f"out_dir={c['out_dir']!r} is a file, not a directory")

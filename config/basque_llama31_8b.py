@@ -1,8 +1,9 @@
-# The paper's 8B run: Llama-3.1-8B continued on Basque text with SlimPajama replay, one stage of replay from the
-# first step (α = 1, δ = 1: every step is a share 1 − ρ of Basque and ρ of SlimPajama), 128 sequences of 4096 tokens
-# per step, cosine LR 1e-5, a fresh optimizer; measured on XCOPA-eu (paper: 0.630 at ρ = 0, 0.650 at ρ = .75).
-# Every ρ sees the same 400 steps' worth of Basque once (400 x 128 x 4096 = 210M tokens) and adds replay:
-# N = 400 / (1 − ρ) steps. This file is ρ = 0.5 (N = 800); config/sweep_basque_8b.py runs ρ in {0, .5, .75, .9}.
+# The paper's 8B run: Llama-3.1-8B continued on Basque text with SlimPajama replay, the one-knob recipe of
+# config/finetune_replay.py (one stage, every step a share 1 − ρ of Basque and ρ of SlimPajama), 128 sequences of
+# 4096 tokens per step, cosine LR 1e-5, a fresh optimizer; measured on XCOPA-eu (paper: 0.630 at ρ = 0, 0.650 at
+# ρ = .75). Every ρ sees the same 400 steps' worth of Basque once (400 x 128 x 4096 = 210M tokens) and adds replay:
+# N = ⌈400 / (1 − ρ)⌉ steps, derived (max_iters = 0). This file is ρ = 0.5 (N = 800); config/sweep_basque_8b.py
+# runs ρ in {0, .5, .75, .9}.
 #   hf download meta-llama/Llama-3.1-8B --local-dir models/Llama-3.1-8B      # gated: accept its license first
 #   python prepare/basque.py --tokenizer models/Llama-3.1-8B --max_tokens 215M --out data/basque_llama3
 #   python prepare/slimpajama.py --tokenizer models/Llama-3.1-8B --max_tokens 1.9B --out data/slimpajama_llama3
@@ -11,25 +12,20 @@
 # paper's small models); SlimPajama must hold the generic sequences of the largest ρ (0.9: 4000 x 128 − 51,200 =
 # 460,800 sequences, 1.89B tokens), else it repeats (the plan warns).
 # Memory and cost: README "The paper's 8B recipe" (ESTIMATES, not measured: no GPU was available).
+base = ['config/finetune_replay.py']       # mode='mixed', max_iters=0, cosine, dropout 0
 init_from = 'models/Llama-3.1-8B'          # the shape comes from its config.json; the model keys below are unused
 generic_dir = 'data/slimpajama_llama3'
 target_dir = 'data/basque_llama3'
 out_dir = 'out/basque_llama31_8b'
 tasks = {'xcopa_eu': 'data/xcopa_eu.jsonl'}  # README "Task accuracy" says how to make it from HiTZ/XCOPA-eu
 # the schedule: 210M Basque tokens seen once, spread over every step with replay
-max_iters = 800                            # N = 400 / (1 − ρ)
+replay_fraction = 0.5                      # ρ; N = ⌈51,200 / (128 x (1 − ρ))⌉ = 800 steps
 batch_size = 2                             # sequences per micro-step per GPU ...
 gradient_accumulation_steps = 64           # ... S = 2 x 64 = 128 sequences per step, global (8 micro-steps per GPU)
 block_size = 4096
 target_tokens = 209715200                  # 400 x 128 x 4096: U = 51,200 sequences
 target_epochs = 1
-stage2_allocation = 1.0                    # α = 1 and δ = 1: one stage of replay from the first step,
-stage2_fraction = 1.0                      # ρ = 1 − γ = 1 − 400/N follows
-mode = 'midtrain'                          # one schedule, one optimizer (fresh: init_from is weights only)
-lr_schedule = 'cosine'
 learning_rate = 1e-5
-min_lr = 0.0
-warmup_fraction = 0.01
 # evaluation: 256 held-out sequences per domain (1M tokens) and XCOPA-eu every 100 steps and at the end
 eval_interval = 100
 val_tokens = 1048576

@@ -1,6 +1,8 @@
 # Every config key, its default and what it means. This file is itself a valid config (it changes nothing);
 # configurator.py reads it to know which keys exist and what type each one has. Paper symbols in brackets:
 # N steps, S sequences per step, U unique target sequences, e epochs, γ target share, ρ, α, δ.
+# A config file may start from others: `base = ['config/paper.py']` (read first, in order; paths from the
+# repository root; its own assignments win; see configurator.read_config_file).
 
 # ---- I/O and logging ---------------------------------------------------------------------------------------
 out_dir = 'out'                   # run directory: log.jsonl, summary.json, ckpt.pt
@@ -36,13 +38,14 @@ seed = 1337                       # model init and dropout
 data_seed = 1337                  # target pool, per-epoch target order, generic permutation
 
 # ---- the data schedule (schedule.py) --------------------------------------------------------------------------
-max_iters = 1000                  # N: optimizer steps
+max_iters = 1000                  # N: optimizer steps; 0 with mode='mixed' = derive N = ⌈U·e / (S·(1 − ρ))⌉, so
+                                  # every ρ sees the same target data and adds replay (config/finetune_replay.py)
 batch_size = 12                   # sequences per micro-step per rank
 gradient_accumulation_steps = 1   # micro-steps per step, over all ranks: S = batch_size * this (global)
 block_size = 256                  # tokens per sequence
 target_tokens = 0                 # unique target tokens; U = target_tokens // block_size (0 = plain pre-training)
 target_epochs = 1                 # e: times each unique target sequence is seen. γ = U*e / (N*S)
-replay_fraction = None            # ρ: generic share of stage 2
+replay_fraction = None            # ρ: generic (replay) share of stage 2; mode='mixed': of every step
 stage2_allocation = None          # α: share of the target slots placed in stage 2 (the rest go to stage 1)
 stage2_fraction = None            # δ: stage-2 length / N. Give two of (ρ, α, δ); δ(1-ρ) = γα fixes the third
 stages = None                     # a list of stages instead of (ρ, α, δ): dicts with steps or fraction; target,
@@ -56,7 +59,9 @@ generic_offset = 0                # generic windows already used before step 0 (
 
 # ---- learning rate and optimizer ------------------------------------------------------------------------------
 mode = 'midtrain'                 # 'midtrain': one LR schedule, one optimizer; 'finetune': stage 2 restarts the
-                                  # schedule at stage2_learning_rate and resets the optimizer
+                                  # schedule at stage2_learning_rate and resets the optimizer; 'mixed': ONE stage,
+                                  # every step target (share 1 − ρ) and replay (ρ), one schedule at learning_rate
+                                  # (α = δ = 1: no stage2_* keys; ρ = 1 − γ unless given; see max_iters)
 reset_optimizer = None            # ablation: override the mode's default (finetune True, midtrain False)
 stage2_schedule = None            # ablation: 'restart' | 'continue' (default: finetune restart, midtrain continue)
 lr_schedule = 'cosine'            # 'cosine' | 'wsd' | 'constant'

@@ -2,7 +2,6 @@
 # (cooldown 0.1) over 960 C4 steps and a 64-step stage 2 that is half C4.
 #   torchrun --standalone --nproc_per_node=8 train.py config/finemath_midtrain.py
 # The ρ x α grid is config/sweep_midtrain.py. Cost: see config/paper.py.
-import os
-exec(open(os.path.join(os.path.dirname(__file__), 'paper_midtrain.py')).read())  # the shared setup
+base = ['config/paper_midtrain.py']  # the shared setup
 target_dir = 'data/finemath'
 out_dir = 'out/finemath_midtrain'

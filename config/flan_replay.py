@@ -3,7 +3,6 @@
 #   python prepare/c4.py && python prepare/flan.py
 #   torchrun --standalone --nproc_per_node=8 train.py config/flan_replay.py
 # ρ = 0 (no replay) is --replay_fraction=0; the whole m sweep is config/sweep_finetune.py. Cost: see config/paper.py.
-import os
-exec(open(os.path.join(os.path.dirname(__file__), 'paper_finetune.py')).read())  # the shared setup
+base = ['config/paper_finetune.py']  # the shared setup
 target_dir = 'data/flan'
 out_dir = 'out/flan_replay'

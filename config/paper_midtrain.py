@@ -1,7 +1,6 @@
 # The paper's MID-TRAINING protocol (shared by config/*_midtrain.py): one WSD schedule over both stages at LR 3e-3
 # with a 0.1 cooldown, no optimizer reset.
-import os
-exec(open(os.path.join(os.path.dirname(__file__), 'paper.py')).read())  # the shared setup
+base = ['config/paper.py']  # the shared setup
 mode = 'midtrain'
 lr_schedule = 'wsd'
 cooldown_fraction = 0.1

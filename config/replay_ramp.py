@@ -4,8 +4,7 @@
 # the stage's 640 target sequences (U = 64 unique x e = 10 epochs); python schedule.py config/replay_ramp.py
 # prints the table, --show_step=t any step. Data, model and LR as config/three_stage.py.
 #   python train.py config/replay_ramp.py
-import os
-exec(open(os.path.join(os.path.dirname(__file__), 'three_stage.py')).read())  # the shared setup
+base = ['config/three_stage.py']  # the shared setup
 out_dir = 'out/replay_ramp'
 target_epochs = 10
 stages = [

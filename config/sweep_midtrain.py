@@ -5,8 +5,7 @@
 # Prefix sharing: at α = 1 the five ρ runs share all steps before the earliest stage 2 (about 1515 steps instead of
 # 5120); with α < 1 target data appears from step 0 at a rate that depends on ρ, so those rows share less.
 # `python sweep.py config/sweep_midtrain.py --dry_run=True` prints the tree and the steps it saves.
-import os
-exec(open(os.path.join(os.path.dirname(__file__), 'sweep_reference.py')).read())  # runs = the reference runs
+include = ['config/sweep_reference.py']  # runs = the reference runs
 base = ['config/flan_midtrain.py']
 runs = [dict(protocol='midtrain', replay_fraction=rho, stage2_allocation=alpha)
         for alpha in (1.0, 0.5, 0.25, 0.125) for rho in (0.0, 0.25, 0.5, 0.75, 0.875)] + runs

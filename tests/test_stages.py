@@ -1,10 +1,14 @@
 """Plans as stage lists: the planner against its spec (exact ramps, stage LR schedules, resets, spike evals, bad
 lists), and train.py running config/three_stage.py and config/replay_ramp.py, judged by what it actually fed (every
-sequence's first token encodes its window) and by the stage, LR and reset records it logged."""
+sequence's first token encodes its window) and by the stage, LR and reset records it logged. Config files that
+include others (base = [...]). The one-knob recipe (config/finetune_replay.py, mode='mixed', max_iters=0 derives N)
+against its formula, and train.py running it from a tiny local model."""
 import collections
 import json
 import math
 import os
+import subprocess
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -12,7 +16,7 @@ import pytest
 
 import schedule
 from configurator import UserError, load_config
-from helpers import make_sources, read_log, run_train
+from helpers import ROOT, make_sources, read_log, run_train
 
 TARGET_BASE, VOCAB = 1200, 1300  # generic window w is token w < 1200; target window w is token 1200 + w
 
@@ -165,3 +169,184 @@ def test_stage_records_lr_and_resets_fall_where_the_plan_says(example_run):
     with open(os.path.join(out, 'summary.json')) as f:
         table = json.load(f)['plan']['stages']
     assert [(s['start'], s['steps']) for s in table] == [(s['start'], s['steps']) for s in plan['stages']]
+
+
+# ---- config files that include others: base = [...] (configurator.read_config_file) ------------------------------
+
+def test_config_base_includes_read_first_and_are_overridden(tmp_path):
+    from configurator import read_config_file
+    inner = tmp_path / 'inner.py'
+    inner.write_text("base = ['config/tiny.py']\nmax_iters = 7\nbatch_size = 3\n")
+    outer = tmp_path / 'outer.py'
+    outer.write_text(f"base = [{str(inner)!r}]\nbatch_size = batch_size + 1  # the included value is visible\n")
+    config = load_config([str(outer)])
+    tiny = load_config(['config/tiny.py'])
+    assert (config['max_iters'], config['batch_size']) == (7, 4)
+    assert {k: v for k, v in config.items() if k not in ('max_iters', 'batch_size')} == \
+        {k: v for k, v in tiny.items() if k not in ('max_iters', 'batch_size')}
+    assert 'base' not in read_config_file(str(outer))
+    # a run config's base is repo-root relative, like a sweep file's: config/flan_replay.py starts from paper.py
+    assert load_config(['config/flan_replay.py'])['block_size'] == load_config(['config/paper.py'])['block_size']
+
+
+@pytest.mark.parametrize('text, message', [
+    ("base = ['config/nope.py']\n", "includes config/nope.py (base = [...]), which is not found: paths are relative "
+                                    "to the repository root"),
+    ("base = [SELF]\n", "config files include each other in a cycle (base = [...]): "),
+    ("import os\nbase = [os.path.join('config', 'tiny.py')]\n", "base must be assigned once, a list of config file "
+                                                               "paths written out"),
+])
+def test_config_base_errors_are_one_line(tmp_path, text, message):
+    path = tmp_path / 'run.py'
+    path.write_text(text.replace('SELF', repr(str(tmp_path / 'other.py'))))
+    (tmp_path / 'other.py').write_text(f"base = [{str(path)!r}]\n")
+    with pytest.raises(UserError) as e:
+        load_config([str(path)])
+    assert message in str(e.value) and '\n' not in str(e.value)
+
+
+# ---- the one-knob recipe: mode='mixed', max_iters=0 derives N (config/finetune_replay.py) ------------------------
+
+def finetune_replay(*args):
+    return load_config(['config/finetune_replay.py', '--init_from=scratch', *args])
+
+
+def spec_steps(T, S, rho):
+    """N = ceil(U·e / (S·(1 − ρ))) in integers, ρ read as the decimal it is written as."""
+    keep = 1 - Fraction(str(rho))
+    return -(-T * keep.denominator // (S * keep.numerator))
+
+
+@pytest.mark.parametrize('U, e, batch, gas', [(10240, 1, 8, 8), (37, 3, 5, 1), (1, 1, 3, 2)])
+def test_max_iters_0_derives_n_so_every_rho_sees_the_same_target_data(U, e, batch, gas):
+    S = batch * gas
+    for rho in (0.0, 0.1, 0.25, 0.3, 0.5, 0.75, 0.9, 0.95, 0.99):
+        config = finetune_replay(f'--replay_fraction={rho}', f'--target_tokens={U * 2048 + 5}', f'--target_epochs={e}',
+                                 f'--batch_size={batch}', f'--gradient_accumulation_steps={gas}')
+        plan = schedule.make_plan(config)
+        N, keep = plan['N'], 1 - Fraction(str(rho))
+        assert N == spec_steps(U * e, S, rho)
+        assert (N - 1) * S * keep < U * e <= N * S * keep  # the fewest steps whose target share is at most 1 − ρ
+        assert plan['T'] == U * e and [(s['start'], s['steps'], s['target']) for s in plan['stages']] == [(0, N, U * e)]
+        assert plan['rho'] == rho and plan['rho_realised'] == pytest.approx(1 - U * e / (N * S), abs=1e-12)
+        assert (plan['alpha'], plan['delta'], plan['stage2_start'], plan['stage2_steps']) == (1.0, 1.0, 0, N)
+        assert not any(schedule.resets_optimizer_at(plan, t) for t in range(N))
+        # the same run with that N written out (what sweep.py passes train.py) plans the same
+        same = schedule.make_plan(dict(config, max_iters=N))
+        assert [schedule.step_batch(same, t)[1].tolist() for t in range(min(N, 5))] == \
+            [schedule.step_batch(plan, t)[1].tolist() for t in range(min(N, 5))]
+
+
+def test_replay_fraction_alone_changes_the_run(tmp_path):
+    nowhere = [f'--generic_dir={tmp_path}/none', f'--target_dir={tmp_path}/none', '--init_from=scratch']
+    runs = {}
+    for extra in ([], ['--replay_fraction=0.75'], ['--replay_fraction=0']):
+        r = subprocess.run([sys.executable, 'schedule.py', 'config/finetune_replay.py', *nowhere, *extra,
+                            '--format=json'], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        runs[tuple(extra)] = json.loads(r.stdout)
+    assert [p['N'] for p in runs.values()] == [320, 640, 160] and {p['T'] for p in runs.values()} == {10240}
+    assert runs[('--replay_fraction=0.75',)]['rho_realised'] == 0.75
+    # max_iters given: ρ follows as 1 − γ, or must agree with it
+    assert schedule.make_plan(finetune_replay('--max_iters=400', '--replay_fraction=None'))['rho'] == pytest.approx(1 - 10240 / (400 * 64))
+    with pytest.raises(UserError, match=r"replay_fraction=0.5 with max_iters=400: .* ρ = 1 − γ = 0.6; set "
+                                        r"max_iters=0 to derive N from ρ, or drop replay_fraction"):
+        schedule.make_plan(finetune_replay('--max_iters=400', '--replay_fraction=0.5'))
+    for args, message in [(['--stage2_allocation=1.0'], "mode='mixed' is one stage of target and replay (α = δ = 1), "
+                                                         "with no stage 2 to place, restart or reset: drop "
+                                                         "stage2_allocation"),
+                          (['--replay_fraction=1.0'], "give replay_fraction (ρ) below 1 (it is 1.0), or max_iters"),
+                          (['--target_tokens=0'], "max_iters=0 derives N from the target data (mode='mixed'), but "
+                                                  "target_tokens=0 gives none"),
+                          (['--mode=midtrain', '--stage2_allocation=1.0'], "max_iters=0 must be at least 1")]:
+        with pytest.raises(UserError) as e:
+            schedule.make_plan(finetune_replay(*args))
+        assert message in str(e.value)
+
+
+def test_plan_table_names_the_mixed_stage_and_shows_rho(tmp_path):
+    args = [sys.executable, 'schedule.py', 'config/finetune_replay.py', '--replay_fraction=0.75',
+            f'--generic_dir={tmp_path}/none', f'--target_dir={tmp_path}/none']
+    r = subprocess.run(args + ['--init_from=scratch'], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    header, row = [line for line in r.stdout.splitlines() if line.lstrip().startswith(('stage', '1 '))]
+    assert 'target share' in header and 'replay ρ' in header
+    assert row.split() == ['1', 'target', '+', 'replay', '0..639', '10240', '0.25', '0.75', 'cosine', 'from',
+                           '1e-05', 'kept']
+    assert 'stage 2' not in r.stdout and 'realised ρ of the stage: 0.75' in r.stdout
+    row = schedule.summarize({}, schedule.make_plan(finetune_replay('--replay_fraction=0.75')))['stages'][0]
+    assert (row['name'], row['target_share'], row['replay_share']) == ('target + replay', 0.25, 0.75)
+    # the paper's two stages are named by what they hold too
+    names = [s['name'] for s in schedule.summarize({}, schedule.make_plan(load_config(['config/flan_replay.py'])))
+             ['stages']]
+    assert names == ['generic only', 'target + replay']
+    # a missing model directory is one line from schedule.py (train.py's is tested below)
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        "error: init_from='models/my_model' does not exist (train.py stops there too): put the model directory or "
+        "checkpoint there, or add --init_from=scratch to see the plan alone"]
+
+
+def test_checkpoint_steps_are_checked_against_the_derived_n():
+    import train
+    train.check_config(finetune_replay('--replay_fraction=0.75', '--checkpoint_steps=[640]'), world=1)  # N = 640
+    with pytest.raises(UserError, match=r"checkpoint_steps=\[641\] must be steps between 1 and max_iters"):
+        train.check_config(finetune_replay('--replay_fraction=0.75', '--checkpoint_steps=[641]'), world=1)
+    with pytest.raises(UserError, match="init_from='models/my_model' does not exist") as e:  # one line
+        train.check_config(load_config(['config/finetune_replay.py']), world=1)
+    assert '\n' not in str(e.value)
+
+
+def test_finetune_replay_trains_a_local_model_on_its_plan(tmp_path):
+    """config/finetune_replay.py from a tiny Llama directory (prepare/tiny_model.py) on data in its tokenizer:
+    train.py runs the derived N steps and feeds exactly the plan's windows (first tokens read from the splits)."""
+    pytest.importorskip('transformers')
+    import tiny_model
+    model_dir = str(tmp_path / 'model')
+    tok = tiny_model.make_tokenizer('llama', vocab_size=384, texts=tiny_model.training_texts()[:40])
+    tiny_model.make_model('llama', model_dir, *tok)
+    data = {name: str(tmp_path / name) for name in ('generic', 'target')}
+    env = dict(os.environ, OMP_NUM_THREADS='1', TOKENIZERS_PARALLELISM='false')
+    r = subprocess.run([sys.executable, 'prepare/demo.py', '--tokenizer', model_dir, '--max_tokens', '20K', '--val_tokens',
+                '3000', '--generic_out', data['generic'], '--target_out', data['target'], '--workers', '1'],
+               cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = str(tmp_path / 'out')
+    args = ['config/finetune_replay.py', f'--init_from={model_dir}', f"--generic_dir={data['generic']}",
+            f"--target_dir={data['target']}", f'--out_dir={out}', '--replay_fraction=0.75', '--block_size=32',
+            '--batch_size=4', '--gradient_accumulation_steps=1', '--target_tokens=320', '--target_epochs=2',
+            '--eval_interval=0', '--val_tokens=512', '--log_interval=1', '--checkpoint_interval=0',
+            '--learning_rate=1e-3']
+    run_train(args, config='')
+    config = load_config(args)
+    windows = {name: schedule.split_windows(path, 32) for name, path in data.items()}
+    plan = schedule.make_plan(config, windows['target'], windows['generic'])
+    assert plan['N'] == spec_steps(20, 4, 0.75) == 20  # U = 10 sequences x e = 2, one per step with 3 of replay
+    tokens = {name: np.fromfile(os.path.join(path, 'train.bin'), dtype=np.uint16) for name, path in data.items()}
+    pool, log = schedule.pool_of(plan), read_log(out)
+    fed = [r for r in log if r['kind'] == 'batch']
+    assert [b['step'] for b in fed] == list(range(20))
+    for b in fed:
+        is_target, ids = schedule.step_batch(plan, b['step'])
+        assert b['is_target'] == [int(t) for t in is_target] == [0, 0, 0, 1]  # 1 of 4 slots: the last
+        assert b['first_tokens'] == [int(tokens['target'][pool[i] * 32]) if t else int(tokens['generic'][i * 32])
+                                     for t, i in zip(is_target, ids)]
+    train = [r for r in log if r['kind'] == 'train']
+    assert {r['stage'] for r in train} == {1} and train[-1]['target_seqs'] == 20
+    with open(os.path.join(out, 'summary.json')) as f:
+        summary = json.load(f)
+    assert summary['model']['source'] == os.path.abspath(model_dir) and summary['plan']['rho_realised'] == 0.75
+
+
+def test_sweep_finetune_replay_varies_rho_and_data_seed_only():
+    import sweep
+    spec, _, overrides = sweep.parse_args(['config/sweep_finetune_replay.py'])
+    runs = sweep.expand(spec, overrides)
+    base = load_config(['config/finetune_replay.py'])
+    varying = {k for run in runs for k, v in run['config'].items() if v != base[k]}
+    assert varying == {'replay_fraction', 'data_seed', 'max_iters', 'out_dir'}  # `seed` stays: it changes nothing here
+    assert sorted((r['config']['replay_fraction'], r['config']['data_seed']) for r in runs) == \
+        [(rho, seed) for rho in (0.0, 0.25, 0.5, 0.75) for seed in (1, 2)]
+    # max_iters=0 is written out as the N each ρ derives, so the sweep counts and forks real steps
+    assert {r['config']['replay_fraction']: r['config']['max_iters'] for r in runs} == \
+        {rho: spec_steps(10240, 64, rho) for rho in (0.0, 0.25, 0.5, 0.75)} == {0.0: 160, 0.25: 214, 0.5: 320, 0.75: 640}
