@@ -402,9 +402,10 @@ def encode_task(name, path, examples, tokenizer, block_size, options=None):
     if options['kind'] in GENERATION_FORMATS:
         return encode_generation(name, path, examples, prompts, tokenizer, block_size, options)
     rows, continuation_lengths, choice_lengths = [], [], []
+    delimiter = '' if options['apply_chat_template'] else TARGET_DELIMITER  # the harness's, after a chat prompt
     for example, prompt in zip(examples, prompts):
         for j, choice in enumerate(example['choices']):
-            context_ids, continuation_ids = encode_pair(tokenizer, prompt, TARGET_DELIMITER + choice)
+            context_ids, continuation_ids = encode_pair(tokenizer, prompt, delimiter + choice)
             where = f"task {name}: {path} line {example['line']}, choice {j}"
             if not context_ids or not continuation_ids:
                 raise UserError(f"{where}: its {'context' if not context_ids else 'continuation'} encodes to no "

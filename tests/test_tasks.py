@@ -599,3 +599,56 @@ def test_fewshot_choices_equal_to_the_harness(generation, arch):
                                                          for c in mine['examples'][i]['choices']]
         assert np.abs(np.array(sample['loglikelihoods']) - [r[0][0] for r in their['resps']]).max() <= TOLERANCE
     assert all(s['prompt'].count('\n\n') >= 2 for s in mine['samples'])  # two few-shot examples in each
+
+
+CHAT_TEMPLATE = ("{{ bos_token }}{% for message in messages %}{{ '<|start|>' + message['role'] + '\\n' + "
+                 "message['content'] | trim + '<|end|>\\n' }}{% endfor %}{% if add_generation_prompt %}"
+                 "{{ '<|start|>assistant\\n' }}{% endif %}")
+
+
+def test_chat_template_equal_to_the_harness(models, generation, tmp_path):
+    """apply_chat_template (the harness's --apply_chat_template, few-shot examples as turns by default): the same
+    prompt strings (BOS from the template, none added again) and the same generations on the Llama given a chat
+    template; a 2-shot multiple-choice task in one user turn (fewshot_as_multiturn=False) scores the same."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+    path = str(tmp_path / 'chat_llama')
+    shutil.copytree(models['llama'], path)
+    config_file = os.path.join(path, 'tokenizer_config.json')
+    config = dict(json.load(open(config_file)), chat_template=CHAT_TEMPLATE)
+    json.dump(config, open(config_file, 'w'))
+    data = generation['llama']['data']
+    yaml_dir = os.path.join(os.path.dirname(data['generate']), 'yaml')  # the generation fixture's task YAMLs
+    results = {}
+    for multiturn in (True, False):
+        with offline():
+            result = lm_eval.simple_evaluate(
+                model='hf', model_args=dict(pretrained=path, dtype='float32', max_length=GEN_BLOCK), device='cpu',
+                tasks=['local_generate', 'local_gsm8k_fewshot'] if multiturn else ['local_choices_fewshot'],
+                log_samples=True, batch_size=1, bootstrap_iters=0, apply_chat_template=True,
+                fewshot_as_multiturn=multiturn, task_manager=TaskManager(include_path=yaml_dir,
+                                                                        include_defaults=False))
+        results.update(result['samples'])
+    model, tokenizer = our_model(path, GEN_BLOCK), tasks.load_tokenizer(path)
+    spec = dict(local_generate=dict(file=data['generate'], apply_chat_template=True, **GEN_OPTIONS),
+                local_gsm8k_fewshot=dict(file=data['gsm_test'], max_gen_toks=MAX_GEN, num_fewshot=3,
+                                         fewshot_file=data['gsm_train'], apply_chat_template=True),
+                local_choices_fewshot=dict(file=data['choices'], num_fewshot=2, apply_chat_template=True,
+                                           fewshot_as_multiturn=False))
+    for task in tasks.encode_task_set(tasks.read_tasks(spec, GEN_BLOCK), tokenizer, GEN_BLOCK, 2):
+        mine = tasks.evaluate(task, model, contextlib.nullcontext(), CPU)
+        theirs = {s['doc_id']: s for s in results[task['name']]}  # one filter per doc is enough for the texts
+        for i, sample in enumerate(mine['samples']):
+            their = theirs[i]
+            assert sample['prompt'].startswith('<|begin_of_text|><|start|>user\n')
+            if task['kind'] == 'generate':
+                assert their['arguments'][0][0] == sample['prompt'], (task['name'], i)
+                assert task['rows'][i][1] != task['rows'][i][0]  # one BOS
+                assert their['resps'][0][0] == sample['generation'], (task['name'], i)
+            else:
+                assert [list(a) for a in their['arguments']] == [[sample['prompt'], c]
+                                                                 for c in task['examples'][i]['choices']]
+                assert np.abs(np.array(sample['loglikelihoods']) - [r[0][0] for r in their['resps']]).max() \
+                    <= TOLERANCE
+        if task['name'] == 'local_gsm8k_fewshot':
+            assert mine['samples'][0]['prompt'].count('<|start|>assistant') == 4  # 3 answers, then the prompt
