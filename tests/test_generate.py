@@ -21,6 +21,15 @@ PROMPTS = ["def f(x):\n    return", "The", "A class is a", "Lists are mutable se
            "Lists may be constructed in several ways", "import os\nimport sys\n\nprint("]
 
 
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """One thread: these many small forwards only wait on each other with two on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope='module')
 def models(tmp_path_factory):
     """{arch: (transformers model, our GPT on its weights, the prompts' token ids)}."""

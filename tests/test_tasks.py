@@ -652,3 +652,13 @@ def test_chat_template_equal_to_the_harness(models, generation, tmp_path):
                     <= TOLERANCE
         if task['name'] == 'local_gsm8k_fewshot':
             assert mine['samples'][0]['prompt'].count('<|start|>assistant') == 4  # 3 answers, then the prompt
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """One thread in this process (the scripts' subprocesses run with one too): the tiny models' many small
+    forwards and generation steps only wait on each other with two threads on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
