@@ -1,17 +1,29 @@
 """
-tasks.py: multiple-choice task accuracy, scored as lm-evaluation-harness 0.4.13 scores a zero-shot
-`multiple_choice` task with its Hugging Face model class (lm_eval/models/huggingface.py, HFLM). train.py evaluates
-the config's `tasks` at every eval; eval.py evaluates a run, a checkpoint or a Hugging Face model directory.
+tasks.py: task accuracy scored as lm-evaluation-harness 0.4.13 scores it with its Hugging Face model class
+(lm_eval/models/huggingface.py, HFLM): multiple-choice tasks by log-likelihood, generation tasks by greedy
+generation and exact match. train.py evaluates the config's `tasks` at every eval; eval.py evaluates a run, a
+checkpoint or a Hugging Face model directory.
 
-Task files are JSON lines, one example a line, in one of two formats (told by the keys of the first example):
+A task is a file, or a dict of options (TASK_OPTIONS: file, num_fewshot, fewshot_file, limit, until, max_gen_toks,
+regex, ignore_case, ignore_punctuation, regexes_to_ignore, apply_chat_template, fewshot_as_multiturn). Task files
+are JSON lines, one example a line, in one of four formats (told by the keys of the first example):
     {"context": "...", "choices": ["...", "...", ...], "label": 0}      two or more choices; label indexes them
     XCOPA: {"premise", "choice1", "choice2", "question": "cause" | "effect", "label": 0 | 1} (other keys ignored),
         read with the prompt of the harness's Basque-bench task `xcopa_eu`: context = premise.strip() + " Izan
         ere," (cause) or " Beraz," (effect); choices choice1, choice2 with their first letter lower-cased.
+    {"context": "...", "answer": "..."}                                  generated, then compared with the answer
+    GSM8K: {"question", "answer"}, read as the harness's gsm8k task (gsm8k.yaml): prompt "Question: {question}
+        \nAnswer:", stop strings "Question:", "</s>", "<|im_end|>", filters strict-match and flexible-extract,
+        exact_match ignoring case, ',', '$', everything up to '#### ' and a final '.'.
 
-What is scored, as the harness does it (zero-shot, no description, no chat template):
-  - a choice's continuation is the target delimiter " " + the choice; trailing whitespace of the context moves to
-    the front of the continuation;
+Few-shot (both kinds): num_fewshot examples drawn from fewshot_file (default: the task file itself, leaving the
+example out) as the harness's default sampler draws them with its seed 1234 (draw_fewshot), each shown as its text,
+" ", its answer, "\n\n", before the example's own text. apply_chat_template renders the turns with the model's chat
+template (render_chat) and a generation prompt, as --apply_chat_template does.
+
+Multiple choice, as the harness does it (no description):
+  - a choice's continuation is the target delimiter " " + the choice ("" after a chat template); trailing
+    whitespace of the context moves to the front of the continuation;
   - context + continuation are encoded together, with the special tokens the tokenizer adds by default (a Llama 3
     text starts with <|begin_of_text|>, a GPT-2 one with nothing; none when the text already starts with the prefix
     token's text), the context alone likewise, and the continuation's tokens are those past the context's length;
@@ -23,9 +35,24 @@ What is scored, as the harness does it (zero-shot, no description, no chat templ
   - acc: the choice with the largest sum is the label; acc_norm: the largest sum / len(choice) in characters (ties:
     the first choice, as np.argmax).
 Batched by length (longest first, padded on the right to the batch's longest row), at most `tokens_per_batch`
-padded tokens a forward. Under several ranks, batch i runs on rank i % world and every rank runs the same number of
-forwards (a rank short of one repeats the last batch and drops its result: FSDP's collectives hang when ranks run
-different numbers of forwards); the sums are all-reduced, so every rank returns every number.
+padded tokens a forward.
+
+Generation, as HFLM.generate_until: the prompt encoded with the default special tokens (none if it starts with the
+BOS text), left-truncated to block_size - max_gen_toks tokens; greedy decoding with the KV cache (model.py) until
+an EOS id of the model or a stop string (`until` and the EOS text) appears in the decoded continuation, at most
+max_gen_toks tokens; the continuation decoded whole with special tokens skipped and cut before each stop string;
+then each filter (`none`: the text; `regex`: the first match's group; GSM8K's two) and exact_match per filter.
+Batched by prompt length + max_gen_toks (left-padded rows, at most tokens_per_batch tokens).
+Where we can differ from the harness: greedy argmax on near-ties (two top logits within float rounding; the
+batch's padding and the cache change rounding, not the maths); batching (the harness is compared at batch size 1,
+where its stop check looks at the last few tokens only, ours at the whole continuation); transformers' decode
+clean-up of tokenization spaces (off for BPE tokenizers in transformers 5) is not done; few-shot example equality
+compares the JSON objects (the harness compares dataset rows, which fill keys missing from a row with None).
+
+Under several ranks, batch i runs on rank i % world and every rank runs the same number of batches (a rank short
+of one repeats the last batch and drops its result: FSDP's collectives hang when ranks run different numbers of
+forwards; for the same reason a sharded model generates every row to max_gen_toks tokens); sums and generations
+are gathered, so every rank returns every number.
 """
 import difflib
 import json
