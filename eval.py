@@ -9,7 +9,7 @@ train.py scores it at its evals (and as lm-evaluation-harness 0.4.13 scores a ze
 
 --tasks: NAME=FILE[,NAME=FILE...], a FILE alone (named by its file name without extension), or a dict as the config
 key takes it (a task's value a file or a dict of its options, tasks.TASK_OPTIONS: e.g. --tasks="{'gsm8k':
-dict(file='data/gsm8k_test.jsonl', num_fewshot=5, fewshot_file='data/gsm8k_train.jsonl', limit=100)}");
+{'file': 'data/gsm8k_test.jsonl', 'num_fewshot': 5, 'fewshot_file': 'data/gsm8k_train.jsonl', 'limit': 100}}");
 default: the `tasks` of the run the checkpoint comes from. The model reads the last block_size tokens
 (left truncation): a checkpoint's own block_size; for a model directory its context as config.json gives it (the
 harness's max_length: n_positions, else max_position_embeddings, else n_ctx), or --block_size. The tokenizer: a
