@@ -8,10 +8,16 @@ train.py scores it at its evals (and as lm-evaluation-harness 0.4.13 scores a ze
     torchrun --standalone --nproc_per_node=8 eval.py models/Llama-3.1-8B --tasks=...   # ranks split the examples
 
 --tasks: NAME=FILE[,NAME=FILE...], a FILE alone (named by its file name without extension), or a dict as the config
-key takes it; default: the `tasks` of the run the checkpoint comes from. The model reads the last block_size tokens
+key takes it (a task's value a file or a dict of its options, tasks.TASK_OPTIONS: e.g. --tasks="{'gsm8k':
+{'file': 'data/gsm8k_test.jsonl', 'num_fewshot': 5, 'fewshot_file': 'data/gsm8k_train.jsonl', 'limit': 100}}");
+default: the `tasks` of the run the checkpoint comes from. The model reads the last block_size tokens
 (left truncation): a checkpoint's own block_size; for a model directory its context as config.json gives it (the
 harness's max_length: n_positions, else max_position_embeddings, else n_ctx), or --block_size. The tokenizer: a
 model directory's own; for a checkpoint the one export.py writes beside it (tokenizer.tokenizer_source).
+
+--log_samples=FILE writes one JSON line per example: task, index (its line in the task file, from 0), prompt (the
+string the model read), and for generation tasks generation (cut at the stop strings), extracted and exact_match
+(dicts by filter), for multiple-choice tasks loglikelihoods (per choice), acc and acc_norm.
 
 Prints one line per task and appends its record (kind='task', as train.py logs them, with `source` and the
 checkpoint's `step`, None for a model directory) to --out: default eval.jsonl beside the checkpoint (in the run
@@ -40,6 +46,7 @@ OPTIONS = dict(
     device='auto',
     dtype='auto',     # autocast as in training: 'auto' = bfloat16 on GPUs that have it, float32 on the CPU
     tokenizer='',     # a checkpoint's tokenizer directory, if it is no longer where the run found it
+    log_samples='',   # a JSON-lines file for each example's prompt, generation / log-likelihoods and scores
 )
 USAGE = "python eval.py RUN_DIR_OR_CHECKPOINT_OR_HF_DIR [--tasks=NAME=FILE,...] [--out=FILE] [--block_size=N]"
 
@@ -97,15 +104,17 @@ def main(argv):
     if options['dtype'] not in runtime.DTYPES:
         raise UserError(f"dtype={options['dtype']!r} must be 'auto', 'float32', 'bfloat16' or 'float16'")
     model_config, weights, tokenizer, step, run_tasks, default_out = open_model(options['source'], options)
-    task_files = tasks.read_tasks(parse_tasks(tasks_text[-1]) if tasks_text else run_tasks)
+    task_files = tasks.read_tasks(parse_tasks(tasks_text[-1]) if tasks_text else run_tasks, model_config.block_size)
     if not task_files:
         raise UserError(f"no tasks: pass --tasks=NAME=FILE (the run's config has none). usage: {USAGE}")
     task_set = tasks.encode_task_set(task_files, tokenizer, model_config.block_size, options['batch_size'])
     out = options['out'] or default_out
-    try:
-        open(out, 'a').close()  # before any compute: an unwritable place is one error line, not lost work
-    except OSError as e:
-        raise UserError(f"cannot write {out} ({e.strerror}): pass --out=FILE") from None
+    for path, flag in ((out, 'out'), (options['log_samples'], 'log_samples')):
+        try:
+            if path:
+                open(path, 'a').close()  # before any compute: an unwritable place is one error line, not lost work
+        except OSError as e:
+            raise UserError(f"cannot write {path} ({e.strerror}): pass --{flag}=FILE") from None
 
     system = runtime.init_system(dict(device=options['device'], backend='auto'))
     model = runtime.build_model(model_config, system.device, 0, weights())
@@ -117,11 +126,16 @@ def main(argv):
             records.append(dict(record, source=os.path.abspath(options['source'])))
             print(line, flush=True)
 
-    tasks.evaluate_and_log(task_set, model, step, ctx, system, log)
+    samples = [] if options['log_samples'] else None
+    tasks.evaluate_and_log(task_set, model, step, ctx, system, log, samples)
     if system.rank == 0:
         with open(out, 'a') as f:
             f.writelines(json.dumps(r) + '\n' for r in records)
         print(f"appended {len(records)} task record(s) to {out}")
+        if samples is not None:
+            with open(options['log_samples'], 'w') as f:
+                f.writelines(json.dumps(s, ensure_ascii=False) + '\n' for s in samples)
+            print(f"wrote {len(samples)} example(s) to {options['log_samples']}")
     if dist.is_initialized():
         dist.destroy_process_group()
 

@@ -171,7 +171,7 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(self.n_head * self.head_dim, config.n_embd, bias=config.use_bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, rope=None, attn_mask=None):
+    def forward(self, x, rope=None, attn_mask=None, cache=None):
         B, T, _ = x.shape
         H, KV, Q = self.n_head, self.n_kv_head, self.head_dim
         q, k, v = self.qkv(x).split([H * Q, KV * Q, KV * Q], dim=-1)
@@ -179,12 +179,19 @@ class CausalSelfAttention(nn.Module):
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, Q)
+        if cache is not None:  # decoding: this layer's keys and values of the tokens before these come first
+            if 'k' in cache:
+                k, v = torch.cat((cache['k'], k), dim=2), torch.cat((cache['v'], v), dim=2)
+            cache['k'], cache['v'] = k, v
+        past = k.shape[2] - T
+        if attn_mask is None and past and T > 1:  # new tokens after cached ones, no mask given: causal among them
+            attn_mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
         # grouped-query attention: each k/v head serves H/KV consecutive query heads
-        # attn_mask None: plain causal attention (SDPA's is_causal fast path); else a boolean (B, 1, T, T) mask,
-        # True where a query may attend (packed examples, padded rows)
+        # attn_mask None: plain causal attention (SDPA's is_causal fast path; one new token sees every cached one);
+        # else a boolean (B, 1, T, past + T) mask, True where a query may attend (packed examples, padded rows)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                            dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=attn_mask is None, enable_gqa=KV != H)
+                                           is_causal=attn_mask is None and not past, enable_gqa=KV != H)
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, H * Q)))
 
 
@@ -212,8 +219,8 @@ class Block(nn.Module):
         self.norm1, self.attn = make_norm(config), CausalSelfAttention(config)
         self.norm2, self.mlp = make_norm(config), MLP(config)
 
-    def forward(self, x, rope=None, attn_mask=None):
-        x = x + self.attn(self.norm1(x), rope, attn_mask)
+    def forward(self, x, rope=None, attn_mask=None, cache=None):
+        x = x + self.attn(self.norm1(x), rope, attn_mask, cache)
         return x + self.mlp(self.norm2(x))
 
 
@@ -249,28 +256,33 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, idx, targets=None, all_logits=False, positions=None, attn_mask=None):
+    def forward(self, idx, targets=None, all_logits=False, positions=None, attn_mask=None, cache=None):
         """idx, targets: (B, T) int64. Returns (logits (B, T, V), loss (B,)) with targets, where loss is each
         sequence's mean cross entropy over its targets != -1; without targets, (logits (B, 1, V), None): the last
         position's, or with all_logits=True every position's, (logits (B, T, V), None).
         positions: (B, T) int64, each token's position (None: 0..T-1 in every row); attn_mask: (B, 1, T, T) bool,
-        True where a query may attend (None: causal). Both None is the fast path every text window takes."""
+        True where a query may attend (None: causal). Both None is the fast path every text window takes.
+        cache: decoding with a KV cache, a list of one dict per block (new_cache()) that holds the keys and values of
+        the tokens fed before; idx are the tokens after them, positions (None: past..past+T-1) and attn_mask
+        (B, 1, T, past + T) cover the cached tokens too."""
         B, T = idx.shape
-        assert T <= self.config.block_size, f"sequence of {T} tokens > block_size {self.config.block_size}"
+        past = cache[0]['k'].shape[2] if cache and 'k' in cache[0] else 0
+        assert past + T <= self.config.block_size, \
+            f"sequence of {past + T} tokens > block_size {self.config.block_size}"
         x = self.wte(idx)
         rope = None
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(T, device=idx.device) if positions is None else positions)
+            x = x + self.wpe(torch.arange(past, past + T, device=idx.device) if positions is None else positions)
         elif positions is None:
-            rope = (self.rope_cos[:T], self.rope_sin[:T])
+            rope = (self.rope_cos[past:past + T], self.rope_sin[past:past + T])
         else:
             rope = (self.rope_cos[positions], self.rope_sin[positions])
         x = self.drop(x)
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             if self.activation_checkpointing and self.training:  # keep no activations inside a block: recompute
                 x = torch.utils.checkpoint.checkpoint(block, x, rope, attn_mask, use_reentrant=False)
             else:
-                x = block(x, rope, attn_mask)
+                x = block(x, rope, attn_mask, None if cache is None else cache[i])
         x = self.norm_f(x)
 
         if targets is None:  # generation only needs the last position
@@ -319,18 +331,78 @@ class GPT(nn.Module):
         peak = peak_flops(device_name)
         return None if peak is None else self.estimate_flops_per_token() * tokens_per_second / peak
 
+    def new_cache(self):
+        """An empty KV cache for forward(cache=...): one dict per block, which holds its keys and values."""
+        return [{} for _ in self.blocks]
+
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
-        """Append max_new_tokens sampled tokens to idx (B, T); the context is cropped to block_size."""
+        """Append max_new_tokens sampled tokens to idx (B, T) (temperature 0: greedy); once the sequence is longer
+        than block_size the model reads its last block_size tokens."""
+        new = self.generate_rows(idx.tolist(), max_new_tokens, temperature, top_k)
+        return torch.cat((idx, torch.tensor(new, dtype=idx.dtype, device=idx.device).view(len(new), -1)), dim=1)
+
+    @torch.no_grad()
+    def generate_rows(self, prompts, max_new_tokens, temperature=0.0, top_k=None, eos_ids=(), stop=None,
+                      use_cache=True):
+        """Continue each prompt (a list of token ids) by up to max_new_tokens tokens, all rows in one batch: greedy
+        (argmax, the first of equal logits) at temperature 0, else sampled from the top_k likeliest at that
+        temperature. Rows of different lengths are left-padded; each reads its own positions (0 at its first token)
+        and a mask that hides the padding, so it computes what it computes alone. A row ends after a token in eos_ids
+        (kept in its output) or when stop(row index, its new ids) returns True; ended rows leave the batch.
+        Returns each row's new ids. With the KV cache each step feeds one token per row; without it
+        (use_cache=False, the reference the cache is tested against) every step reads the whole context again, as
+        it must once a row is longer than block_size (the model then reads its last block_size tokens)."""
+        device, block = self.wte.weight.device, self.config.block_size
+        width = max(len(p) for p in prompts)
+        tokens = torch.zeros(len(prompts), width, dtype=torch.long, device=device)
+        valid = torch.zeros(len(prompts), width, dtype=torch.bool, device=device)  # False: left padding
+        for i, p in enumerate(prompts):
+            tokens[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            valid[i, width - len(p):] = True
+        rows, out, cache = list(range(len(prompts))), [[] for _ in prompts], None
         for _ in range(max_new_tokens):
-            logits, _ = self(idx[:, -self.config.block_size:])
-            logits = logits[:, -1, :].float() / temperature
-            if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                logits = logits.masked_fill(logits < kth, float('-inf'))
-            next_token = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
-            idx = torch.cat((idx, next_token), dim=1)
-        return idx
+            if cache is not None and tokens.shape[1] <= block:  # the newest token, after the cached ones
+                positions = valid.sum(1, keepdim=True) - 1
+                mask = None if valid.all() else valid[:, None, None, :]
+                logits, _ = self(tokens[:, -1:], positions=positions, attn_mask=mask, cache=cache)
+            else:  # the whole context, or its last block_size tokens
+                window, seen = tokens[:, -block:], valid[:, -block:]
+                cache = self.new_cache() if use_cache and tokens.shape[1] < block else None
+                positions = mask = None  # no padding: the fast path
+                if not seen.all():
+                    positions = (seen.cumsum(1) - 1).clamp(min=0)
+                    T = window.shape[1]
+                    causal = torch.ones(T, T, dtype=torch.bool, device=device).tril()
+                    # padding queries see themselves, so no row of the mask is empty (their outputs are unused)
+                    mask = (causal & (seen[:, None, :] | torch.eye(T, dtype=torch.bool, device=device)))[:, None]
+                logits, _ = self(window, positions=positions, attn_mask=mask, cache=cache)
+            logits = logits[:, -1].float()
+            if temperature == 0:
+                next_token = logits.argmax(dim=-1)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                    logits = logits.masked_fill(logits < kth, float('-inf'))
+                next_token = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)[:, 0]
+            tokens = torch.cat((tokens, next_token[:, None]), dim=1)
+            valid = F.pad(valid, (0, 1), value=True)
+            ended = []
+            for row, token in zip(rows, next_token.tolist()):
+                out[row].append(token)
+                ended.append(token in eos_ids or (stop is not None and stop(row, out[row])))
+            if all(ended):
+                break
+            if any(ended):  # drop ended rows, then the padding columns no remaining row needs
+                keep = torch.tensor([not e for e in ended], device=device)
+                rows = [row for row, e in zip(rows, ended) if not e]
+                tokens, valid = tokens[keep], valid[keep]
+                lead = int(valid.any(0).int().argmax())
+                tokens, valid = tokens[:, lead:], valid[:, lead:]
+                for layer in cache or []:
+                    layer['k'], layer['v'] = layer['k'][keep, :, lead:], layer['v'][keep, :, lead:]
+        return out
 
 
 def flops_per_token(config: GPTConfig, non_embedding_params: int) -> int:

@@ -1,6 +1,7 @@
 """
 sample.py: text from a checkpoint, decoded with the tokenizer its data was prepared with (the checkpoint's record
-of it): gpt2, bytes, or a model directory's tokenizer.json.
+of it): gpt2, bytes, or a model directory's tokenizer.json. The samples are drawn together, one batch, with the
+model's KV cache (temperature and top-k sampling; --temperature=0 is greedy).
 
     python sample.py --out_dir=out/tiny --start="def " --num_samples=2 --max_new_tokens=200
     python sample.py --ckpt=out/tiny/ckpt_20.pt --start=FILE:prompt.txt --temperature=0.8 --top_k=50
@@ -74,15 +75,14 @@ def main(argv):
         ids = ids[:-1]  # drop the end-of-text that ends every encoded document (a BOS in front stays)
     prompt = torch.tensor(ids.astype('int64'), device=device)[None]
     torch.manual_seed(options['seed'])
-    for _ in range(options['num_samples']):
-        out = model.generate(prompt, options['max_new_tokens'], temperature=options['temperature'],
-                             top_k=options['top_k'] or None)
+    # every sample in one batch, decoded with the KV cache (model.generate_rows)
+    out = model.generate(prompt.expand(options['num_samples'], -1), options['max_new_tokens'],
+                         temperature=options['temperature'], top_k=options['top_k'] or None)
+    for row in out.tolist():
         if options['chat']:  # the reply alone, up to its end of turn
-            reply = out[0, prompt.shape[1]:].tolist()
-            reply = reply[:next((i for i, token in enumerate(reply) if token in stop), len(reply))]
-            print(tokenizer['decode'](reply))
-        else:
-            print(tokenizer['decode'](out[0].tolist()))
+            reply = row[prompt.shape[1]:]
+            row = reply[:next((i for i, token in enumerate(reply) if token in stop), len(reply))]
+        print(tokenizer['decode'](row))
         print('---------------')
 
 

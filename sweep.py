@@ -303,12 +303,14 @@ def gather(runs, sweep_dir):
         evals = [[r['step'], r['val_loss_target'], r['val_loss_generic']] for r in records if r['kind'] == 'eval']
         task_evals = {}  # task -> [[step, acc, acc_norm], ...]
         for r in records:
-            if r['kind'] == 'task':
+            if r['kind'] == 'task' and 'acc' in r:  # generation tasks (exact_match) have columns, no curves yet
                 task_evals.setdefault(r['task'], []).append([r['step'], r['acc'], r['acc_norm']])
         final_tasks = summary['final'].get('tasks', {})
-        task_names.update(final_tasks)
+        task_names.update(t for t, numbers in final_tasks.items() if 'acc' in numbers)  # multiple choice
         accuracy = {f'{metric}_{task}': numbers[metric] for task, numbers in final_tasks.items()
-                    for metric in ('acc', 'acc_norm')}
+                    for metric in ('acc', 'acc_norm') if metric in numbers}
+        accuracy.update({f'exact_match_{task}_{name}': value for task, numbers in final_tasks.items()
+                         for name, value in numbers.get('exact_match', {}).items()})
         config, plan = summary['config'], summary['plan']
         row = dict(run=run['name'], **run['labels'], seed=config['seed'], data_seed=config['data_seed'],
                    mode=config['mode'], lr_schedule=config['lr_schedule'],
@@ -328,6 +330,7 @@ def gather(runs, sweep_dir):
         rows.append((row, evals, task_evals, plan['stages']))
     with open(os.path.join(sweep_dir, 'results.csv'), 'w', newline='') as f:
         task_columns = [f'{metric}_{task}' for task in sorted(task_names) for metric in ('acc', 'acc_norm')]
+        task_columns += sorted({k for row, *_ in rows for k in row if k.startswith('exact_match_')})
         writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS + task_columns + extra, restval='')
         writer.writeheader()
         for row, *_ in rows:

@@ -1,17 +1,29 @@
 """
-tasks.py: multiple-choice task accuracy, scored as lm-evaluation-harness 0.4.13 scores a zero-shot
-`multiple_choice` task with its Hugging Face model class (lm_eval/models/huggingface.py, HFLM). train.py evaluates
-the config's `tasks` at every eval; eval.py evaluates a run, a checkpoint or a Hugging Face model directory.
+tasks.py: task accuracy scored as lm-evaluation-harness 0.4.13 scores it with its Hugging Face model class
+(lm_eval/models/huggingface.py, HFLM): multiple-choice tasks by log-likelihood, generation tasks by greedy
+generation and exact match. train.py evaluates the config's `tasks` at every eval; eval.py evaluates a run, a
+checkpoint or a Hugging Face model directory.
 
-Task files are JSON lines, one example a line, in one of two formats (told by the keys of the first example):
+A task is a file, or a dict of options (TASK_OPTIONS: file, num_fewshot, fewshot_file, limit, until, max_gen_toks,
+regex, ignore_case, ignore_punctuation, regexes_to_ignore, apply_chat_template, fewshot_as_multiturn). Task files
+are JSON lines, one example a line, in one of four formats (told by the keys of the first example):
     {"context": "...", "choices": ["...", "...", ...], "label": 0}      two or more choices; label indexes them
     XCOPA: {"premise", "choice1", "choice2", "question": "cause" | "effect", "label": 0 | 1} (other keys ignored),
         read with the prompt of the harness's Basque-bench task `xcopa_eu`: context = premise.strip() + " Izan
         ere," (cause) or " Beraz," (effect); choices choice1, choice2 with their first letter lower-cased.
+    {"context": "...", "answer": "..."}                                  generated, then compared with the answer
+    GSM8K: {"question", "answer"}, read as the harness's gsm8k task (gsm8k.yaml): prompt "Question: {question}
+        \nAnswer:", stop strings "Question:", "</s>", "<|im_end|>", filters strict-match and flexible-extract,
+        exact_match ignoring case, ',', '$', everything up to '#### ' and a final '.'.
 
-What is scored, as the harness does it (zero-shot, no description, no chat template):
-  - a choice's continuation is the target delimiter " " + the choice; trailing whitespace of the context moves to
-    the front of the continuation;
+Few-shot (both kinds): num_fewshot examples drawn from fewshot_file (default: the task file itself, leaving the
+example out) as the harness's default sampler draws them with its seed 1234 (draw_fewshot), each shown as its text,
+" ", its answer, "\n\n", before the example's own text. apply_chat_template renders the turns with the model's chat
+template (chat_template.py, as transformers renders it) and a generation prompt, as --apply_chat_template does.
+
+Multiple choice, as the harness does it (no description):
+  - a choice's continuation is the target delimiter " " + the choice ("" after a chat template); trailing
+    whitespace of the context moves to the front of the continuation;
   - context + continuation are encoded together, with the special tokens the tokenizer adds by default (a Llama 3
     text starts with <|begin_of_text|>, a GPT-2 one with nothing; none when the text already starts with the prefix
     token's text), the context alone likewise, and the continuation's tokens are those past the context's length;
@@ -23,13 +35,31 @@ What is scored, as the harness does it (zero-shot, no description, no chat templ
   - acc: the choice with the largest sum is the label; acc_norm: the largest sum / len(choice) in characters (ties:
     the first choice, as np.argmax).
 Batched by length (longest first, padded on the right to the batch's longest row), at most `tokens_per_batch`
-padded tokens a forward. Under several ranks, batch i runs on rank i % world and every rank runs the same number of
-forwards (a rank short of one repeats the last batch and drops its result: FSDP's collectives hang when ranks run
-different numbers of forwards); the sums are all-reduced, so every rank returns every number.
+padded tokens a forward.
+
+Generation, as HFLM.generate_until: the prompt encoded with the default special tokens (none if it starts with the
+BOS text), left-truncated to block_size - max_gen_toks tokens; greedy decoding with the KV cache (model.py) until
+an EOS id of the model or a stop string (`until` and the EOS text) appears in the decoded continuation, at most
+max_gen_toks tokens; the continuation decoded whole with special tokens skipped and cut before each stop string;
+then each filter (`none`: the text; `regex`: the first match's group; GSM8K's two) and exact_match per filter.
+Batched by prompt length + max_gen_toks (left-padded rows, at most tokens_per_batch tokens).
+Where we can differ from the harness: greedy argmax on near-ties (two top logits within float rounding; the
+batch's padding and the cache change rounding, not the maths); batching (the harness is compared at batch size 1,
+where its stop check looks at the last few tokens only, ours at the whole continuation); transformers' decode
+clean-up of tokenization spaces (off for BPE tokenizers in transformers 5) is not done; few-shot example equality
+compares the JSON objects (the harness compares dataset rows, which fill keys missing from a row with None).
+
+Under several ranks, batch i runs on rank i % world and every rank runs the same number of batches (a rank short
+of one repeats the last batch and drops its result: FSDP's collectives hang when ranks run different numbers of
+forwards; for the same reason a sharded model generates every row to max_gen_toks tokens); sums and generations
+are gathered, so every rank returns every number.
 """
+import difflib
 import json
 import os
+import random
 import re
+import string
 import time
 
 import numpy as np
@@ -37,33 +67,168 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+import chat_template
 from configurator import UserError
 from tokenizer import checkpoint_tokenizer, tokenizer_meta
 
 TARGET_DELIMITER = ' '  # the harness's default target_delimiter, between context and choice
 XCOPA_CONNECTORS = {'cause': ' Izan ere,', 'effect': ' Beraz,'}  # lm_eval/tasks/basque_bench/utils.py
-FORMATS = {'choices': ('context', 'choices', 'label'),
-           'xcopa': ('premise', 'choice1', 'choice2', 'question', 'label')}
+FORMATS = {'choices': ('context', 'choices', 'label'),  # first match wins: xcopa has a question too
+           'xcopa': ('premise', 'choice1', 'choice2', 'question', 'label'),
+           'generate': ('context', 'answer'),
+           'gsm8k': ('question', 'answer')}
+GENERATION_FORMATS = ('generate', 'gsm8k')
+FEWSHOT_SEED = 1234  # the harness's fewshot_random_seed default
+FEWSHOT_DELIMITER = '\n\n'  # the harness's fewshot_delimiter, after each few-shot example
+# a task's options in `tasks` / eval.py --tasks, as the harness names them; a task given as a file alone is {file}
+TASK_OPTIONS = dict(
+    file=None,                  # the task file (required)
+    num_fewshot=0,              # examples drawn from fewshot_file in front of each prompt
+    fewshot_file=None,          # None: the task file itself, each example left out of its own few-shot examples
+    limit=None,                 # the first n examples only
+    until=None,                 # generation: stop strings (None: ["\n\n"], GSM8K's own for GSM8K files)
+    max_gen_toks=256,           # generation: the most tokens generated
+    regex=None,                 # generation: the answer is the first match's group (filter `regex`; else `none`)
+    ignore_case=None,           # exact_match's options (None: False, GSM8K's own for GSM8K files)
+    ignore_punctuation=None,
+    regexes_to_ignore=None,
+    apply_chat_template=False,  # render prompts with the tokenizer's chat template (the harness's option)
+    fewshot_as_multiturn=None,  # with apply_chat_template: each few-shot example its own turns (None: True)
+)
+GENERATION_OPTIONS = ('until', 'max_gen_toks', 'regex', 'ignore_case', 'ignore_punctuation', 'regexes_to_ignore')
+# lm_eval/tasks/gsm8k/gsm8k.yaml (0.4.13): prompt, stop strings, exact_match options, filters (regex, group_select)
+GSM8K = dict(until=['Question:', '</s>', '<|im_end|>'], ignore_case=True, ignore_punctuation=False,
+             regexes_to_ignore=[',', '\\$', '(?s).*#### ', '\\.$'],
+             filters={'strict-match': ('#### (\\-?[0-9\\.\\,]+)', 0),
+                      'flexible-extract': ('(-?[$0-9.,]{2,})|(-?[0-9]+)', -1)})
+REGEX_FALLBACK = '[invalid]'  # the harness's regex filter's answer when nothing matches
 TASK_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]*')  # it names results.csv columns acc_<name>, acc_norm_<name>
-TASK_FILE_HELP = ('task files are JSON lines of {"context", "choices", "label"} or XCOPA\'s {"premise", "choice1", '
-                  '"choice2", "question", "label"} (README "Task accuracy")')
+TASK_FILE_HELP = ('task files are JSON lines of {"context", "choices", "label"}, XCOPA\'s {"premise", "choice1", '
+                  '"choice2", "question", "label"}, {"context", "answer"} (generated) or GSM8K\'s {"question", '
+                  '"answer"} (README "Task accuracy")')
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # task files
 # ---------------------------------------------------------------------------------------------------------------
 
-def read_tasks(tasks):
-    """The config's `tasks` ({name: task file}), every file read and checked: [(name, path, examples)], examples
-    as dicts {'context', 'choices', 'label', 'line'}. A bad input is one UserError line naming the file (and line)."""
-    if not isinstance(tasks, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tasks.items()):
-        raise UserError(f"tasks={tasks!r} must map task names to task files, e.g. "
+def read_tasks(tasks, block_size=None):
+    """The config's `tasks` ({name: task file or a dict of TASK_OPTIONS}), every file read and checked:
+    [(name, options, examples)], options complete (TASK_OPTIONS' keys; 'kind' the file's format), examples as dicts
+    {'line', 'record' (the JSON object), 'shots' (its few-shot examples)} plus, multiple choice, {'context',
+    'choices', 'label'}, generation {'query', 'target'}. A bad input is one UserError line naming the task (with
+    block_size, the model's context, max_gen_toks is checked against it here too)."""
+    if not isinstance(tasks, dict) or not all(isinstance(k, str) and isinstance(v, (str, dict))
+                                              for k, v in tasks.items()):
+        raise UserError(f"tasks={tasks!r} must map task names to task files (or dicts of options with a 'file'), e.g. "
                         f"{{'xcopa_eu': 'data/xcopa_eu.jsonl'}}")
     for name in tasks:
         if not TASK_NAME.fullmatch(name) or name.startswith('norm_'):  # acc_norm_x must not be acc_<norm_x>
             raise UserError(f"tasks: the name {name!r} must be letters, digits, '_', '.' or '-' (not starting with "
                             f"'norm_'): it names the columns acc_<name> and acc_norm_<name>")
-    return [(name, path, read_task_file(path, name)) for name, path in tasks.items()]
+    out = []
+    for name, spec in tasks.items():
+        options = task_options(name, spec)
+        examples = read_task_file(options['file'], name)
+        options['kind'] = examples[0]['kind']
+        check_options(name, options)
+        if block_size is not None and options['kind'] in GENERATION_FORMATS and options['max_gen_toks'] >= block_size:
+            raise UserError(f"task {name}: max_gen_toks={options['max_gen_toks']} must be less than the model's "
+                            f"context of {block_size} tokens (the prompt is left-truncated to the rest)")
+        pool = examples
+        if options['fewshot_file'] is not None:
+            pool = read_task_file(options['fewshot_file'], name)
+            if pool[0]['kind'] != options['kind']:
+                raise UserError(f"task {name}: fewshot_file {options['fewshot_file']} is in the {pool[0]['kind']} "
+                                f"format, the task file in the {options['kind']} format: they must be the same")
+        examples = examples[:options['limit']]
+        draw_fewshot(name, options, examples, pool, same_file=options['fewshot_file'] in (None, options['file']))
+        out.append((name, options, examples))
+    return out
+
+
+def task_options(name, spec):
+    """A task's value in `tasks` as a full dict of options (TASK_OPTIONS), its types checked."""
+    options = dict(TASK_OPTIONS, **({'file': spec} if isinstance(spec, str) else spec))
+    unknown = [k for k in options if k not in TASK_OPTIONS]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], TASK_OPTIONS, n=1)
+        hint = f": did you mean {close[0]!r}?" if close else f"; the options are {', '.join(TASK_OPTIONS)}"
+        raise UserError(f"task {name}: unknown option {unknown[0]!r}{hint}")
+    if not isinstance(options['file'], str) or not options['file']:
+        raise UserError(f"task {name}: its options need 'file', the task file, e.g. dict(file='data/gsm8k.jsonl')")
+    types = dict(num_fewshot=int, limit=(int, type(None)), max_gen_toks=int, fewshot_file=(str, type(None)),
+                 regex=(str, type(None)), ignore_case=(bool, type(None)), ignore_punctuation=(bool, type(None)),
+                 apply_chat_template=bool, fewshot_as_multiturn=(bool, type(None)))
+    for key, kind in types.items():
+        value = options[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise UserError(f"task {name}: {key}={value!r} has the wrong type (see TASK_OPTIONS in tasks.py)")
+    for key in ('until', 'regexes_to_ignore'):
+        if isinstance(options[key], str):
+            options[key] = [options[key]]
+        if options[key] is not None and not (isinstance(options[key], list)
+                                             and all(isinstance(x, str) for x in options[key])):
+            raise UserError(f"task {name}: {key}={options[key]!r} must be a string or a list of strings")
+    if options['num_fewshot'] < 0 or (options['limit'] is not None and options['limit'] < 1):
+        raise UserError(f"task {name}: num_fewshot must be >= 0 and limit None or >= 1")
+    return options
+
+
+def check_options(name, options):
+    """The options that depend on the file's format: generation ones only for generation tasks, GSM8K's defaults
+    filled in, regexes that compile."""
+    generated = options['kind'] in GENERATION_FORMATS
+    if not generated:
+        given = [k for k in GENERATION_OPTIONS if options[k] not in (None, TASK_OPTIONS[k])]
+        if given:
+            raise UserError(f"task {name}: {given[0]} is an option of generation tasks, but {options['file']} is "
+                            f"a multiple-choice task ({options['kind']} format)")
+    defaults = GSM8K if options['kind'] == 'gsm8k' else dict(until=['\n\n'], ignore_case=False,
+                                                               ignore_punctuation=False, regexes_to_ignore=None)
+    for key in ('until', 'ignore_case', 'ignore_punctuation', 'regexes_to_ignore'):
+        if options[key] is None:
+            options[key] = defaults[key]
+    if options['regex'] is not None:
+        options['filters'] = {'regex': (options['regex'], 0)}
+    else:
+        options['filters'] = GSM8K['filters'] if options['kind'] == 'gsm8k' else {'none': None}
+    for pattern in [options['regex']] + (options['regexes_to_ignore'] or []):
+        try:
+            re.compile(pattern or '')
+        except re.error as e:
+            raise UserError(f"task {name}: the regular expression {pattern!r} does not compile ({e})") from None
+    if generated and options['max_gen_toks'] <= 0:
+        raise UserError(f"task {name}: max_gen_toks={options['max_gen_toks']} must be at least 1")
+    if options['fewshot_as_multiturn'] is None:
+        options['fewshot_as_multiturn'] = options['apply_chat_template']  # the harness turns it on with the template
+    elif options['fewshot_as_multiturn'] and not options['apply_chat_template']:
+        raise UserError(f"task {name}: fewshot_as_multiturn=True needs apply_chat_template=True")
+
+
+def draw_fewshot(name, options, examples, pool, same_file):
+    """Each example's few-shot examples ('shots'), drawn as the single-process harness draws them from its few-shot
+    split (lm_eval/api/samplers.py): one random.Random(FEWSHOT_SEED) per task, its state carried through the
+    examples in file order, sample(pool, n) per example; from the task file itself n + 1 are drawn and the example
+    left out (then the first n kept). Every rank draws them all, so prompts do not depend on the number of ranks."""
+    n = options['num_fewshot']
+    need = n + 1 if same_file else n
+    if n and len(pool) < need:
+        where = options['fewshot_file'] or options['file']
+        raise UserError(f"task {name}: num_fewshot={n} needs {need} examples in {where}"
+                        f"{' (the task file itself: each example is left out of its own)' if same_file else ''}, "
+                        f"it has {len(pool)}: lower num_fewshot or name a longer fewshot_file")
+    rnd = random.Random(FEWSHOT_SEED)
+    for example in examples:
+        if not n:
+            example['shots'] = []
+        elif not same_file:
+            example['shots'] = rnd.sample(pool, n)
+        else:
+            shots = [x for x in rnd.sample(pool, n + 1) if x['record'] != example['record']][:n]
+            if len(shots) < n:  # copies of the example in the pool were drawn: the harness draws again without any
+                shots = rnd.sample([x for x in pool if x['record'] != example['record']], n)
+            example['shots'] = shots
 
 
 def read_task_file(path, name='task'):
@@ -87,7 +252,7 @@ def read_task_file(path, name='task'):
                 if not isinstance(record, dict):
                     raise UserError(f"{where} is not a JSON object: {TASK_FILE_HELP}")
                 kind = kind or task_format(record, where)
-                examples.append(dict(parse_example(record, kind, where), line=number))
+                examples.append(dict(parse_example(record, kind, where), line=number, record=record, kind=kind))
     except UnicodeDecodeError:
         raise UserError(f"task {name}: {path} is not UTF-8 text: {TASK_FILE_HELP}") from None
     if not examples:
@@ -104,10 +269,20 @@ def task_format(record, where):
 
 
 def parse_example(record, kind, where):
-    """One example as {'context', 'choices', 'label'}; XCOPA through the harness's xcopa_eu prompt."""
+    """One example as {'context', 'choices', 'label'}, XCOPA through the harness's xcopa_eu prompt; a generation
+    example as {'query', 'target'}, GSM8K through the harness's gsm8k prompt (doc_to_text, doc_to_target)."""
     missing = [k for k in FORMATS[kind] if k not in record]
     if missing:
         raise UserError(f"{where} has no {', '.join(missing)} (the file's first example is in the {kind} format)")
+    if kind in GENERATION_FORMATS:
+        text_key = 'context' if kind == 'generate' else 'question'
+        if not isinstance(record[text_key], str):
+            raise UserError(f"{where}: {text_key} must be a string, got {record[text_key]!r}")
+        answer = record['answer']
+        if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
+            raise UserError(f"{where}: answer must be a string (or a number), got {answer!r}")
+        query = record['context'] if kind == 'generate' else f"Question: {record['question']}\nAnswer:"
+        return dict(query=query, target=str(answer))  # the harness compares str(target) when it is a number
     if kind == 'xcopa':
         if record['question'] not in XCOPA_CONNECTORS:
             raise UserError(f"{where}: question {record['question']!r} must be 'cause' or 'effect'")
@@ -161,13 +336,58 @@ def encode_pair(tokenizer, context, continuation):
     return context_ids, whole[len(context_ids):]
 
 
-def encode_task(name, path, examples, tokenizer, block_size):
-    """A task ready to score: every (example, choice) request as the token row the model reads plus its label
-    token (the last block_size + 1 tokens of context + continuation) and its continuation length."""
+def prompt_messages(example):
+    """[(role, content, delimiter)] of an example's prompt, as the harness's build_qa_turn makes them: per few-shot
+    example its text, the target delimiter, its answer and the few-shot delimiter, then the example's own text."""
+    messages = []
+    for shot in example['shots']:
+        question, answer = example_text(shot), example_answer(shot)
+        if answer == '':  # the harness adds no answer turn (nor delimiters) for an empty answer
+            messages.append(('user', question, ''))
+        else:
+            messages += [('user', question, TARGET_DELIMITER), ('assistant', answer, FEWSHOT_DELIMITER)]
+    return messages + [('user', example_text(example), '')]
+
+
+def example_text(example):
+    return example['query'] if 'query' in example else example['context']
+
+
+def example_answer(example):
+    return example['target'] if 'query' in example else example['choices'][example['label']]
+
+
+def render_prompt(example, options, tokenizer, name='task'):
+    """The string the model reads: the messages as text, or through the tokenizer's chat template (the harness's
+    --apply_chat_template: generation prompt added; with fewshot_as_multiturn each few-shot example is a user and
+    an assistant turn, else everything is one user turn)."""
+    messages = prompt_messages(example)
+    if not options['apply_chat_template']:
+        return ''.join(content + delimiter for _, content, delimiter in messages)
+    if tokenizer.get('path') is None:
+        raise UserError(f"task {name}: apply_chat_template=True, but the model's tokenizer has no chat template")
+    if options['fewshot_as_multiturn']:
+        chat = [dict(role=role, content=content) for role, content, _ in messages]
+    else:
+        chat = [dict(role='user', content=''.join(content + delimiter for _, content, delimiter in messages))]
+    if 'chat' not in tokenizer:  # chat_template.py renders as transformers' apply_chat_template does
+        tokenizer['chat'] = chat_template.load_chat(tokenizer['path'])
+    return chat_template.render_chat(tokenizer['chat'], chat, add_generation_prompt=True, where=f'task {name}')[0]
+
+
+def encode_task(name, path, examples, tokenizer, block_size, options=None):
+    """A task ready to score. Multiple choice: every (example, choice) request as the token row the model reads
+    plus its label token (the last block_size + 1 tokens of context + continuation) and its continuation length.
+    Generation: each prompt's ids, left-truncated to block_size - max_gen_toks (encode_generation)."""
+    options = options or dict(TASK_OPTIONS, file=path, kind=examples[0].get('kind', 'choices'))
+    prompts = [render_prompt(dict({'shots': []}, **e), options, tokenizer, name) for e in examples]
+    if options['kind'] in GENERATION_FORMATS:
+        return encode_generation(name, path, examples, prompts, tokenizer, block_size, options)
     rows, continuation_lengths, choice_lengths = [], [], []
-    for example in examples:
+    delimiter = '' if options['apply_chat_template'] else TARGET_DELIMITER  # the harness's, after a chat prompt
+    for example, prompt in zip(examples, prompts):
         for j, choice in enumerate(example['choices']):
-            context_ids, continuation_ids = encode_pair(tokenizer, example['context'], TARGET_DELIMITER + choice)
+            context_ids, continuation_ids = encode_pair(tokenizer, prompt, delimiter + choice)
             where = f"task {name}: {path} line {example['line']}, choice {j}"
             if not context_ids or not continuation_ids:
                 raise UserError(f"{where}: its {'context' if not context_ids else 'continuation'} encodes to no "
@@ -178,14 +398,37 @@ def encode_task(name, path, examples, tokenizer, block_size):
             rows.append(np.array((context_ids + continuation_ids)[-(block_size + 1):], dtype=np.int64))
             continuation_lengths.append(len(continuation_ids))
             choice_lengths.append(len(choice))
-    return dict(name=name, path=path, examples=examples, rows=rows, continuation_lengths=np.array(continuation_lengths),
+    return dict(kind='choices', name=name, path=path, examples=examples, prompts=prompts, rows=rows,
+                continuation_lengths=np.array(continuation_lengths),
                 choice_lengths=np.array(choice_lengths, dtype=np.float64))
+
+
+def encode_generation(name, path, examples, prompts, tokenizer, block_size, options):
+    """A generation task as the harness's HFLM.generate_until encodes it: each prompt with the tokenizer's default
+    special tokens (none when it starts with the BOS text), left-truncated to block_size - max_gen_toks tokens; the
+    stop strings are `until` plus the EOS text."""
+    max_gen_toks = options['max_gen_toks']
+    if max_gen_toks >= block_size:
+        raise UserError(f"task {name}: max_gen_toks={max_gen_toks} must be less than the model's context of "
+                        f"{block_size} tokens (the prompt is left-truncated to the rest)")
+    rows = []
+    for example, prompt in zip(examples, prompts):
+        special = not (tokenizer['bos_text'] and prompt.startswith(tokenizer['bos_text']))
+        ids = tokenizer['tok'].encode(prompt, add_special_tokens=special).ids[-(block_size - max_gen_toks):]
+        if not ids:
+            raise UserError(f"task {name}: {path} line {example['line']}: its prompt encodes to no tokens")
+        rows.append(ids)
+    eos_text = tokenizer['eos_text']
+    stops = options['until'] + ([eos_text] if eos_text is not None and eos_text not in options['until'] else [])
+    return dict(kind='generate', name=name, path=path, examples=examples, prompts=prompts, rows=rows,
+                options=options, stops=stops, tokenizer=tokenizer)
 
 
 def encode_task_set(task_files, tokenizer, block_size, batch_size):
     """The tasks read by read_tasks, encoded, each with a forward budget of batch_size x block_size tokens."""
-    return [dict(encode_task(name, path, examples, tokenizer, block_size), tokens_per_batch=batch_size * block_size)
-            for name, path, examples in task_files]
+    return [dict(encode_task(name, options['file'], examples, tokenizer, block_size, options),
+                 tokens_per_batch=batch_size * block_size)
+            for name, options, examples in task_files]
 
 
 def encode_tasks(task_files, config, hf_source, meta):
@@ -250,35 +493,140 @@ def loglikelihoods(task, model, ctx, system):
 
 
 def evaluate(task, model, ctx, system):
-    """acc, acc_norm and n of one encoded task, plus each example's choice log-likelihoods ('loglikelihoods')."""
+    """One encoded task's numbers and its examples' details ('samples', eval.py --log_samples). Multiple choice:
+    acc, acc_norm, n, each example's choice log-likelihoods ('loglikelihoods'); generation: exact_match {filter:
+    mean}, n."""
+    if task['kind'] == 'generate':
+        return evaluate_generation(task, model, ctx, system)
     lls = loglikelihoods(task, model, ctx, system)
     ends = np.cumsum([len(e['choices']) for e in task['examples']])[:-1]  # requests are in example order
     per_example, norms = np.split(lls, ends), np.split(task['choice_lengths'], ends)
     labels = np.array([e['label'] for e in task['examples']])
     acc = np.array([np.argmax(values) for values in per_example]) == labels
     acc_norm = np.array([np.argmax(values / n) for values, n in zip(per_example, norms)]) == labels
+    samples = [dict(task=task['name'], index=e['line'] - 1, prompt=prompt, loglikelihoods=values.tolist(),
+                    acc=float(a), acc_norm=float(b))
+               for e, prompt, values, a, b in zip(task['examples'], task['prompts'], per_example, acc, acc_norm)]
     return dict(acc=float(acc.mean()), acc_norm=float(acc_norm.mean()), n=len(labels),
-                loglikelihoods=[values.tolist() for values in per_example])
+                loglikelihoods=[values.tolist() for values in per_example], samples=samples)
+
+
+def generation_model(model):
+    """The GPT inside DDP and torch.compile wrappers: generation calls its own method with changing shapes."""
+    for _ in range(2):
+        model = getattr(model, 'module', model)
+        model = getattr(model, '_orig_mod', model)
+    return model
+
+
+@torch.no_grad()
+def generate(task, model, ctx, system):
+    """Each prompt's generated ids, greedy with the KV cache, batched by length (longest first, at most
+    tokens_per_batch tokens of prompt + max_gen_toks a batch), batch i on rank i % world, gathered on every rank.
+    A row stops at an EOS id or once its text (special tokens shown, as the harness's stop criterion decodes it)
+    holds a stop string. FSDP2 gathers weights in every forward, so there every rank runs every batch to
+    max_gen_toks tokens (the text is cut afterwards all the same)."""
+    generator = generation_model(model)
+    lockstep = system.world > 1 and hasattr(generator, 'unshard')  # an FSDP2-sharded model
+    rows, budget, stops = task['rows'], task['options']['max_gen_toks'], task['stops']
+    decode = task['tokenizer']['tok'].decode
+    stop = None if lockstep else (lambda row, ids: any(s in decode(ids, skip_special_tokens=False) for s in stops))
+    eos_ids = set() if lockstep else task['tokenizer']['eos_ids']
+    was_training = generator.training
+    generator.eval()
+    out = {}
+    for batch, real in batch_plan([len(r) + budget for r in rows], task['tokens_per_batch'], system.world)[system.rank]:
+        with ctx:
+            new = generator.generate_rows([rows[i] for i in batch], budget, eos_ids=eos_ids, stop=stop)
+        if real:
+            out.update(zip(batch.tolist(), new))
+    generator.train(was_training)
+    if system.world > 1:
+        gathered = [None] * system.world
+        dist.all_gather_object(gathered, out)
+        out = {i: ids for part in gathered for i, ids in part.items()}
+    return [out[i] for i in range(len(rows))]
+
+
+def cut_generation(text, stops):
+    """The harness's postprocess_generated_text: the text before the first occurrence of each stop string."""
+    for term in stops:
+        if term:
+            text = text.split(term)[0]
+    return text
+
+
+def apply_filter(text, regex):
+    """The harness's filters: 'none' (regex None) keeps the text; regex = (pattern, group_select): its regex filter
+    (findall, the match at group_select; of a match with several groups the first non-empty one; stripped; no
+    match: '[invalid]')."""
+    if regex is None:
+        return text
+    pattern, group_select = regex
+    matches = re.findall(pattern, text)
+    if not matches:
+        return REGEX_FALLBACK
+    match = matches[group_select]
+    if isinstance(match, tuple):
+        match = next((m for m in match if m), REGEX_FALLBACK)
+    return match.strip()
+
+
+def exact_match(prediction, reference, options):
+    """The harness's exact_match (lm_eval/api/metrics.py): regexes_to_ignore removed from both, then lower-cased
+    (ignore_case) and punctuation removed (ignore_punctuation); 1.0 if equal."""
+    for pattern in options['regexes_to_ignore'] or []:
+        prediction, reference = re.sub(pattern, '', prediction), re.sub(pattern, '', reference)
+    if options['ignore_case']:
+        prediction, reference = prediction.lower(), reference.lower()
+    if options['ignore_punctuation']:
+        table = str.maketrans('', '', string.punctuation)
+        prediction, reference = prediction.translate(table), reference.translate(table)
+    return float(prediction == reference)
+
+
+def evaluate_generation(task, model, ctx, system):
+    """exact_match per filter and n of a generation task: each generation decoded whole with special tokens
+    skipped, cut at the stop strings, filtered, compared with the answer."""
+    decode, options = task['tokenizer']['tok'].decode, task['options']
+    samples = []
+    for example, prompt, ids in zip(task['examples'], task['prompts'], generate(task, model, ctx, system)):
+        text = cut_generation(decode(ids, skip_special_tokens=True), task['stops'])
+        extracted = {name: apply_filter(text, regex) for name, regex in options['filters'].items()}
+        samples.append(dict(task=task['name'], index=example['line'] - 1, prompt=prompt, generation=text,
+                            extracted=extracted, target=example['target'],
+                            exact_match={name: exact_match(answer, example['target'], options)
+                                         for name, answer in extracted.items()}))
+    scores = {name: float(np.mean([s['exact_match'][name] for s in samples])) for name in options['filters']}
+    return dict(exact_match=scores, n=len(samples), samples=samples)
 
 
 def task_record(name, step, result, seconds):
     """The log record (kind='task') of one task evaluation, and its one-line print."""
+    after = f" after {step} steps" if step is not None else ''
+    if 'exact_match' in result:
+        record = dict(kind='task', task=name, step=step, exact_match=result['exact_match'], n=result['n'],
+                      eval_s=round(seconds, 3))
+        scores = ', '.join(f"{k} {v:.4f}" for k, v in result['exact_match'].items())
+        return record, f"task {name}{after}: exact_match {scores} ({result['n']} examples, {seconds:.1f}s)"
     record = dict(kind='task', task=name, step=step, acc=result['acc'], acc_norm=result['acc_norm'], n=result['n'],
                   eval_s=round(seconds, 3))
-    after = f" after {step} steps" if step is not None else ''
     line = (f"task {name}{after}: acc {result['acc']:.4f}, acc_norm {result['acc_norm']:.4f} ({result['n']} "
             f"examples, {seconds:.1f}s)")
     return record, line
 
 
-def evaluate_and_log(task_set, model, step, ctx, system, log):
-    """train.py at each eval, eval.py once: every task evaluated and logged. Returns {'tasks': {name: {acc,
-    acc_norm, n}}} for summary.json's `final` ({} without tasks)."""
+def evaluate_and_log(task_set, model, step, ctx, system, log, samples=None):
+    """train.py at each eval, eval.py once: every task evaluated and logged; each example's details appended to
+    `samples` when it is a list. Returns {'tasks': {name: {acc, acc_norm, n} or {exact_match, n}}} for
+    summary.json's `final` ({} without tasks)."""
     final = {}
     for task in task_set:
         start = time.time()
         result = evaluate(task, model, ctx, system)
         record, line = task_record(task['name'], step, result, time.time() - start)
         log(record, line)
-        final[task['name']] = {k: record[k] for k in ('acc', 'acc_norm', 'n')}
+        final[task['name']] = {k: record[k] for k in ('acc', 'acc_norm', 'exact_match', 'n') if k in record}
+        if samples is not None:
+            samples.extend(result['samples'])
     return {'tasks': final} if final else {}

@@ -356,10 +356,14 @@ def tokenizer_source(checkpoint, tokenizer_dir=''):
 
 def load_tokenizer(path=None, builtin=None):
     """A model's tokenizer for scoring: {'tok': a tokenizers.Tokenizer, 'prefix': the prefix token id (BOS, else
-    EOS; None without either), 'prefix_text'}. path: a directory with tokenizer.json (BOS and EOS as its
-    tokenizer_config.json or special_tokens_map.json name them, which is where transformers reads them); builtin:
-    'gpt2' or 'bytes' (the tokenizers export.py writes, whose BOS is <|endoftext|>). Text that spells a special
-    token is read as that token, as transformers' tokenizers do (prepare/ reads it as text)."""
+    EOS; None without either), 'prefix_text', 'bos_text', 'eos_text', 'eos_ids' (where generation stops: a model
+    directory's generation_config.json eos_token_id, else its config.json's, else the tokenizer's EOS) and 'path'
+    (the model directory, whose chat template chat_template.py reads; None for a built-in)}. path: a directory with
+    tokenizer.json (BOS and EOS as its tokenizer_config.json or special_tokens_map.json name them, which is where
+    transformers reads them); builtin: 'gpt2' or 'bytes' (the tokenizers export.py writes, whose BOS is
+    <|endoftext|>). Text that spells a special token is read as that token, as transformers' tokenizers do
+    (prepare/ reads it as text)."""
+    eos_ids = None
     if path is not None:
         tok, config = load_tokenizer_json(path)
         special_map = os.path.join(path, 'special_tokens_map.json')
@@ -368,11 +372,20 @@ def load_tokenizer(path=None, builtin=None):
         ids = {key: tok.token_to_id(special_token_text(config[key]) or '') if config.get(key) else None
                for key in ('bos_token', 'eos_token')}
         prefix = ids['bos_token'] if ids['bos_token'] is not None else ids['eos_token']
+        bos, eos = ids['bos_token'], ids['eos_token']
+        for name in ('generation_config.json', 'config.json'):
+            file = os.path.join(path, name)
+            found = read_json_file(file).get('eos_token_id') if os.path.isfile(file) else None
+            if found is not None and eos_ids is None:
+                eos_ids = set(found) if isinstance(found, list) else {found}
     else:
         tok = builtin_hf_tokenizer(builtin)
-        prefix = tok.token_to_id(EOT_TEXT)
-    prefix_text = None if prefix is None else tok.decode([prefix], skip_special_tokens=False)
-    return dict(tok=tok, prefix=prefix, prefix_text=prefix_text)
+        prefix = bos = eos = tok.token_to_id(EOT_TEXT)
+
+    def text(i):
+        return None if i is None else tok.decode([i], skip_special_tokens=False)
+    return dict(tok=tok, prefix=prefix, prefix_text=text(prefix), bos_text=text(bos), eos_text=text(eos),
+                eos_ids=eos_ids if eos_ids is not None else ({eos} if eos is not None else set()), path=path)
 
 
 def checkpoint_tokenizer(saved, tokenizer_dir=''):

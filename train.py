@@ -444,7 +444,7 @@ def diverged(what, out_dir, last_good):
 def main(argv):
     config = load_config(argv)
     check_config(config, int(os.environ.get('WORLD_SIZE', 1)))
-    task_files = tasks.read_tasks(config['tasks'])  # every task file checked before anything else
+    task_files = tasks.read_tasks(config['tasks'], config['block_size'])  # every task file checked before anything else
     system = runtime.init_system(config)
     master, out_dir, block_size = system.rank == 0, config['out_dir'], config['block_size']
     generic, target, start, model_config, plan, pool, fingerprint = open_run(config, system)

@@ -285,7 +285,8 @@ def run(files, tmp_path_factory):
     meta = dict(tokenizer='bytes', vocab_size=257, eot_token=256)
     data = [f"--generic_dir={write_random_source(root / 'generic', 32 * 200, seed=0, **meta)}",
             f"--target_dir={write_random_source(root / 'target', 32 * 40, seed=1, **meta)}"]
-    task_arg = f"--tasks={dict(choices=files['choices'], xcopa_eu=files['xcopa'])!r}"
+    gen = dict(file=write_jsonl(root / 'gen.jsonl', GENERATE), max_gen_toks=8, limit=4, num_fewshot=1)
+    task_arg = f"--tasks={dict(choices=files['choices'], xcopa_eu=files['xcopa'], gen=gen)!r}"
     args = ['config/tiny.py', '--max_iters=6', '--target_epochs=1', '--eval_interval=3', '--spike_eval_steps=0', '--log_interval=1',
             '--checkpoint_steps=[3]', *data, task_arg]
     out = str(root / 'out')
@@ -300,14 +301,18 @@ def test_training_logs_task_records_and_summary(run):
     evals = [r['step'] for r in log if r['kind'] == 'eval']
     records = [r for r in log if r['kind'] == 'task']
     assert evals == [0, 3, 6]
-    assert [(r['step'], r['task']) for r in records] == [(s, t) for s in evals for t in ('choices', 'xcopa_eu')]
-    assert all(set(r) == {'kind', 'task', 'step', 'acc', 'acc_norm', 'n', 'eval_s'} for r in records)
+    assert [(r['step'], r['task']) for r in records] == [(s, t) for s in evals for t in ('choices', 'xcopa_eu', 'gen')]
+    assert all(set(r) == {'kind', 'task', 'step', 'acc', 'acc_norm', 'n', 'eval_s'} for r in records
+               if r['task'] != 'gen')
+    assert all(set(r) == {'kind', 'task', 'step', 'exact_match', 'n', 'eval_s'} and set(r['exact_match']) == {'none'}
+               and r['n'] == 4 for r in records if r['task'] == 'gen')
     assert {r['n'] for r in records if r['task'] == 'choices'} == {len(CHOICES)}
     # the task records of step 0 come before the first train record: before the first step
     assert log.index(records[0]) < min(i for i, r in enumerate(log) if r['kind'] == 'train')
     with open(os.path.join(run['out'], 'summary.json')) as f:
         final = json.load(f)['final']
-    assert final['tasks'] == {r['task']: {k: r[k] for k in ('acc', 'acc_norm', 'n')} for r in records[-2:]}
+    assert final['tasks'] == {r['task']: {k: r[k] for k in ('acc', 'acc_norm', 'exact_match', 'n') if k in r}
+                              for r in records[-3:]}
 
 
 def test_resume_keeps_task_records(run):
@@ -330,12 +335,21 @@ def in_process(main, argv):
 
 def test_eval_py_gives_the_final_record(run, capsys):
     import eval as eval_script
-    final = [r for r in read_log(run['out']) if r['kind'] == 'task'][-2:]
-    numbers = lambda records: [(r['task'], r['acc'], r['acc_norm'], r['n']) for r in records]
+    final = [r for r in read_log(run['out']) if r['kind'] == 'task'][-3:]
+    numbers = lambda records: [(r['task'], r.get('acc'), r.get('acc_norm'), r.get('exact_match'), r['n'])
+                               for r in records]
     # the export (a Hugging Face directory with the bytes tokenizer), with the run's forward budget
     out = str(run['root'] / 'export_eval.jsonl')
-    in_process(eval_script.main, [run['export'], run['task_arg'], f'--out={out}', '--batch_size=4'])
+    samples = str(run['root'] / 'samples.jsonl')
+    in_process(eval_script.main, [run['export'], run['task_arg'], f'--out={out}', '--batch_size=4',
+                                  f'--log_samples={samples}'])
     exported = [json.loads(line) for line in open(out)]
+    logged = [json.loads(line) for line in open(samples)]
+    assert [s['task'] for s in logged] == ['choices'] * len(CHOICES) + ['xcopa_eu'] * len(XCOPA) + ['gen'] * 4
+    assert [s['index'] for s in logged if s['task'] == 'gen'] == [0, 1, 2, 3]
+    assert all(set(s) >= {'prompt', 'generation', 'extracted', 'exact_match'} for s in logged if s['task'] == 'gen')
+    assert all(set(s) >= {'prompt', 'loglikelihoods', 'acc', 'acc_norm'} for s in logged if s['task'] != 'gen')
+    assert np.mean([s['exact_match']['none'] for s in logged if s['task'] == 'gen']) == final[2]['exact_match']['none']
     assert numbers(exported) == numbers(final) and 'task xcopa_eu: acc' in capsys.readouterr().out
     assert all(r['step'] is None and r['source'] == run['export'] for r in exported)
     # the run directory itself, with its own tasks, written beside its checkpoint
@@ -364,7 +378,7 @@ def test_ddp_training_splits_and_gathers(run):
     script('train.py', *run['args'], f'--out_dir={out}', nproc=2)
     ddp, single = ([r for r in read_log(d) if r['kind'] == 'task'] for d in (out, run['out']))
     assert [(r['step'], r['task']) for r in ddp] == [(r['step'], r['task']) for r in single]
-    assert without_timing(ddp[:2]) == without_timing(single[:2])
+    assert without_timing(ddp[:3]) == without_timing(single[:3])
 
 
 # ---- sweep.gather -------------------------------------------------------------------------------------------------
@@ -383,7 +397,8 @@ def test_gather_adds_accuracy_columns(run, tmp_path):
                          steps_computed=6, forked_from='', fork_step=0))
     assert sweep.gather(runs, str(tmp_path)) == 2
     rows = load_sweep(str(tmp_path))
-    final = [r for r in read_log(run['out']) if r['kind'] == 'task'][-2:]
+    final = [r for r in read_log(run['out']) if r['kind'] == 'task'][-3:]
+    assert rows[0]['exact_match_gen_none'] == final[2]['exact_match']['none']
     for name, record in zip(('choices', 'xcopa_eu'), final):
         assert rows[0][f'acc_{name}'] == record['acc'] and rows[0][f'acc_norm_{name}'] == record['acc_norm']
         assert rows[0]['task_evals'][name][-1] == [6, record['acc'], record['acc_norm']]
@@ -400,7 +415,19 @@ def test_bad_task_files_fail_before_the_model(run, files, tmp_path):
     good = json.dumps(CHOICES[0])
     synthetic = write_random_source(tmp_path / 'synthetic', 32 * 40, seed=1)  # a tokenizer with no HF form
     long_choice = task_file('long.jsonl', json.dumps(dict(context='a', choices=['x' * 40, 'y'], label=0)))
+    gen = task_file('gen.jsonl', *[json.dumps(e) for e in GENERATE[:2]])
     cases = [
+        ('few-shot file missing', {'t': dict(file=gen, num_fewshot=1, fewshot_file=str(tmp_path / 'no.jsonl'), max_gen_toks=8)}, [],
+         f"task t: {tmp_path}/no.jsonl not found"),
+        ('few-shot file too short', {'t': dict(file=gen, num_fewshot=2, max_gen_toks=8)}, [],
+         "task t: num_fewshot=2 needs 3 examples in"),
+        ('bad regex', {'t': dict(file=gen, regex='(unclosed')}, [], "task t: the regular expression '(unclosed' does "
+                                                                     "not compile"),
+        ('max_gen_toks 0', {'t': dict(file=gen, max_gen_toks=0)}, [], "task t: max_gen_toks=0 must be at least 1"),
+        ('max_gen_toks at the context', {'t': dict(file=gen, max_gen_toks=32)}, [],
+         "task t: max_gen_toks=32 must be less than the model's context of 32 tokens"),
+        ('unknown option', {'t': dict(file=gen, num_fewshots=1)}, [],
+         "task t: unknown option 'num_fewshots': did you mean 'num_fewshot'?"),
         ('missing file', {'t': str(tmp_path / 'none.jsonl')}, [], f"task t: {tmp_path}/none.jsonl not found"),
         ('malformed line', {'t': task_file('bad.jsonl', good, '{"context": "a", ')}, [],
          f"task t: {tmp_path}/bad.jsonl line 2 is not JSON"),
@@ -408,8 +435,8 @@ def test_bad_task_files_fail_before_the_model(run, files, tmp_path):
          "label.jsonl line 2: label 2 is out of range for 2 choices"),
         ('one choice', {'t': task_file('one.jsonl', json.dumps(dict(context='a', choices=['b'], label=0)))}, [],
          "one.jsonl line 1: 1 choice(s); an example needs at least two"),
-        ('unknown format', {'t': task_file('other.jsonl', json.dumps(dict(question='a', answer='b')))}, [],
-         "other.jsonl line 1: unknown task format (keys ['answer', 'question'])"),
+        ('unknown format', {'t': task_file('other.jsonl', json.dumps(dict(prompt='a', target='b')))}, [],
+         "other.jsonl line 1: unknown task format (keys ['prompt', 'target'])"),
         ('unknown file type', {'t': task_file('data.csv', 'context,choices,label')}, [],
          "data.csv: unknown task format '.csv'"),
         ('bad xcopa question', {'t': task_file('x.jsonl', json.dumps(dict(XCOPA[0], question='why')))}, [],
@@ -426,3 +453,213 @@ def test_bad_task_files_fail_before_the_model(run, files, tmp_path):
     failures, _ = one_line_failures([(name, expected) for name, _, _, expected in cases], argv, tmp_path)
     assert not failures, '\n'.join(failures)
 
+
+
+# ---- generation tasks and few-shot, against the harness ---------------------------------------------------------
+
+GEN_BLOCK = 160  # the harness's max_length and our block_size for generation and few-shot prompts
+MAX_GEN = 12
+GENERATE = [dict(context="Q: what is 2+2?\nA:", answer="4"), dict(context="The class statement ", answer="x"),
+            dict(context="Euskal Herrian ñandú", answer="y"), dict(context=LONG * 3 + "So they", answer="z"),
+            dict(context="<|begin_of_text|>A module is", answer="w"), dict(context="Lists are", answer=7)]
+GSM_TEST = [dict(question=q, answer="It is so.\n#### 0") for q in (
+    "Tom has 3 apples and buys 4 more. How many apples does he have?", "What is 12 times 3?",
+    "A train travels 60 km in 1.5 hours. What is its speed?", "Sara had $25 and spent $7. How much is left?",
+    "How many legs do 3 cats have?")]
+GSM_TRAIN = [dict(question=f"Ana has {i} pens and gets {i + 2} more. How many pens?",
+                  answer=f"She has {i} + {i + 2} = {2 * i + 2} pens.\n#### {2 * i + 2}") for i in range(6)]
+GEN_OPTIONS = dict(until=['\n\n', 'ue'], max_gen_toks=MAX_GEN, ignore_case=True)
+GEN_YAML = """task: local_generate
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {path}
+test_split: test
+output_type: generate_until
+doc_to_text: context
+doc_to_target: answer
+generation_kwargs:
+  until: ["\\n\\n", "ue"]
+  max_gen_toks: {max_gen}
+  do_sample: false
+metric_list:
+  - metric: exact_match
+    ignore_case: true
+"""
+GSM_YAML = """include: {harness_yaml}
+task: {task}
+dataset_path: json
+dataset_name: null
+dataset_kwargs:
+  data_files:
+    train: {train}
+    test: {test}
+num_fewshot: {shots}
+generation_kwargs:
+  until: ["Question:", "</s>", "<|im_end|>"]
+  do_sample: false
+  temperature: 0.0
+  max_gen_toks: {max_gen}
+"""
+CHOICES_FEWSHOT_YAML = PLAIN_YAML.replace('local_choices', 'local_choices_fewshot') + "fewshot_split: test\nnum_fewshot: 2\n"
+
+
+def our_generation_tasks(path, files, tokenizer=None):
+    model, tokenizer = our_model(path, GEN_BLOCK), tokenizer or tasks.load_tokenizer(path)
+    spec = dict(local_generate=dict(file=files['generate'], **GEN_OPTIONS),
+                local_gsm8k=dict(file=files['gsm_test'], max_gen_toks=MAX_GEN),
+                local_gsm8k_fewshot=dict(file=files['gsm_test'], max_gen_toks=MAX_GEN, num_fewshot=3,
+                                         fewshot_file=files['gsm_train']),
+                local_choices_fewshot=dict(file=files['choices'], num_fewshot=2))
+    task_set = tasks.encode_task_set(tasks.read_tasks(spec, GEN_BLOCK), tokenizer, GEN_BLOCK, 2)
+    return model, {t['name']: dict(t, **tasks.evaluate(t, model, contextlib.nullcontext(), CPU)) for t in task_set}
+
+
+@pytest.fixture(scope='module')
+def generation(models, files):
+    """Per model: our results and the harness's (batch size 1, log_samples) on a generation task, the harness's
+    gsm8k.yaml 0-shot and 3-shot with its data files changed, and a 2-shot multiple-choice task drawing from its
+    own file. The answers of every other example are set to what our model generates (first pass), so that exact
+    match is 1 on some examples and 0 on others; the harness then generates on its own."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+    harness_yaml = os.path.join(os.path.dirname(lm_eval.__file__), 'tasks', 'gsm8k', 'gsm8k.yaml')
+    out = {}
+    threads = torch.get_num_threads()
+    for arch, path in models.items():
+        root = files['root'] / f'generation_{arch}'
+        (root / 'yaml').mkdir(parents=True)
+        data = dict(generate=write_jsonl(root / 'generate.jsonl', GENERATE), choices=files['choices'],
+                    gsm_test=write_jsonl(root / 'gsm_test.jsonl', GSM_TEST),
+                    gsm_train=write_jsonl(root / 'gsm_train.jsonl', GSM_TRAIN))
+        _, first = our_generation_tasks(path, data)
+        generate = [dict(e, answer=s['generation'].upper()) if i % 2 == 0 else e
+                    for i, (e, s) in enumerate(zip(GENERATE, first['local_generate']['samples']))]
+        gsm = [dict(e, answer=f"So.\n#### {s['extracted']['flexible-extract']}") if i % 2 == 0 else e
+               for i, (e, s) in enumerate(zip(GSM_TEST, first['local_gsm8k']['samples']))]
+        write_jsonl(data['generate'], generate)
+        write_jsonl(data['gsm_test'], gsm)
+        (root / 'yaml' / 'generate.yaml').write_text(GEN_YAML.format(path=data['generate'], max_gen=MAX_GEN))
+        for task, shots in (('local_gsm8k', 0), ('local_gsm8k_fewshot', 3)):
+            (root / 'yaml' / f'{task}.yaml').write_text(GSM_YAML.format(
+                harness_yaml=harness_yaml, task=task, train=data['gsm_train'], test=data['gsm_test'], shots=shots,
+                max_gen=MAX_GEN))
+        (root / 'yaml' / 'choices.yaml').write_text(CHOICES_FEWSHOT_YAML.format(path=files['choices']))
+        with offline():
+            result = lm_eval.simple_evaluate(
+                model='hf', model_args=dict(pretrained=path, dtype='float32', max_length=GEN_BLOCK), device='cpu',
+                tasks=['local_generate', 'local_gsm8k', 'local_gsm8k_fewshot', 'local_choices_fewshot'],
+                log_samples=True, batch_size=1, bootstrap_iters=0,
+                task_manager=TaskManager(include_path=str(root / 'yaml'), include_defaults=False))
+        torch.set_num_threads(threads)
+        model, mine = our_generation_tasks(path, data)
+        out[arch] = dict(model=model, mine=mine, theirs=result['samples'], data=data)
+    return out
+
+
+@pytest.mark.parametrize('arch', ['llama', 'gpt2'])
+def test_generation_equal_to_the_harness(generation, arch):
+    run = generation[arch]
+    compared = scored = 0
+    for name in ('local_generate', 'local_gsm8k', 'local_gsm8k_fewshot'):
+        mine = run['mine'][name]
+        theirs = sorted(run['theirs'][name], key=lambda s: (s['doc_id'], s['filter']))
+        filters = sorted(mine['options']['filters'])
+        assert len(theirs) == len(mine['samples']) * len(filters)
+        for i, sample in enumerate(mine['samples']):
+            # the same generated text: no step of ours is a near-tie, so the texts must be equal
+            ids = tasks.generate(dict(mine, rows=mine['rows'][i:i + 1]), run['model'], contextlib.nullcontext(), CPU)[0]
+            with torch.no_grad():
+                row = mine['rows'][i]
+                logits, _ = run['model'](torch.tensor([row + ids[:-1]]), all_logits=True)
+            top = logits[0, len(row) - 1:].topk(2, dim=-1).values
+            assert (top[:, 0] - top[:, 1]).min() > TOLERANCE, (name, i)
+            for j, name_of_filter in enumerate(filters):
+                their = theirs[i * len(filters) + j]
+                assert their['filter'] == name_of_filter and their['doc_id'] == i
+                assert their['arguments'][0][0] == sample['prompt'], (name, i)  # the same prompt string
+                assert their['resps'][0][0] == sample['generation'], (name, i)
+                assert their['filtered_resps'][0] == sample['extracted'][name_of_filter]
+                assert float(their['exact_match']) == sample['exact_match'][name_of_filter], (name, i)
+                compared += 1
+                scored += sample['exact_match'][name_of_filter]
+        assert mine['n'] == len(mine['samples'])
+    assert compared == len(GENERATE) + 2 * 2 * len(GSM_TEST)  # gsm8k: two filters, 0-shot and 3-shot
+    assert 0 < scored < compared  # exact match is 1 on some examples, 0 on others
+    truncated = run['mine']['local_generate']['rows'][3]  # the long context: cut on the left
+    assert len(truncated) == GEN_BLOCK - MAX_GEN
+
+
+@pytest.mark.parametrize('arch', ['llama', 'gpt2'])
+def test_fewshot_choices_equal_to_the_harness(generation, arch):
+    run = generation[arch]
+    mine, theirs = run['mine']['local_choices_fewshot'], sorted(run['theirs']['local_choices_fewshot'],
+                                                                key=lambda s: s['doc_id'])
+    for i, (sample, their) in enumerate(zip(mine['samples'], theirs)):
+        assert [list(a) for a in their['arguments']] == [[sample['prompt'], ' ' + c]
+                                                         for c in mine['examples'][i]['choices']]
+        assert np.abs(np.array(sample['loglikelihoods']) - [r[0][0] for r in their['resps']]).max() <= TOLERANCE
+    assert all(s['prompt'].count('\n\n') >= 2 for s in mine['samples'])  # two few-shot examples in each
+
+
+CHAT_TEMPLATE = ("{{ bos_token }}{% for message in messages %}{{ '<|start|>' + message['role'] + '\\n' + "
+                 "message['content'] | trim + '<|end|>\\n' }}{% endfor %}{% if add_generation_prompt %}"
+                 "{{ '<|start|>assistant\\n' }}{% endif %}")
+
+
+def test_chat_template_equal_to_the_harness(models, generation, tmp_path):
+    """apply_chat_template (the harness's --apply_chat_template, few-shot examples as turns by default): the same
+    prompt strings (BOS from the template, none added again) and the same generations on the Llama given a chat
+    template; a 2-shot multiple-choice task in one user turn (fewshot_as_multiturn=False) scores the same."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+    path = str(tmp_path / 'chat_llama')
+    shutil.copytree(models['llama'], path)
+    config_file = os.path.join(path, 'tokenizer_config.json')
+    config = dict(json.load(open(config_file)), chat_template=CHAT_TEMPLATE)
+    json.dump(config, open(config_file, 'w'))
+    data = generation['llama']['data']
+    yaml_dir = os.path.join(os.path.dirname(data['generate']), 'yaml')  # the generation fixture's task YAMLs
+    results = {}
+    for multiturn in (True, False):
+        with offline():
+            result = lm_eval.simple_evaluate(
+                model='hf', model_args=dict(pretrained=path, dtype='float32', max_length=GEN_BLOCK), device='cpu',
+                tasks=['local_generate', 'local_gsm8k_fewshot'] if multiturn else ['local_choices_fewshot'],
+                log_samples=True, batch_size=1, bootstrap_iters=0, apply_chat_template=True,
+                fewshot_as_multiturn=multiturn, task_manager=TaskManager(include_path=yaml_dir,
+                                                                        include_defaults=False))
+        results.update(result['samples'])
+    model, tokenizer = our_model(path, GEN_BLOCK), tasks.load_tokenizer(path)
+    spec = dict(local_generate=dict(file=data['generate'], apply_chat_template=True, **GEN_OPTIONS),
+                local_gsm8k_fewshot=dict(file=data['gsm_test'], max_gen_toks=MAX_GEN, num_fewshot=3,
+                                         fewshot_file=data['gsm_train'], apply_chat_template=True),
+                local_choices_fewshot=dict(file=data['choices'], num_fewshot=2, apply_chat_template=True,
+                                           fewshot_as_multiturn=False))
+    for task in tasks.encode_task_set(tasks.read_tasks(spec, GEN_BLOCK), tokenizer, GEN_BLOCK, 2):
+        mine = tasks.evaluate(task, model, contextlib.nullcontext(), CPU)
+        theirs = {s['doc_id']: s for s in results[task['name']]}  # one filter per doc is enough for the texts
+        for i, sample in enumerate(mine['samples']):
+            their = theirs[i]
+            assert sample['prompt'].startswith('<|begin_of_text|><|start|>user\n')
+            if task['kind'] == 'generate':
+                assert their['arguments'][0][0] == sample['prompt'], (task['name'], i)
+                assert task['rows'][i][1] != task['rows'][i][0]  # one BOS
+                assert their['resps'][0][0] == sample['generation'], (task['name'], i)
+            else:
+                assert [list(a) for a in their['arguments']] == [[sample['prompt'], c]
+                                                                 for c in task['examples'][i]['choices']]
+                assert np.abs(np.array(sample['loglikelihoods']) - [r[0][0] for r in their['resps']]).max() \
+                    <= TOLERANCE
+        if task['name'] == 'local_gsm8k_fewshot':
+            assert mine['samples'][0]['prompt'].count('<|start|>assistant') == 4  # 3 answers, then the prompt
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """One thread in this process (the scripts' subprocesses run with one too): the tiny models' many small
+    forwards and generation steps only wait on each other with two threads on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
