@@ -32,7 +32,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from configurator import UserError
-from model import GPT, GPTConfig, checkpoint_model_config
+from model import GPT, GPTConfig, checkpoint_model_config, unpadded_state_dict
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'prepare'))
 import common  # noqa: E402  (prepare/common.py: tokenizers, including model directories' tokenizer.json)
@@ -492,7 +492,7 @@ def export(checkpoint, to, dtype=None, tokenizer_dir='', max_shard_bytes=MAX_SHA
     if os.path.exists(to) and (not os.path.isdir(to) or os.listdir(to)):
         raise UserError(f"--to={to} exists and is not an empty directory: choose a new directory")
     config = checkpoint_model_config(checkpoint)
-    state = checkpoint['model']
+    state = unpadded_state_dict(checkpoint['model'], config)  # the data's vocabulary: pad_vocab's rows cut
     dtype = dtype or state['wte.weight'].dtype
     tok_dir, builtin = tokenizer_source(checkpoint, tokenizer_dir)  # may fail: before anything is written
     tmp = f"{os.path.abspath(to).rstrip(os.sep)}.tmp{os.getpid()}"
