@@ -88,6 +88,9 @@ def table(rows):
 
 
 def main(argv):
+    if '--help' in argv or '-h' in argv:
+        print(__doc__.strip())
+        return
     options = parse_options(argv, OPTIONS, usage="python bench_gpu.py [--device=cuda|cpu] [--data_dir=DIR]")
     if options['device'] not in ('cuda', 'cpu'):
         raise UserError(f"device={options['device']!r} must be 'cuda' or 'cpu'")
