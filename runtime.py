@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import checkpoint
 import hf
+from configurator import DEFAULTS
 from model import GPT, rotary_tables
 
 # rank, local_rank, world: from torchrun's environment (0, 0, 1 in a single process); device: 'cpu' or 'cuda:i'
@@ -43,8 +44,10 @@ def init_system(config):
     device_type = 'cuda' if device.startswith('cuda') else 'cpu'
     if distributed:
         backend = config['backend'] if config['backend'] != 'auto' else ('nccl' if device_type == 'cuda' else 'gloo')
-        # our timeout, not NCCL's 10 minutes: rank 0 renames a sharded 8B checkpoint while the others wait
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=config['dist_timeout_s']))
+        # our timeout, not NCCL's 10 minutes: rank 0 renames a sharded 8B checkpoint while the others wait (eval.py
+        # passes no run config: the default)
+        seconds = config.get('dist_timeout_s', DEFAULTS['dist_timeout_s'])
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=seconds))
     if device_type == 'cuda':
         torch.cuda.set_device(device)
     device_name = torch.cuda.get_device_name(device) if device_type == 'cuda' else 'cpu'
