@@ -5,8 +5,11 @@ bench.py: how fast is a training step of a config, and what does replay cost?
     python bench.py config/tiny.py --compare          # replay loader vs a nanoGPT-style single-source loader
     python bench.py config/tiny.py --profile          # also a torch profiler trace: out_dir/bench_trace.json
 
-It measures the real code: the plan from schedule.make_plan, batches from data.load_step (both memmaps of the
-config's data), one step = train.train_step, fed as train.py feeds it (data.prefetcher: a prefetch thread on
+It measures the real code on the run's real model, built as train.py builds it (runtime.load_model from
+checkpoint.start and train.model_shape: init_from's shape and weights, a model directory's or a checkpoint's, or
+the config's keys from scratch; pad_vocab, parallel, dtype, activation checkpointing, compile), named in its
+output; init_from='resume' is refused. The plan from schedule.make_plan, batches from data.load_step (both memmaps
+of the config's data), one step = train.train_step, fed as train.py feeds it (data.prefetcher: a prefetch thread on
 cuda, inline on cpu), the LR of the plan's step, and a host read of the loss sums every log_interval steps as
 train.py's logs do. The steps timed are the plan's from bench_start (default: the first step of the last stage
 with target data, the paper's stage 2, where both sources are mixed), after bench_warmup untimed steps
@@ -22,7 +25,7 @@ MFU = flops/token x tokens/s / the device's dense bf16 peak (model.py: flops_per
 CPU and on GPUs model.py has no peak for.
 
 Extra keys (besides every config key): compare, profile (bare --compare / --profile work too), bench_steps,
-bench_warmup, bench_rounds, bench_seconds, bench_loader_batches, bench_start, prefetch.
+bench_warmup, bench_rounds, bench_seconds, bench_loader_batches, bench_start, prefetch, bench_json.
 """
 import itertools
 import os
@@ -38,11 +41,11 @@ import torch
 
 import checkpoint
 import data
+import layout
 import runtime
 import schedule
 import train
 from configurator import UserError, load_config, run_main
-from model import model_config_from
 
 BENCH_KEYS = dict(
     compare=False,           # also time the nanoGPT-style single-source loader, alternating with replay's
@@ -57,6 +60,7 @@ BENCH_KEYS = dict(
                              # paper's stage 2; 0 without target data)
     prefetch='auto',         # where the loaders run: 'auto' = as train.py (a thread on cuda, inline on cpu),
                              # 'thread' or 'inline' to measure the other choice
+    bench_json='',           # also write the replay loader's numbers to this JSON file (bench_gpu.py's table)
 )
 SWITCHES = ('--compare', '--profile')
 
@@ -120,14 +124,19 @@ def setup(config):
     if start >= plan['N']:
         raise UserError(f"bench_start={start} is past the plan's last step {plan['N'] - 1}")
     dtype, ctx, scaler = runtime.precision(config['dtype'], system.device_type, config['parallel'])
-    # as train.py builds it from scratch; fsdp runs under torchrun, and one rank shards over itself (the code path,
-    # not the savings)
-    raw_model = runtime.load_model(model_config_from(config, generic['meta']['vocab_size']), config, system, dtype,
-                                   checkpoint.Start('scratch', '', None, 0, 0, None))
+    # the run's model, built as train.py builds it: init_from's shape and weights (a model directory, a checkpoint,
+    # or from scratch), padding, parallel, dtype, compile. fsdp runs under torchrun, and one rank shards over itself
+    # (the code path, not the savings)
+    if config['init_from'] == 'resume':
+        raise UserError("init_from='resume': bench.py times a run's model, not its continuation: pass the checkpoint "
+                        "as --init_from=PATH (its weights), or --init_from=scratch")
+    run_start = checkpoint.start(config, generic['meta'])
+    model_config = train.model_shape(config, run_start, generic, target, system.device_type)
+    raw_model = runtime.load_model(model_config, config, system, dtype, run_start)
     b = SimpleNamespace(config=config, system=system, cuda=cuda, plan=plan, start=start, raw_model=raw_model,
-                        model=runtime.compile_and_wrap(raw_model, config, system), dtype=dtype, ctx=ctx,
+                        model=runtime.wrap_ddp(raw_model, config, system), dtype=dtype, ctx=ctx,
                         scaler=scaler, optimizer=runtime.make_optimizer(raw_model, config, system.device_type),
-                        window=train.LossWindow(system.device), pipes={},
+                        window=train.LossWindow(system.device), pipes={}, origin=origin(config, run_start), results={},
                         threaded=cuda if config['prefetch'] == 'auto' else config['prefetch'] == 'thread',
                         sync=torch.cuda.synchronize if cuda else (lambda: None))
     # train.py's loader (a new one has its own data.StepBatches, which makes the plan's batches 64 at a time)
@@ -169,24 +178,46 @@ def timed_steps(b, name, n):
     return elapsed
 
 
+def origin(config, run_start):
+    """Where the timed model's shape and weights come from, for its output line."""
+    if run_start.kind == 'scratch':
+        return 'from scratch (this config\'s model keys)'
+    return f"{'the model directory' if run_start.kind == 'hf' else 'the checkpoint'} {run_start.path}"
+
+
+def attention_kernel(b):
+    """The SDPA kernel torch picks for this model's attention (its heads, head size, block_size, dtype, device),
+    as torch's own dispatcher chooses it for one causal call of that shape: flash, efficient, cudnn or math."""
+    from torch.nn.attention import SDPBackend
+    c, block_size = b.raw_model.config, b.config['block_size']
+    dtype = torch.float32 if b.dtype == 'float32' else getattr(torch, b.dtype)
+    q = torch.zeros(1, block_size, c.n_head, c.head_size, device=b.system.device, dtype=dtype).transpose(1, 2)
+    k = torch.zeros(1, block_size, c.kv_heads, c.head_size, device=b.system.device, dtype=dtype).transpose(1, 2)
+    choice = torch._fused_sdp_choice(q, k, k, is_causal=True, enable_gqa=c.kv_heads != c.n_head)
+    return SDPBackend(choice).name.lower() + (' (cpu)' if b.system.device_type == 'cpu' else '')
+
+
 def print_setup(b):
     config, plan, system, model = b.config, b.plan, b.system, b.raw_model
     S, block_size = plan['S'], config['block_size']
     n_target = sum(schedule.step_batch(plan, b.start)[0])
+    c = model.config
     print(f"bench: {' '.join(sys.argv[1:])}")
     print(f"load average (1 min) at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    print(f"model: {config['arch']}, {model.get_num_params() / 1e6:.2f}M non-embedding params, "
-          f"{model.get_num_params(non_embedding=False) / 1e6:.2f}M total, vocab {model.config.vocab_size}")
+    print(f"model: {c.arch} {b.origin}: {c.n_layer} layers x {c.n_embd} wide, {model.get_num_params() / 1e6:.2f}M "
+          f"non-embedding params, {model.get_num_params(non_embedding=False):,} parameters in all, vocab "
+          f"{c.vocab_size}" + (f" (padded to {c.padded_vocab_size} rows)" if c.padded_vocab_size else ""))
     print(f"device: {system.device_name if b.cuda else cpu_model()} ({torch.get_num_threads()} threads) | dtype "
-          f"{b.dtype} | {config['parallel']} x {system.world} | compile {runtime.use_compile(config, system.device_type)}"
+          f"{b.dtype} | {config['parallel']} x {system.world} | "
+          f"{train.compile_plan(config, system.device_type, c.n_layer)}"
+          f" | attention {attention_kernel(b)}"
           f" | loader {'in a prefetch thread' if b.threaded else 'inline'} | torch {torch.__version__}")
     print(f"batch: {S} sequences x {block_size} tokens = {S * block_size} tokens/step (batch_size "
           f"{config['batch_size']} x gradient_accumulation_steps {config['gradient_accumulation_steps']}); plan "
           f"steps from {b.start} (stage {schedule.stage_of(plan, b.start)}: {n_target} target + {S - n_target} "
           f"generic sequences at step {b.start})")
-    L, H, Q = config['n_layer'], config['n_head'], config['n_embd'] // config['n_head']
-    print(f"flops/token: {model.estimate_flops_per_token():.4g} = 6*N + 12*L*H*Q*T with N = non-embedding "
-          f"params + output head, L={L} H={H} Q={Q} T={block_size}")
+    print(f"flops/token: {model.estimate_flops_per_token():.4g} = 6*N + 6*L*H*Q*T (causal attention) with N = "
+          f"non-embedding params + output head, L={c.n_layer} H={c.n_head} Q={c.head_size} T={block_size}")
 
 
 def run_rounds(b):
@@ -221,6 +252,7 @@ def print_results(b, seconds):
         ms = per_step(statistics.median(wall for wall, _ in seconds[name]))
         tokens_per_s = b.plan['S'] * config['block_size'] * 1000 / ms
         mfu = b.raw_model.estimate_mfu(tokens_per_s, device_name)
+        b.results.setdefault(name, dict(ms_per_step=ms, tokens_per_s=tokens_per_s, mfu=mfu))
         print(f"{name} loader: {ms:.2f} ms/step | {tokens_per_s:,.0f} tokens/s | mfu "
               + (f"{100 * mfu:.2f}%" if mfu is not None else f"unknown (no dense bf16 peak known for {device_name})")
               + f" | process CPU {per_step(statistics.median(cpu for _, cpu in seconds[name])):.2f} ms/step"
@@ -239,10 +271,14 @@ def print_results(b, seconds):
                       f"{os.getloadavg()[0]:.2f}); a longer --bench_seconds with fewer --bench_steps narrows the "
                       f"median")
     if b.cuda:
-        print(f"peak memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB allocated by torch on this GPU")
+        b.results['peak_memory_gib'] = torch.cuda.max_memory_allocated() / 2**30
+        print(f"peak memory: {b.results['peak_memory_gib']:.2f} GiB allocated by torch on this GPU")
     else:
-        print(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB resident (the "
-              f"process's maximum RSS: model, optimizer, activations, and torch itself)")
+        b.results['peak_memory_gib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(f"peak memory: {b.results['peak_memory_gib']:.2f} GiB resident (the process's maximum RSS: model, "
+              f"optimizer, activations, and torch itself)")
+    b.results['compile'] = runtime.compile_counts()
+    print(f"compiled: {b.results['compile']} (dynamo's counters)")
     print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}"
           + (" (other processes slow both loaders alike: that is why they alternate)" if config['compare'] else ""))
 
@@ -280,6 +316,14 @@ def main(argv):
     b = setup(config)
     print_setup(b)
     print_results(b, run_rounds(b))
+    if config['bench_json']:
+        c = b.raw_model.config
+        layout.write_json_atomic(config['bench_json'], dict(
+            b.results, model=f"{c.arch} {b.origin}", params=b.raw_model.get_num_params(non_embedding=False),
+            device=b.system.device_name, dtype=b.dtype, parallel=config['parallel'], world=b.system.world,
+            attention=attention_kernel(b), tokens_per_step=b.plan['S'] * config['block_size'],
+            block_size=config['block_size'], activation_checkpointing=runtime.checkpointing_mode(
+                config['activation_checkpointing']), compiled=runtime.use_compile(config, b.system.device_type)))
     time_loaders_alone(b)
     if config['profile']:
         profile(b)

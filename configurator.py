@@ -102,8 +102,12 @@ def check_value(key, value, where, defaults=DEFAULTS):
     default = defaults[key]
     if default is None or value is None:
         return value  # keys that default to None take a number or None; their own checks live where they are used
-    if key == 'compile':  # 'auto' or a bool
+    if key == 'pad_vocab' and not (value == 'auto' or isinstance(value, bool)):
+        raise UserError(f"config key 'pad_vocab' in {where} must be 'auto', True or False, got {value!r}")
+    if key in ('compile', 'pad_vocab'):  # 'auto' or a bool
         ok = value == 'auto' or isinstance(value, bool)
+    elif key == 'activation_checkpointing':  # a mode's name, or an older bool (train.check_config judges it)
+        ok = isinstance(value, (str, bool))
     elif isinstance(default, bool) or isinstance(value, bool):
         ok = isinstance(value, bool) and isinstance(default, bool)
     elif isinstance(default, float):

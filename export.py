@@ -26,7 +26,7 @@ import layout
 import runtime
 from configurator import UserError, parse_options, run_main
 from hf import hf_names, qkv_rows
-from model import checkpoint_model_config
+from model import checkpoint_model_config, unpadded_state_dict
 from tokenizer import EOT_TEXT, builtin_hf_tokenizer, read_json_file, tokenizer_source
 
 OPTIONS = dict(
@@ -183,7 +183,7 @@ def export(checkpoint, to, dtype=None, tokenizer_dir='', max_shard_bytes=MAX_SHA
     when complete. checkpoint_path: where the checkpoint was read from (never inside `to`). Returns a one-line
     description."""
     config = checkpoint_model_config(checkpoint)
-    state = checkpoint['model']
+    state = unpadded_state_dict(checkpoint['model'], config)  # the data's vocabulary: pad_vocab's rows cut
     dtype = dtype or state['wte.weight'].dtype
     tok_dir, builtin = tokenizer_source(checkpoint, tokenizer_dir)  # may fail: before anything is written
     hf_source = checkpoint.get('hf_source')

@@ -11,9 +11,12 @@ The fields after init_std exist for Hugging Face models (hf.py reads them from a
 attention, a head size of its own, Llama 3.1's RoPE scaling, a tied or untied head, GPT-2's tanh GELU and its
 1024-row position table. Their defaults are what a run config builds, unchanged.
 
-forward(idx, targets) returns the PER-SEQUENCE mean cross entropy, shape (B,), so train.py can split the loss by
-data source; the training loss is its .mean(). forward(idx, all_logits=True) returns every position's logits
-(per-token log-likelihoods for task evaluation).
+forward(idx, targets) returns (None, the PER-SEQUENCE mean cross entropy, shape (B,)), so train.py can split the
+loss by data source; the training loss is its .mean(). No logits come back from it: the cross entropy is computed
+in chunks of positions (head_loss), so the whole float32 logits tensor never exists at once (at Llama 3's 128,256
+tokens it would be 2 GiB per 4,096-token sequence, and its log-softmax as much again). forward(idx,
+all_logits=True) returns every position's logits (per-token log-likelihoods for task evaluation), with targets the
+loss too. Logits always cover the data's vocabulary only: a padded vocabulary's extra rows (pad_vocab) are cut.
 """
 import inspect
 import math
@@ -46,6 +49,9 @@ class GPTConfig:
     activation: str = 'gelu'      # gpt2 MLP: 'gelu' (exact, erf) | 'gelu_new' (GPT-2's tanh approximation)
     rope_scaling: dict = None     # llama: None, or Llama 3.1's {'rope_type': 'llama3', 'factor',
                                   # 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'}
+    padded_vocab_size: int = 0    # rows of the embedding and head when more than vocab_size (pad_vocab: a multiple
+                                  # of 128, for aligned matmuls); the extra rows are never a target and are cut from
+                                  # every logits tensor. 0 = vocab_size rows (every loaded model, older checkpoints)
 
     def __post_init__(self):
         if self.arch not in ('gpt2', 'llama'):
@@ -60,6 +66,8 @@ class GPTConfig:
             raise ValueError(f"activation must be 'gelu' or 'gelu_new', got {self.activation!r}")
         if self.rope_scaling is not None and self.rope_scaling.get('rope_type') != 'llama3':
             raise ValueError(f"rope_scaling must be None or of rope_type 'llama3', got {self.rope_scaling!r}")
+        if self.padded_vocab_size and self.padded_vocab_size < self.vocab_size:
+            raise ValueError(f"padded_vocab_size={self.padded_vocab_size} is below vocab_size={self.vocab_size}")
         if self.arch == 'gpt2' and self.block_size > self.position_rows:
             raise ValueError(f"block_size={self.block_size} exceeds the {self.position_rows} position embeddings")
 
@@ -89,15 +97,25 @@ class GPTConfig:
         return self.n_positions or self.block_size
 
     @property
+    def vocab_rows(self):
+        return self.padded_vocab_size or self.vocab_size
+
+    @property
     def tied(self):
         return self.arch == 'gpt2' if self.tie_embeddings is None else self.tie_embeddings
 
 
-def model_config_from(config: dict, vocab_size: int) -> GPTConfig:
+VOCAB_MULTIPLE = 128  # pad_vocab rounds the embedding and head rows up to this (nanoGPT: 64; 128 suits bf16 tiles)
+
+
+def model_config_from(config: dict, vocab_size: int, pad_vocab=False) -> GPTConfig:
     """The model's keys out of a full run config (configurator.load_config); vocab_size comes from the data. Fields
-    that are no config key (the Hugging Face ones) keep their defaults."""
-    return GPTConfig(vocab_size=vocab_size, **{f.name: config[f.name] for f in fields(GPTConfig)
-                                               if f.name != 'vocab_size' and f.name in config})
+    that are no config key (the Hugging Face ones) keep their defaults. pad_vocab: embedding and head rows rounded
+    up to a multiple of VOCAB_MULTIPLE (a model built from scratch; runtime.pad_vocab decides)."""
+    padded = -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE if pad_vocab else vocab_size
+    return GPTConfig(vocab_size=vocab_size, padded_vocab_size=padded if padded != vocab_size else 0,
+                     **{f.name: config[f.name] for f in fields(GPTConfig)
+                        if f.name not in ('vocab_size', 'padded_vocab_size') and f.name in config})
 
 
 def checkpoint_model_config(checkpoint: dict) -> GPTConfig:
@@ -106,6 +124,15 @@ def checkpoint_model_config(checkpoint: dict) -> GPTConfig:
     if 'model_config' in checkpoint:
         return GPTConfig(**checkpoint['model_config'])
     return model_config_from(checkpoint['config'], checkpoint['model']['wte.weight'].shape[0])
+
+
+def unpadded_state_dict(state, config: GPTConfig):
+    """A state_dict with the embedding and head cut to the data's vocabulary (what export.py writes): a padded
+    model's extra rows are never a target, so the model it describes is the same."""
+    if not config.padded_vocab_size:
+        return state
+    cut = ('wte.weight', 'lm_head.weight')
+    return {name: tensor[:config.vocab_size] if name in cut else tensor for name, tensor in state.items()}
 
 
 def make_norm(config):
@@ -228,13 +255,12 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        self.activation_checkpointing = False  # a run setting (runtime.py), not part of the model's shape
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wte = nn.Embedding(config.vocab_rows, config.n_embd)
         self.wpe = nn.Embedding(config.position_rows, config.n_embd) if config.arch == 'gpt2' else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm_f = make_norm(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_rows, bias=False)
         if config.tied:
             self.lm_head.weight = self.wte.weight  # tied: one tensor, counted and decayed once
         if config.arch == 'llama':
@@ -257,9 +283,10 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(self, idx, targets=None, all_logits=False, positions=None, attn_mask=None, cache=None):
-        """idx, targets: (B, T) int64. Returns (logits (B, T, V), loss (B,)) with targets, where loss is each
-        sequence's mean cross entropy over its targets != -1; without targets, (logits (B, 1, V), None): the last
-        position's, or with all_logits=True every position's, (logits (B, T, V), None).
+        """idx, targets: (B, T) int64. With targets: (None, loss (B,)), each sequence's mean cross entropy over its
+        targets != -1, or with all_logits=True (logits (B, T, V), loss). Without targets: (logits (B, 1, V), None),
+        the last position's, or with all_logits=True every position's, (logits (B, T, V), None). V = the data's
+        vocabulary (config.vocab_size), also where the embedding is padded.
         positions: (B, T) int64, each token's position (None: 0..T-1 in every row); attn_mask: (B, 1, T, T) bool,
         True where a query may attend (None: causal). Both None is the fast path every text window takes.
         cache: decoding with a KV cache, a list of one dict per block (new_cache()) that holds the keys and values of
@@ -278,20 +305,53 @@ class GPT(nn.Module):
         else:
             rope = (self.rope_cos[positions], self.rope_sin[positions])
         x = self.drop(x)
+        # activation checkpointing and compile wrap each block's forward (runtime.py)
         for i, block in enumerate(self.blocks):
-            if self.activation_checkpointing and self.training:  # keep no activations inside a block: recompute
-                x = torch.utils.checkpoint.checkpoint(block, x, rope, attn_mask, use_reentrant=False)
-            else:
-                x = block(x, rope, attn_mask, None if cache is None else cache[i])
+            x = block(x, rope, attn_mask, None if cache is None else cache[i])
         x = self.norm_f(x)
 
         if targets is None:  # generation only needs the last position
-            return self.lm_head(x if all_logits else x[:, [-1], :]), None
+            return self.logits(x if all_logits else x[:, [-1], :]), None
+        if all_logits:
+            logits = self.logits(x)
+            return logits, sequence_loss(token_losses(logits, targets), targets)
+        return None, self.head_loss(x, targets)
+
+    def logits(self, x):
+        """The head's logits over the data's vocabulary: a padded head's extra rows cut."""
         logits = self.lm_head(x)
-        token_loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1,
-                                     reduction='none').view(B, T)
-        counted = (targets != -1).sum(dim=1)
-        return logits, token_loss.sum(dim=1) / counted.clamp(min=1)
+        return logits[..., :self.config.vocab_size] if self.config.padded_vocab_size else logits
+
+    def head_loss(self, x, targets):
+        """Head and per-sequence cross entropy of the final norm's output x (B, T, C), in chunks of
+        LOSS_CHUNK_LOGITS logits, each under torch.utils.checkpoint, so the whole (B*T, V) float32 logits tensor
+        and its log-softmax never exist at once. What a chunk keeps for the backward pass (keep_low_precision_logits)
+        is its head output where that is in a low precision (bf16 training: 2 bytes a logit, no matmul recomputed),
+        and nothing in float32 (the head's matmul recomputed, chunk by chunk). A batch within one chunk (every CPU
+        test and the demo) takes the unchunked path, the same ops as before, bit for bit. Every position's loss is
+        the same row-wise formula either way; chunking only reorders the sum of the head's weight gradient over
+        positions (float rounding, ~1e-7). runtime.py compiles this method on GPUs."""
+        B, T = targets.shape
+        rows = max(1, LOSS_CHUNK_LOGITS // self.config.vocab_rows)  # positions per chunk
+        if rows >= B * T:
+            return sequence_loss(token_losses(self.logits(x), targets), targets)
+        x, flat = x.flatten(0, 1), targets.flatten()
+        recompute = torch.is_grad_enabled()
+        chunks = [torch.utils.checkpoint.checkpoint(self._chunk_loss, x[i:i + rows], flat[i:i + rows],
+                                                    use_reentrant=False, context_fn=keep_low_precision_logits)
+                  if recompute else self._chunk_loss(x[i:i + rows], flat[i:i + rows]) for i in range(0, B * T, rows)]
+        return sequence_loss(torch.cat(chunks), targets)
+
+    def _chunk_loss(self, x, targets):
+        device = x.device.type
+        if not torch.is_autocast_enabled(device):
+            return token_losses(self.logits(x), targets)
+        # autocast's cast of the head weight, done here: autocast caches it across the forward's chunks but not in
+        # the recompute, and the checkpoint must see the same ops in both
+        dtype = torch.get_autocast_dtype(device)
+        with torch.autocast(device, enabled=False):
+            logits = F.linear(x.to(dtype), self.lm_head.weight.to(dtype))
+        return token_losses(logits[..., :self.config.vocab_size] if self.config.padded_vocab_size else logits, targets)
 
     def get_num_params(self, non_embedding=True):
         """Parameter count, tied weights once. non_embedding=True leaves out every embedding and unembedding
@@ -405,15 +465,46 @@ class GPT(nn.Module):
         return out
 
 
+LOSS_CHUNK_LOGITS = 2 ** 25  # logits per chunk of the training loss: 128 MiB in float32 (GPT-2's vocabulary: 667
+                             # positions per chunk, Llama 3's: 261; wide enough for full-speed matmuls)
+
+
+def keep_low_precision_logits():
+    """The chunked loss's checkpoint policy: keep the head matmul's output when it is in a low precision (cheap to
+    keep, dear to recompute), recompute everything else (the float32 upcast, the log-softmax)."""
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    def policy(ctx, op, *args, **kwargs):
+        low = op == torch.ops.aten.mm.default and args[0].dtype in (torch.bfloat16, torch.float16)
+        return CheckpointPolicy.MUST_SAVE if low else CheckpointPolicy.PREFER_RECOMPUTE
+    return create_selective_checkpoint_contexts(policy)
+
+
+def token_losses(logits, targets):
+    """Each position's cross entropy (float32, 0 where the target is -1), flat: the loss's one formula."""
+    return F.cross_entropy(logits.float().flatten(0, -2), targets.flatten(), ignore_index=-1, reduction='none')
+
+
+def sequence_loss(token_loss, targets):
+    """Per-sequence mean of token_losses over the targets != -1 (B,)."""
+    counted = (targets != -1).sum(dim=1)
+    return token_loss.view(targets.shape).sum(dim=1) / counted.clamp(min=1)
+
+
 def flops_per_token(config: GPTConfig, non_embedding_params: int) -> int:
-    """6N + 12*L*H*Q*T (PaLM appendix B, as nanoGPT): 6N for the matmuls with the weights (2 forward, 4
-    backward), plus attention's QK^T and AV over a full context of T = block_size. N = the parameters that take
-    part in a matmul per token: the non-embedding parameters plus the output head (n_embd*vocab), as nanoGPT's N
-    includes its tied head; embedding lookups cost no matmul and are left out."""
+    """6N + 6*L*H*Q*T: 6N for the matmuls with the weights (2 forward, 4 backward; PaLM appendix B, as nanoGPT),
+    plus causal attention's QK^T and AV. Over a full context of T = block_size those are 2 matmuls x 2 FLOPs x H*Q
+    per (query, key) pair, times 3 for forward + backward: 12*H*Q*T per token and layer if every query saw all T
+    keys (PaLM's and nanoGPT's count); causally a query sees (T+1)/2 keys on average, so half: 6*L*H*Q*T (as
+    FlashAttention and torchtitan count causal attention). N = the parameters that take part in a matmul per token:
+    the non-embedding parameters plus the output head over the data's vocabulary (n_embd*vocab_size; a padded
+    head's extra rows are wasted work, not counted), as nanoGPT's N includes its tied head; embedding lookups cost
+    no matmul and are left out. Recomputation (activation checkpointing, the chunked loss's head) is not counted:
+    MFU measures the model's FLOPs, not the hardware's."""
     L, H, T = config.n_layer, config.n_head, config.block_size
     Q = config.head_size
     N = non_embedding_params + config.n_embd * config.vocab_size
-    return 6 * N + 12 * L * H * Q * T
+    return 6 * N + 6 * L * H * Q * T
 
 
 # Dense (no sparsity) bf16 tensor-core peaks, FLOP/s. First match wins, so the specific names come first.

@@ -1,9 +1,16 @@
 """
 runtime.py: the setup every script that builds a model shares (train.py, bench.py, sample.py): ranks and device,
-precision (autocast and GradScaler), the model from a config or a checkpoint, the optimizer, torch.compile, and the
-parallelism: the DDP wrapper or FSDP2 sharding (parallel='ddp' | 'fsdp').
+precision (autocast and GradScaler), the model from a config or a checkpoint, the optimizer, activation
+checkpointing and torch.compile, and the parallelism: the DDP wrapper or FSDP2 sharding (parallel='ddp' | 'fsdp').
+
+The order is torchtitan's: activation checkpointing inside each block, then torch.compile of each block (and of the
+head and loss), then FSDP2's sharding or the DDP wrapper. So FSDP2's hooks, which run around each block, stay out
+of the compiled code and nothing breaks a graph (compiling the sharded root instead gave eager blocks: dynamo broke
+its graph at FSDP2's hooks, and with activation checkpointing compiled nothing at all).
 """
 import contextlib
+import datetime
+import functools
 import os
 from collections import namedtuple
 
@@ -13,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import checkpoint
 import hf
+from configurator import DEFAULTS
 from model import GPT, rotary_tables
 
 # rank, local_rank, world: from torchrun's environment (0, 0, 1 in a single process); device: 'cpu' or 'cuda:i'
@@ -36,7 +44,10 @@ def init_system(config):
     device_type = 'cuda' if device.startswith('cuda') else 'cpu'
     if distributed:
         backend = config['backend'] if config['backend'] != 'auto' else ('nccl' if device_type == 'cuda' else 'gloo')
-        dist.init_process_group(backend=backend)
+        # our timeout, not NCCL's 10 minutes: rank 0 renames a sharded 8B checkpoint while the others wait (eval.py
+        # passes no run config: the default)
+        seconds = config.get('dist_timeout_s', DEFAULTS['dist_timeout_s'])
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=seconds))
     if device_type == 'cuda':
         torch.cuda.set_device(device)
     device_name = torch.cuda.get_device_name(device) if device_type == 'cuda' else 'cpu'
@@ -54,6 +65,12 @@ def precision(dtype, device_type, parallel='ddp'):
     ctx = (contextlib.nullcontext() if dtype == 'float32' or parallel == 'fsdp'
            else torch.autocast(device_type=device_type, dtype=getattr(torch, dtype)))
     return dtype, ctx, torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
+
+
+def pad_vocab(config, device_type):
+    """Whether a model built from scratch pads its vocabulary (model.VOCAB_MULTIPLE): 'auto' = on GPUs, where
+    aligned matmuls pay; on a CPU the extra rows only cost."""
+    return config['pad_vocab'] if config['pad_vocab'] != 'auto' else device_type == 'cuda'
 
 
 def build_model(model_config, device, seed, state_dict=None):
@@ -80,6 +97,73 @@ def materialize(model, device):
     return model
 
 
+CHECKPOINTING = ('none', 'full', 'selective')  # activation_checkpointing's settings
+
+
+def checkpointing_mode(value):
+    """activation_checkpointing as one of CHECKPOINTING; the older True / False read as 'full' / 'none'."""
+    return {True: 'full', False: 'none'}.get(value, value) if isinstance(value, bool) else value
+
+
+def selective_context():
+    """torchtitan's per-op policy for 'selective' checkpointing, as a context_fn for torch.utils.checkpoint: the
+    backward pass keeps the outputs of attention and of every other matmul (the expensive ops) and recomputes the
+    rest (norms, activations, rotary, every second matmul). Memory and compute: docs/benchmarks.md "8B memory"."""
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+    aten = torch.ops.aten
+    attention = {getattr(aten, name).default for name in (
+        '_scaled_dot_product_flash_attention', '_scaled_dot_product_efficient_attention',
+        '_scaled_dot_product_cudnn_attention', '_scaled_dot_product_flash_attention_for_cpu') if hasattr(aten, name)}
+    matmuls = {'forward': 0, 'recompute': 0}  # per checkpointed call: the recompute counts as its forward did
+
+    def policy(ctx, op, *args, **kwargs):
+        if op == aten.mm.default:
+            key = 'recompute' if ctx.is_recompute else 'forward'
+            matmuls[key] += 1
+            keep = matmuls[key] % 2 == 1
+        else:
+            keep = op in attention
+        return CheckpointPolicy.MUST_SAVE if keep else CheckpointPolicy.PREFER_RECOMPUTE
+    return create_selective_checkpoint_contexts(policy)
+
+
+def checkpointed(forward, mode):
+    """forward with its activations recomputed in the backward pass ('full': every one; 'selective': the policy
+    above); unchanged where no gradient is taken (evals, generation)."""
+    if mode == 'none':
+        return forward
+    context = {'context_fn': selective_context} if mode == 'selective' else {}
+
+    @functools.wraps(forward)
+    def run(*args, **kwargs):
+        if not torch.is_grad_enabled():
+            return forward(*args, **kwargs)
+        return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **context, **kwargs)
+    return run
+
+
+def prepare_blocks(model, config, device_type, backend='inductor'):
+    """Activation checkpointing inside each block and torch.compile of each block's forward (and of the head and
+    loss, model.head_loss), before shard() and the DDP wrapper. Module hooks (FSDP2's) run outside the compiled
+    forward, and the state_dict keys stay the model's own (no _orig_mod prefix). The blocks are alike, so they
+    share one compiled graph (compile_counts()). The embedding stays eager: a lookup and an add, nothing to fuse.
+    backend: torch.compile's (tests count graphs with their own)."""
+    compiled = use_compile(config, device_type)
+    for block in model.blocks:
+        forward = checkpointed(block.forward, checkpointing_mode(config['activation_checkpointing']))
+        block.forward = torch.compile(forward, backend=backend, fullgraph=True) if compiled else forward
+    if compiled:
+        model.head_loss = torch.compile(model.head_loss, backend=backend, fullgraph=True)
+    return model
+
+
+def compile_counts():
+    """What torch.compile compiled in this process, as dynamo's counters report it: graphs (unique graphs
+    compiled) and graph breaks (0 when nothing is compiled)."""
+    from torch._dynamo.utils import counters
+    return dict(graphs=counters['stats']['unique_graphs'], graph_breaks=sum(counters['graph_break'].values()))
+
+
 def load_model(model_config, config, system, dtype, start):
     """The model a run starts with (checkpoint.Start), in its starting weights, sharded under parallel='fsdp'.
     Under FSDP2 a run that does not start from scratch is built on the meta device and sharded first, so each rank
@@ -89,7 +173,8 @@ def load_model(model_config, config, system, dtype, start):
     with the optimizer, in one read."""
     saved, fsdp = start.checkpoint or {}, config['parallel'] == 'fsdp'
     if fsdp and start.kind != 'scratch':
-        model = materialize(shard(build_model(model_config, 'meta', config['seed']), dtype), system.device)
+        model = prepare_blocks(build_model(model_config, 'meta', config['seed']), config, system.device_type)
+        model = materialize(shard(model, dtype), system.device)
         if start.kind == 'hf':
             hf.load_into(model, start.path, model_config)
         elif 'model' in saved:
@@ -101,15 +186,18 @@ def load_model(model_config, config, system, dtype, start):
                         hf.load_weights(start.path, model_config) if start.kind == 'hf' else saved.get('model'))
     if start.kind == 'weights' and 'sharded' in saved:
         checkpoint.load_sharded(start.path, model)
+    prepare_blocks(model, config, system.device_type)
     return shard(model, dtype) if fsdp else model
 
 
 def make_optimizer(model, config, device_type):
     """AdamW with the weight-decay groups of model.configure_optimizers, at the config's peak LR (train.py sets
-    each step's LR from the plan). Sharded parameters (FSDP2's DTensors) take the foreach kernels, not fused."""
+    each step's LR from the plan). On cuda torch's fused kernel under both parallels: plain tensors under ddp, and
+    FSDP2's sharded DTensors under fsdp (torch's DTensor runs the fused AdamW op shard by shard, with no full-size
+    temporaries, where the foreach path allocated them). On CPU torch's default per-tensor loop, as before, so that
+    CPU runs stay bit-identical."""
     return model.configure_optimizers(config['weight_decay'], config['learning_rate'],
-                                      (config['beta1'], config['beta2']), config['adam_eps'],
-                                      device_type if config['parallel'] != 'fsdp' else 'cpu')
+                                      (config['beta1'], config['beta2']), config['adam_eps'], device_type)
 
 
 def use_compile(config, device_type):
@@ -121,7 +209,7 @@ def shard(model, dtype):
     """FSDP2: every transformer block and then the root sharded over all ranks (each rank holds 1/world of every
     weight, gradient and AdamW moment; a block's weights are gathered just for its forward and backward). On GPUs a
     low dtype is the mixed-precision policy: parameters in bfloat16 for compute, gradients reduced in float32.
-    Activation checkpointing (switched on in compile_and_wrap) recomputes inside each sharded block."""
+    Checkpointing and compile are set up on the blocks before (prepare_blocks), inside each sharded block."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard  # imported when used: ~1 s
     policy = (MixedPrecisionPolicy(param_dtype=getattr(torch, dtype), reduce_dtype=torch.float32)
               if dtype != 'float32' else MixedPrecisionPolicy())
@@ -131,13 +219,10 @@ def shard(model, dtype):
     return model
 
 
-def compile_and_wrap(model, config, system):
-    """torch.compile and, with several ranks under DDP, the DDP wrapper; under FSDP2 the model is sharded already
-    (shard()) and is what the loop calls. Returns the model the loop calls; keep the raw model for state dicts,
-    parameters and generation."""
-    model.activation_checkpointing = config['activation_checkpointing']
-    if use_compile(config, system.device_type):
-        model = torch.compile(model)
+def wrap_ddp(model, config, system):
+    """With several ranks under DDP, the DDP wrapper (the blocks are compiled already: prepare_blocks); under FSDP2
+    the model is sharded already (shard()) and is what the loop calls. Returns the model the loop calls; keep the raw
+    model for state dicts, parameters and generation."""
     if config['parallel'] == 'ddp' and system.world > 1:
         model = DDP(model, device_ids=[system.local_rank] if system.device_type == 'cuda' else None)
     return model

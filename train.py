@@ -216,6 +216,9 @@ def check_config(config, world):
     need(c['backend'] in ('auto', 'nccl', 'gloo'), 'backend', "'auto', 'nccl' or 'gloo'")
     need(c['parallel'] in ('ddp', 'fsdp'), 'parallel', "'ddp' or 'fsdp'")
     need(c['loss_average'] in ('tokens', 'sequences'), 'loss_average', "'tokens' or 'sequences'")
+    need(runtime.checkpointing_mode(c['activation_checkpointing']) in runtime.CHECKPOINTING, 'activation_checkpointing',
+         "'none', 'full' or 'selective' (or True / False, read as 'full' / 'none')")
+    need(c['dist_timeout_s'] > 0, 'dist_timeout_s', "a positive number of seconds")
     resumed = c['resume_from'] or layout.latest(c['out_dir']) if c['init_from'] == 'resume' else None
     if c['parallel'] == 'fsdp' and resumed and os.path.isfile(resumed):
         raise UserError(f"{resumed} was written under parallel='ddp' (one file): resume it with parallel='ddp', or "
@@ -306,12 +309,21 @@ def train_record(plan, t, lr, means, steps, ms, mfu, elapsed):
     return record, line
 
 
+def compile_plan(config, device_type, n_layer):
+    """What the start line says is compiled and recomputed (what did compile: a line after the first train record,
+    and summary.json's compile)."""
+    mode = runtime.checkpointing_mode(config['activation_checkpointing'])
+    compiled = (f"compile: each of {n_layer} blocks + head/loss" if runtime.use_compile(config, device_type)
+                else "compile off")
+    return compiled + f", activation checkpointing {mode}"
+
+
 def print_start(config, plan, raw_model, start, system, dtype):
     print(f"run {config['out_dir']}: {plan['N']} steps x {plan['S']} sequences x {config['block_size']} tokens, "
           f"U={plan['U']} target sequences x e={plan['e']}, stages from steps {[0] + schedule.stage_starts(plan)}, "
           f"{raw_model.get_num_params() / 1e6:.2f}M non-embedding params, device {system.device_name}, dtype {dtype}, "
-          f"{config['parallel']} x {system.world}" + (f", resuming at step {start.step}" if start.step else ""),
-          flush=True)
+          f"{config['parallel']} x {system.world}, {compile_plan(config, system.device_type, raw_model.config.n_layer)}"
+          + (f", resuming at step {start.step}" if start.step else ""), flush=True)
     if start.hf_source:
         print(f"model from {start.hf_source['dir']}: {hf.describe(raw_model.config)}", flush=True)
 
@@ -338,17 +350,23 @@ def write_summary(config, plan, final_val, generic, target, system, wall_s, mode
                                                                      torch=torch.__version__, numpy=np.__version__),
                    device=system.device_name, world_size=system.world,
                    sources={s['name']: checkpoint.source_summary(s) for s in (generic, target)}, wall_s=wall_s,
-                   model=model)
+                   model=model, compile=runtime.compile_counts())
     layout.write_json_atomic(os.path.join(config['out_dir'], 'summary.json'), summary)
     print(f"done: final val loss target {final_val.get('val_loss_target', float('nan')):.4f}, generic "
           f"{final_val.get('val_loss_generic', float('nan')):.4f}; {config['out_dir']}/summary.json", flush=True)
 
 
-def model_shape(config, start, generic, target):
+def model_shape(config, start, generic, target, device_type):
     """The model's GPTConfig: a Hugging Face model's own (its config.json, with this run's block_size and dropout),
-    its tokenizer checked against the data's, or else this run's model keys at the data's vocabulary."""
+    its tokenizer checked against the data's, or else this run's model keys at the data's vocabulary, padded
+    (pad_vocab) from scratch; a run from one of our checkpoints keeps that checkpoint's rows (older ones: none)."""
     if start.hf_source is None:
-        return model_config_from(config, generic['meta']['vocab_size'])
+        model_config = model_config_from(config, generic['meta']['vocab_size'],
+                                         runtime.pad_vocab(config, device_type))
+        if start.checkpoint is None:
+            return model_config
+        saved = (start.checkpoint.get('model_config') or {}).get('padded_vocab_size', 0)
+        return dataclasses.replace(model_config, padded_vocab_size=saved)
     model_config = hf.model_config(start.hf_source, config['block_size'], config['dropout'])
     hf.check_data_tokenizer(start.hf_source, model_config, (generic, target))
     if start.kind == 'hf':
@@ -362,7 +380,7 @@ def open_run(config, system):
     block_size = config['block_size']
     generic, target = data.open_sources(config)
     start = checkpoint.start(config, generic['meta'])
-    model_config = model_shape(config, start, generic, target)
+    model_config = model_shape(config, start, generic, target, system.device_type)
     plan = schedule.make_plan(config, data.train_windows(target, block_size), data.train_windows(generic, block_size),
                               generic_offset=start.generic_offset)
     pool = schedule.pool_of(plan)
@@ -457,7 +475,7 @@ def main(argv):
     window = LossWindow(system.device)
     last_log_step = (restore(start.checkpoint, raw_model, optimizer, scaler, window, system)
                      if start.kind in ('resume', 'fork') else -1)
-    model = runtime.compile_and_wrap(raw_model, config, system)
+    model = runtime.wrap_ddp(raw_model, config, system)
     log_path = checkpoint.restore_log(out_dir, start) if master else None
     log = logger(log_path, master, config)
     last_good = start.step if start.kind == 'resume' else None  # out_dir's checkpoint holds a good state of this run
@@ -516,6 +534,8 @@ def main(argv):
             mfu = raw_model.estimate_mfu(S * block_size * 1000 / ms / system.world, system.device_name)  # per device
             means = LossWindow.means(sums, tokens_per_count=1 if chat else block_size)
             log(*train_record(plan, t, lr, means, t - last_log_step, ms, mfu, now - t0))
+            if master and last_log_step < start.step and runtime.use_compile(config, system.device_type):
+                print(f"compiled: {runtime.compile_counts()} (dynamo's counters)", flush=True)
             window.reset()
             last_log_step, window_start = t, time.time()
     prefetch.shutdown()

@@ -11,7 +11,7 @@
 # Data: the Basque budget must hold the 51,200 target sequences (210M tokens; the README's 64M budget is for the
 # paper's small models); SlimPajama must hold the generic sequences of the largest ρ (0.9: 4000 x 128 − 51,200 =
 # 460,800 sequences, 1.89B tokens), else it repeats (the plan warns).
-# Memory and cost: README "The paper's 8B recipe" (ESTIMATES, not measured: no GPU was available).
+# Memory and cost: docs/benchmarks.md "8B memory" (ESTIMATES, not measured: no GPU was available).
 base = ['config/finetune_replay.py']       # mode='mixed', max_iters=0, cosine, dropout 0
 init_from = 'models/Llama-3.1-8B'          # the shape comes from its config.json; the model keys below are unused
 generic_dir = 'data/slimpajama_llama3'
@@ -20,8 +20,8 @@ out_dir = 'out/basque_llama31_8b'
 tasks = {'xcopa_eu': 'data/xcopa_eu.jsonl'}  # README "Task accuracy" says how to make it from HiTZ/XCOPA-eu
 # the schedule: 210M Basque tokens seen once, spread over every step with replay
 replay_fraction = 0.5                      # ρ; N = ⌈51,200 / (128 x (1 − ρ))⌉ = 800 steps
-batch_size = 2                             # sequences per micro-step per GPU ...
-gradient_accumulation_steps = 64           # ... S = 2 x 64 = 128 sequences per step, global (8 micro-steps per GPU)
+batch_size = 4                             # sequences per micro-step per GPU ... (docs/benchmarks.md "8B memory",
+gradient_accumulation_steps = 32           # an ESTIMATE: ~57 GiB a GPU) S = 4 x 32 = 128 global, 4 micro-steps a GPU
 block_size = 4096
 target_tokens = 209715200                  # 400 x 128 x 4096: U = 51,200 sequences
 target_epochs = 1
@@ -31,8 +31,10 @@ eval_interval = 100
 val_tokens = 1048576
 log_interval = 1
 checkpoint_interval = 200                  # a sharded checkpoint is ~96 GB (fp32 weights + AdamW moments)
-# the system: FSDP2 over 8 GPUs, bf16 compute with fp32 reductions, activations recomputed per block
+# the system: FSDP2 over 8 GPUs, bf16 compute with fp32 reductions; selective checkpointing (attention and every
+# other matmul kept: ~10% more compute where full recomputation costs ~31%, and ~8.7 GiB a sequence where none needs
+# ~22: at micro-batch 1 without it, 4x the weight gathers per step). ESTIMATES: docs/benchmarks.md "8B memory"
 parallel = 'fsdp'
 dtype = 'bfloat16'
-activation_checkpointing = True
+activation_checkpointing = 'selective'
 compile = True

@@ -104,5 +104,11 @@ parallel = 'ddp'                  # several ranks: 'ddp' (full weights, gradient
                                   # 'fsdp' (FSDP2: each block and the root sharded over the ranks, bf16 parameters
                                   # with fp32 reductions on GPUs; sharded checkpoints ckpt.dcp with
                                   # torch.distributed.checkpoint). fsdp needs torchrun, also for one rank
-activation_checkpointing = False  # recompute each block's activations in the backward pass: less memory, ~1/3 more
-                                  # compute (any parallel)
+activation_checkpointing = 'none' # recompute activations in the backward pass (any parallel): 'none' | 'full' (every
+                                  # block's: least memory, ~1/3 more compute) | 'selective' (torchtitan's per-op
+                                  # policy: attention and every other matmul kept). True / False = 'full' / 'none'
+pad_vocab = 'auto'                # round the embedding and head up to a multiple of 128 rows (a model from scratch;
+                                  # loaded ones keep theirs); 'auto' = on for cuda, off on cpu. The extra rows are
+                                  # never a target and are cut from the logits
+dist_timeout_s = 3600             # torch.distributed timeout: a collective waits this long for a slow rank (a sharded
+                                  # 8B checkpoint is ~96 GB on shared disk; NCCL's own default is 600 s)

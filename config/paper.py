@@ -7,9 +7,9 @@
 # 6-layer/512-wide/8-head shape in the GPT-2 architecture by default — add config/model_llama_150m_shape.py after
 # this config for the paper's Llama architecture; per-step deterministic mixing instead of random placement in
 # blocks of 2048 sequences (schedule.py).
-# COST (an ESTIMATE from the FLOP count, not measured: no GPU was available when this was written): 419M
-# FLOPs/token x 4.29B tokens = 1.8e18 FLOPs per run, about 1.3 h on one H100 at an assumed 40% MFU, about 10 min on
-# 8. Measure yours with bench.py and see docs/benchmarks.md.
+# COST (an ESTIMATE from model.py's FLOP count, 6N + 6·L·H·Q·T with causal attention; not measured: no GPU was
+# available when this was written): 343M FLOPs/token x 4.29B tokens = 1.47e18 FLOPs per run, about 1.0 h on one H100
+# at an assumed 40% MFU, about 8 min on 8. Measure yours with bench.py and see docs/benchmarks.md.
 generic_dir = 'data/c4'
 max_iters = 1024
 block_size = 4096

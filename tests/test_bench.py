@@ -86,3 +86,44 @@ def test_step_batches_hand_out_the_plan(load_args):
         got, want = step_batches(t), schedule.step_batch(step_batches.plan, t)
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
     assert len(step_batches.ready) <= 64
+
+
+def test_bench_times_the_runs_loaded_model(tmp_path, capsys):
+    """init_from=a Hugging Face directory: bench.py times that model (its shape and weights, as train.py loads it),
+    names it, and counts its parameters as the directory holds them; init_from='resume' is refused in one line."""
+    import tiny_model  # prepare/'s (conftest.py puts it on sys.path)
+    from safetensors import safe_open
+    model_dir = str(tmp_path / 'llama')
+    tok = tiny_model.make_tokenizer('llama', vocab_size=300, texts=tiny_model.training_texts()[:20])
+    tiny_model.make_model('llama', model_dir, *tok, std=0.15)
+    subprocess.run([sys.executable, 'prepare/demo.py', '--tokenizer', model_dir, '--max_tokens', '30K',
+                    f"--generic_out={tmp_path / 'generic'}", f"--target_out={tmp_path / 'target'}"], cwd=ROOT,
+                   check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    args = ['config/tiny.py', f"--generic_dir={tmp_path / 'generic'}", f"--target_dir={tmp_path / 'target'}",
+            f'--out_dir={tmp_path / "out"}', '--bench_steps=1', '--bench_warmup=0', '--bench_rounds=1',
+            '--bench_loader_batches=1', '--val_tokens=512']
+    bench.main([*args, f'--init_from={model_dir}'])
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith('model: '))
+    with safe_open(os.path.join(model_dir, 'model.safetensors'), 'pt') as f:
+        in_directory = sum(int(np.prod(f.get_slice(name).get_shape())) for name in f.keys())
+    assert f'the model directory {model_dir}' in line, line
+    assert f'{in_directory:,} parameters in all' in line, line
+    with pytest.raises(UserError, match="init_from='resume': bench.py times a run's model"):
+        bench.main([*args, '--init_from=resume'])
+
+
+def test_make_bench_gpu_runs_its_rows_on_cpu(tmp_path):
+    """make bench-gpu DEVICE=cpu: the GPU rows' code paths at toy sizes (fsdp under torchrun), one markdown table."""
+    result = subprocess.run(['make', '-s', 'bench-gpu', 'DEVICE=cpu',
+                             f"BENCH_ARGS=--data_dir={tmp_path / 'data'} --out={tmp_path / 'out'}"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith('| row |'))
+    assert 'ms/step' in lines[header] and 'MFU' in lines[header] and 'attention kernel' in lines[header]
+    rows = lines[header + 2:header + 5]
+    assert [row.split(' | ')[0] for row in rows] == [
+        '| GPT-2 124M, block 1024 (toy size on cpu)', '| 150M Llama shape, block 4096 (toy size on cpu)',
+        '| Llama-3.2-1B shape, FSDP2 x 1, block 2048 (toy size on cpu)']
+    assert 'fsdp x 1' in rows[2] and all('unknown' in row and 'GiB' in row and 'off' in row for row in rows)
+    assert all('flash_attention (cpu)' in row for row in rows)  # the kernel SDPA picks

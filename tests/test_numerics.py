@@ -197,7 +197,7 @@ def adamw(model, config, saved=None):
 def sequence_losses(model, rows):
     """Each row's mean cross entropy of predicting token i+1 from tokens 0..i: (B,)."""
     inputs, labels = rows[:, :-1], rows[:, 1:]
-    logits, _ = model(inputs, labels)  # model.py returns all positions' logits when given targets
+    logits, _ = model(inputs, all_logits=True)  # every position's logits; the loss is computed here
     return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction='none').view(labels.shape).mean(1)
 
 
@@ -318,7 +318,7 @@ def val_loss(config, weights, name):
     rows = torch.from_numpy(rows.astype(np.int64))
     model = model_from(config, weights).eval()
     with torch.no_grad():
-        logits, _ = model(rows[:, :-1], rows[:, 1:])
+        logits, _ = model(rows[:, :-1], all_logits=True)
     losses = F.cross_entropy(logits.flatten(0, 1), rows[:, 1:].flatten(), reduction='none')
     return losses.double().mean().item()
 

@@ -49,6 +49,7 @@ def test_log_and_summary_are_written(straight_run):
     assert summary['tokens'] == {'target': 32 * 32, 'generic': (320 - 32) * 32}
     for key in ('config', 'git_commit', 'versions', 'device', 'sources', 'plan'):
         assert key in summary
+    assert summary['compile'] == {'graphs': 0, 'graph_breaks': 0}  # CPU: compile='auto' is off, and says so
     assert set(summary['sources']) == {'generic', 'target'} and summary['sources']['target']['meta_sha256']
     assert os.path.isfile(os.path.join(out, 'ckpt.pt')) and os.path.isfile(os.path.join(out, 'ckpt_20.pt'))
     # the loss went down on both domains
