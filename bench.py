@@ -22,7 +22,8 @@ MFU = flops/token x tokens/s / the device's dense bf16 peak (model.py: flops_per
 CPU and on GPUs model.py has no peak for.
 
 Extra keys (besides every config key): compare, profile (bare --compare / --profile work too), bench_steps,
-bench_warmup, bench_rounds, bench_seconds, bench_loader_batches, bench_start, prefetch.
+bench_warmup, bench_rounds, bench_seconds, bench_loader_batches, bench_start, prefetch. Every key takes --key=value or
+--key value; a boolean may be bare.
 """
 import itertools
 import os
@@ -41,7 +42,7 @@ import data
 import runtime
 import schedule
 import train
-from configurator import UserError, load_config, run_main
+from configurator import UserError, check_rules, load_config, run_main
 from model import model_config_from
 
 BENCH_KEYS = dict(
@@ -58,7 +59,9 @@ BENCH_KEYS = dict(
     prefetch='auto',         # where the loaders run: 'auto' = as train.py (a thread on cuda, inline on cpu),
                              # 'thread' or 'inline' to measure the other choice
 )
-SWITCHES = ('--compare', '--profile')
+BENCH_RULES = dict(bench_steps='at least 1', bench_loader_batches='at least 1', bench_warmup='0 or more',
+                   bench_rounds='0 or more', bench_seconds='0 or more', bench_start='-1 or more',
+                   prefetch=('auto', 'thread', 'inline'))
 
 
 def single_source_batch(data, n_rows, micro_batch, block_size, pin, generator):
@@ -95,14 +98,7 @@ def labelled(name, loader):
 
 def check_options(config):
     train.check_config(config, int(os.environ.get('WORLD_SIZE', 1)))
-    for key in ('bench_steps', 'bench_loader_batches'):
-        if config[key] < 1:
-            raise UserError(f"{key}={config[key]} must be at least 1")
-    for key in ('bench_warmup', 'bench_rounds', 'bench_seconds'):
-        if config[key] < 0:
-            raise UserError(f"{key}={config[key]} must be 0 or more")
-    if config['prefetch'] not in ('auto', 'thread', 'inline'):
-        raise UserError(f"prefetch={config['prefetch']!r} must be 'auto', 'thread' or 'inline'")
+    check_rules(config, BENCH_RULES)
 
 
 def setup(config):
@@ -275,7 +271,7 @@ def profile(b):
 
 
 def main(argv):
-    config = load_config([f'{a}=True' if a in SWITCHES else a for a in argv], extra_keys=BENCH_KEYS)
+    config = load_config(argv, extra_keys=BENCH_KEYS, doc=__doc__)
     check_options(config)
     b = setup(config)
     print_setup(b)

@@ -15,7 +15,8 @@ model directory's own; for a checkpoint the one export.py writes beside it (hf.t
 
 Prints one line per task and appends its record (kind='task', as train.py logs them, with `source` and the
 checkpoint's `step`, None for a model directory) to --out: default eval.jsonl beside the checkpoint (in the run
-directory) or in the model directory.
+directory). A model directory is never written to unless asked: without --out its records are only printed.
+Options: --key=value or --key value (--help lists them).
 """
 import ast
 import dataclasses
@@ -33,13 +34,16 @@ from configurator import UserError, parse_options, run_main
 from model import checkpoint_model_config
 
 OPTIONS = dict(
-    out='',           # the JSON-lines file the records are appended to ('' = eval.jsonl beside the model)
+    tasks='',         # NAME=FILE[,NAME=FILE...], a FILE alone, or a dict ('' = the run's own tasks)
+    out='',           # the JSON-lines file the records are appended to ('' = eval.jsonl in the run directory)
     block_size=0,     # tokens the model reads (0 = a checkpoint's own; a model directory's context)
     batch_size=16,    # a forward holds at most batch_size x block_size tokens, padding included
     device='auto',
     dtype='auto',     # autocast as in training: 'auto' = bfloat16 on GPUs that have it, float32 on the CPU
     tokenizer='',     # a checkpoint's tokenizer directory, if it is no longer where the run found it
 )
+RULES = dict(out='an output file', block_size='0 or more', batch_size='at least 1', device='a torch device',
+             dtype=runtime.DTYPES, tokenizer='an existing directory', source='a checkpoint or a model directory')
 USAGE = "python eval.py RUN_DIR_OR_CHECKPOINT_OR_HF_DIR [--tasks=NAME=FILE,...] [--out=FILE] [--block_size=N]"
 
 
@@ -85,24 +89,20 @@ def open_model(source, options):
     hf.check_weights(source, config)
     if hf_source['tokenizer'] is None:
         raise UserError(f"{source} has no tokenizer.json: tasks are encoded with the model's own tokenizer")
-    return (config, lambda: hf.load_weights(source, config), tasks.load_tokenizer(source), None, {},
-            os.path.join(source, 'eval.jsonl'))
+    return config, lambda: hf.load_weights(source, config), tasks.load_tokenizer(source), None, {}, ''  # no file
 
 
 def main(argv):
-    tasks_text = [a.split('=', 1)[1] for a in argv if a.startswith('--tasks=')]
-    options = parse_options([a for a in argv if not a.startswith('--tasks=')], OPTIONS, positional=['source'],
-                            usage=USAGE)
-    if options['dtype'] not in runtime.DTYPES:
-        raise UserError(f"dtype={options['dtype']!r} must be 'auto', 'float32', 'bfloat16' or 'float16'")
+    options = parse_options(argv, OPTIONS, positional=['source'], usage=USAGE, rules=RULES, doc=__doc__)
     model_config, weights, tokenizer, step, run_tasks, default_out = open_model(options['source'], options)
-    task_files = tasks.read_tasks(parse_tasks(tasks_text[-1]) if tasks_text else run_tasks)
+    task_files = tasks.read_tasks(parse_tasks(options['tasks']) if options['tasks'] else run_tasks)
     if not task_files:
         raise UserError(f"no tasks: pass --tasks=NAME=FILE (the run's config has none). usage: {USAGE}")
     task_set = tasks.encode_task_set(task_files, tokenizer, model_config.block_size, options['batch_size'])
     out = options['out'] or default_out
     try:
-        open(out, 'a').close()  # before any compute: an unwritable place is one error line, not lost work
+        if out:
+            open(out, 'a').close()  # before any compute: an unwritable place is one error line, not lost work
     except OSError as e:
         raise UserError(f"cannot write {out} ({e.strerror}): pass --out=FILE") from None
 
@@ -117,10 +117,12 @@ def main(argv):
             print(line, flush=True)
 
     tasks.evaluate_and_log(task_set, model, step, ctx, system, log)
-    if system.rank == 0:
+    if system.rank == 0 and out:
         with open(out, 'a') as f:
             f.writelines(json.dumps(r) + '\n' for r in records)
         print(f"appended {len(records)} task record(s) to {out}")
+    elif system.rank == 0:
+        print(f"not written to {options['source']} (a model directory): pass --out=FILE to keep the records")
     if dist.is_initialized():
         dist.destroy_process_group()
 

@@ -742,8 +742,12 @@ def print_text(summary):
         print(f"warning: {w}")
 
 
+OPTIONS = {'format': 'text', 'show_step': -1}  # this script's keys, besides every config key
+RULES = dict(format=('text', 'json'), show_step='-1 or more')
+
+
 def main(argv):
-    config = load_config(argv, extra_keys={'format': 'text', 'show_step': -1})
+    config = load_config(argv, extra_keys=OPTIONS, doc=__doc__, rules=RULES)
     plan = make_plan(config, split_windows(config['target_dir'], config['block_size']),
                      split_windows(config['generic_dir'], config['block_size']))
     if config['show_step'] >= 0:
