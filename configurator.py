@@ -277,10 +277,10 @@ def check_device(name, device):
 def check_path(name, path, rule):
     """A path of the kind the rule names; what it is instead, in one line."""
     if rule == 'an existing file' and not os.path.exists(path):
-        raise UserError(f"{name}={path!r} does not exist")
+        raise UserError(f"{name}={path!r} not found")
     if rule == 'an existing directory' and not os.path.isdir(path):
         raise UserError(f"{name}={path!r} " + ("is a file, not a directory" if os.path.exists(path) else
-                                               "does not exist"))
+                                               "not found"))
     if rule == 'an existing file' and os.path.isdir(path):
         raise UserError(f"{name}={path!r} is a directory, not a file")
     if rule == 'a checkpoint' and not is_checkpoint(path):

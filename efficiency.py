@@ -218,7 +218,7 @@ def efficiency_report(rows):
 
 def main(argv):
     sweep_dir = parse_options(argv, {}, positional=['sweep_dir'], usage='python efficiency.py SWEEP_DIR',
-                              doc=__doc__, rules=dict(sweep_dir='an existing directory'))['sweep_dir']
+                              doc=__doc__)['sweep_dir']
     try:
         report = efficiency_report(load_sweep(sweep_dir))
     except (ValueError, OSError) as e:

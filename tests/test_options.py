@@ -167,15 +167,16 @@ def script_tables(w):
     data, run = w['data'], w['run']
     train_base = ['config/tiny.py', *data, f'--out_dir={run}']  # the finished run itself: nothing may touch it
     slurm_only = set(sweep.SLURM_OPTIONS)
+    sweep_dir = dict(sweep_dir='an existing directory')  # plot's and efficiency's positional: load_sweep checks it
     return dict(
         train=(train.main, DEFAULTS, train.RULES, (), lambda key: train_base),
         bench=(bench.main, bench.BENCH_KEYS, bench.BENCH_RULES, (), lambda key: train_base),
         schedule=(schedule.main, schedule.OPTIONS, schedule.RULES, (), lambda key: ['config/tiny.py', *data]),
         sweep=(sweep.main, sweep.OPTIONS, sweep.RULES, (),
                lambda key: [w['sweep_file'], '--dry_run'] + (['--launcher=slurm'] if key in slurm_only else [])),
-        plot=(plot.main, plot.OPTIONS, dict(sweep_dir='an existing directory'), ('sweep_dir',),
+        plot=(plot.main, plot.OPTIONS, sweep_dir, ('sweep_dir',),
               lambda key: [w['garbage_sweep']]),
-        efficiency=(efficiency.main, {}, dict(sweep_dir='an existing directory'), ('sweep_dir',), lambda key: []),
+        efficiency=(efficiency.main, {}, sweep_dir, ('sweep_dir',), lambda key: []),
         sample=(sample.main, sample.OPTIONS, sample.RULES, ('source',), lambda key: [run]),
         eval=(eval_script.main, eval_script.OPTIONS, eval_script.RULES, ('source',), lambda key: [run]),
         export=(export.main, export.OPTIONS, export.RULES, ('source',), lambda key: [run, f"--to={w['new']}"]),
