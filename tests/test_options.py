@@ -189,10 +189,8 @@ def option_cases(w):
     for script, (main, table, rules, positional, base) in script_tables(w).items():
         for key in sorted(set(table) | set(rules)):
             for value in bad_values(table.get(key, ''), rules.get(key), w):
-                if key in positional:  # the bad value in the positional's place
-                    argv = [value if a == base(key)[0] else a for a in base(key)] if base(key) else [value]
-                    if script in ('plot', 'efficiency'):
-                        argv = [value]
+                if key in positional:  # the bad value in the positional's place (base's first argument)
+                    argv = [value, *base(key)[1:]]
                 else:
                     argv = [*base(key), f'--{key}={value}']
                 cases.append((script, key, value, main, argv))
