@@ -25,7 +25,8 @@ MFU = flops/token x tokens/s / the device's dense bf16 peak (model.py: flops_per
 CPU and on GPUs model.py has no peak for.
 
 Extra keys (besides every config key): compare, profile (bare --compare / --profile work too), bench_steps,
-bench_warmup, bench_rounds, bench_seconds, bench_loader_batches, bench_start, prefetch, bench_json.
+bench_warmup, bench_rounds, bench_seconds, bench_loader_batches, bench_start, prefetch, bench_json. Every key takes
+--key=value or --key value; a boolean may be bare.
 """
 import itertools
 import os
@@ -45,7 +46,7 @@ import layout
 import runtime
 import schedule
 import train
-from configurator import UserError, load_config, run_main
+from configurator import UserError, check_rules, load_config, run_main
 
 BENCH_KEYS = dict(
     compare=False,           # also time the nanoGPT-style single-source loader, alternating with replay's
@@ -62,7 +63,9 @@ BENCH_KEYS = dict(
                              # 'thread' or 'inline' to measure the other choice
     bench_json='',           # also write the replay loader's numbers to this JSON file (bench_gpu.py's table)
 )
-SWITCHES = ('--compare', '--profile')
+BENCH_RULES = dict(bench_steps='at least 1', bench_loader_batches='at least 1', bench_warmup='0 or more',
+                   bench_rounds='0 or more', bench_seconds='0 or more', bench_start='-1 or more',
+                   prefetch=('auto', 'thread', 'inline'))
 
 
 def single_source_batch(data, n_rows, micro_batch, block_size, pin, generator):
@@ -99,14 +102,7 @@ def labelled(name, loader):
 
 def check_options(config):
     train.check_config(config, int(os.environ.get('WORLD_SIZE', 1)))
-    for key in ('bench_steps', 'bench_loader_batches'):
-        if config[key] < 1:
-            raise UserError(f"{key}={config[key]} must be at least 1")
-    for key in ('bench_warmup', 'bench_rounds', 'bench_seconds'):
-        if config[key] < 0:
-            raise UserError(f"{key}={config[key]} must be 0 or more")
-    if config['prefetch'] not in ('auto', 'thread', 'inline'):
-        raise UserError(f"prefetch={config['prefetch']!r} must be 'auto', 'thread' or 'inline'")
+    check_rules(config, BENCH_RULES)
 
 
 def setup(config):
@@ -311,7 +307,7 @@ def profile(b):
 
 
 def main(argv):
-    config = load_config([f'{a}=True' if a in SWITCHES else a for a in argv], extra_keys=BENCH_KEYS)
+    config = load_config(argv, extra_keys=BENCH_KEYS, doc=__doc__)
     check_options(config)
     b = setup(config)
     print_setup(b)

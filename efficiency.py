@@ -217,7 +217,8 @@ def efficiency_report(rows):
 
 
 def main(argv):
-    sweep_dir = parse_options(argv, {}, positional=['sweep_dir'], usage='python efficiency.py SWEEP_DIR')['sweep_dir']
+    sweep_dir = parse_options(argv, {}, positional=['sweep_dir'], usage='python efficiency.py SWEEP_DIR',
+                              doc=__doc__)['sweep_dir']
     try:
         report = efficiency_report(load_sweep(sweep_dir))
     except (ValueError, OSError) as e:

@@ -21,7 +21,8 @@ string the model read), and for generation tasks generation (cut at the stop str
 
 Prints one line per task and appends its record (kind='task', as train.py logs them, with `source` and the
 checkpoint's `step`, None for a model directory) to --out: default eval.jsonl beside the checkpoint (in the run
-directory) or in the model directory.
+directory). A model directory is never written to unless asked: without --out its records are only printed.
+Options: --key=value or --key value (--help lists them).
 """
 import ast
 import dataclasses
@@ -40,7 +41,8 @@ from model import checkpoint_model_config
 from tokenizer import checkpoint_tokenizer, load_tokenizer
 
 OPTIONS = dict(
-    out='',           # the JSON-lines file the records are appended to ('' = eval.jsonl beside the model)
+    tasks='',         # NAME=FILE[,NAME=FILE...], a FILE alone, or a dict ('' = the run's own tasks)
+    out='',           # the JSON-lines file the records are appended to ('' = eval.jsonl in the run directory)
     block_size=0,     # tokens the model reads (0 = a checkpoint's own; a model directory's context)
     batch_size=16,    # a forward holds at most batch_size x block_size tokens, padding included
     device='auto',
@@ -48,6 +50,8 @@ OPTIONS = dict(
     tokenizer='',     # a checkpoint's tokenizer directory, if it is no longer where the run found it
     log_samples='',   # a JSON-lines file for each example's prompt, generation / log-likelihoods and scores
 )
+RULES = dict(out='an output file', block_size='0 or more', batch_size='at least 1', device='a torch device',
+             dtype=runtime.DTYPES, tokenizer='an existing directory', source='a checkpoint or a model directory')
 USAGE = "python eval.py RUN_DIR_OR_CHECKPOINT_OR_HF_DIR [--tasks=NAME=FILE,...] [--out=FILE] [--block_size=N]"
 
 
@@ -93,18 +97,14 @@ def open_model(source, options):
     hf.check_weights(source, config)
     if hf_source['tokenizer'] is None:
         raise UserError(f"{source} has no tokenizer.json: tasks are encoded with the model's own tokenizer")
-    return (config, lambda: hf.load_weights(source, config), load_tokenizer(source), None, {},
-            os.path.join(source, 'eval.jsonl'))
+    return config, lambda: hf.load_weights(source, config), load_tokenizer(source), None, {}, ''  # no file
 
 
 def main(argv):
-    tasks_text = [a.split('=', 1)[1] for a in argv if a.startswith('--tasks=')]
-    options = parse_options([a for a in argv if not a.startswith('--tasks=')], OPTIONS, positional=['source'],
-                            usage=USAGE)
-    if options['dtype'] not in runtime.DTYPES:
-        raise UserError(f"dtype={options['dtype']!r} must be 'auto', 'float32', 'bfloat16' or 'float16'")
+    options = parse_options(argv, OPTIONS, positional=['source'], usage=USAGE, rules=RULES, doc=__doc__)
     model_config, weights, tokenizer, step, run_tasks, default_out = open_model(options['source'], options)
-    task_files = tasks.read_tasks(parse_tasks(tasks_text[-1]) if tasks_text else run_tasks, model_config.block_size)
+    task_files = tasks.read_tasks(parse_tasks(options['tasks']) if options['tasks'] else run_tasks,
+                                  model_config.block_size)
     if not task_files:
         raise UserError(f"no tasks: pass --tasks=NAME=FILE (the run's config has none). usage: {USAGE}")
     task_set = tasks.encode_task_set(task_files, tokenizer, model_config.block_size, options['batch_size'])
@@ -128,14 +128,16 @@ def main(argv):
 
     samples = [] if options['log_samples'] else None
     tasks.evaluate_and_log(task_set, model, step, ctx, system, log, samples)
-    if system.rank == 0:
+    if system.rank == 0 and out:
         with open(out, 'a') as f:
             f.writelines(json.dumps(r) + '\n' for r in records)
         print(f"appended {len(records)} task record(s) to {out}")
-        if samples is not None:
-            with open(options['log_samples'], 'w') as f:
-                f.writelines(json.dumps(s, ensure_ascii=False) + '\n' for s in samples)
-            print(f"wrote {len(samples)} example(s) to {options['log_samples']}")
+    elif system.rank == 0:
+        print(f"not written to {options['source']} (a model directory): pass --out=FILE to keep the records")
+    if system.rank == 0 and samples is not None:
+        with open(options['log_samples'], 'w') as f:
+            f.writelines(json.dumps(s, ensure_ascii=False) + '\n' for s in samples)
+        print(f"wrote {len(samples)} example(s) to {options['log_samples']}")
     if dist.is_initialized():
         dist.destroy_process_group()
 

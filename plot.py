@@ -552,7 +552,7 @@ OPTIONS = dict(pdf=False,      # also write PDFs
 
 def main(argv):
     args = parse_options(argv, OPTIONS, positional=['sweep_dir'],
-                         usage='python plot.py SWEEP_DIR [--pdf] [--fit] [--report]')
+                         usage='python plot.py SWEEP_DIR [--pdf] [--fit] [--report]', doc=__doc__)
     try:
         rows = load_sweep(args['sweep_dir'])
     except (ValueError, OSError) as e:

@@ -3,10 +3,13 @@ sample.py: text from a checkpoint, decoded with the tokenizer its data was prepa
 of it): gpt2, bytes, or a model directory's tokenizer.json. The samples are drawn together, one batch, with the
 model's KV cache (temperature and top-k sampling; --temperature=0 is greedy).
 
-    python sample.py --out_dir=out/tiny --start="def " --num_samples=2 --max_new_tokens=200
-    python sample.py --ckpt=out/tiny/ckpt_20.pt --start=FILE:prompt.txt --temperature=0.8 --top_k=50
-    python sample.py --out_dir=out/chat --chat --start="What is replay?"   (a chat model: --start is the user's
-        message, rendered with the tokenizer directory's chat template and its generation prompt; prints the reply)
+    python sample.py out/tiny --start="def " --num_samples=2 --max_new_tokens=200
+    python sample.py out/tiny/ckpt_20.pt --start=FILE:prompt.txt --temperature=0.8 --top_k=50
+    python sample.py out/chat --chat --start="What is replay?"   (a chat model: --start is the user's message,
+        rendered with the tokenizer directory's chat template and its generation prompt; prints the reply)
+
+The run directory (its newest checkpoint) or a checkpoint comes first; --out_dir=RUN and --ckpt=PATH name it too
+(nanoGPT's habit; default: out). Options: --key=value or --key value (--help lists them).
 """
 import os
 
@@ -22,7 +25,7 @@ from model import checkpoint_model_config
 from tokenizer import get_tokenizer
 
 OPTIONS = dict(
-    out_dir='out',          # the run whose newest checkpoint to read
+    out_dir='out',          # the run whose newest checkpoint to read (or give it first, without --out_dir)
     ckpt='',                # or an explicit checkpoint (a file, or a sharded ckpt*.dcp directory)
     start='\n',             # the prompt, or FILE:path to read it from a file
     num_samples=2,
@@ -34,6 +37,10 @@ OPTIONS = dict(
     tokenizer='',           # override the run's tokenizer: 'gpt2', 'bytes' or a model directory with tokenizer.json
     chat=False,             # --start is a user message: render it with the chat template, print the reply
 )
+RULES = dict(num_samples='at least 1', max_new_tokens='at least 1', temperature='a positive number',
+             top_k='0 or more', seed='0 or more', device='a torch device', source='a checkpoint', ckpt='a checkpoint',
+             out_dir='a checkpoint')
+USAGE = "python sample.py [RUN_DIR_OR_CHECKPOINT] [--start=TEXT] [--num_samples=N] [--max_new_tokens=N]"
 
 
 def tokenizer_name(saved):
@@ -48,8 +55,13 @@ def tokenizer_name(saved):
 
 
 def main(argv):
-    options = parse_options(argv, OPTIONS)
-    path = layout.checkpoint_at(options['ckpt'] or options['out_dir'])
+    options = parse_options(argv, OPTIONS, positional=['source?'], usage=USAGE, rules=RULES, doc=__doc__)
+    given = [options[k] for k in ('source', 'ckpt') if options[k]] + ([options['out_dir']] if any(
+        a == '--out_dir' or a.startswith('--out_dir=') for a in argv) else [])
+    if len(given) > 1:
+        raise UserError(f"the checkpoint is named twice ({', '.join(given)}): give the run or checkpoint once")
+    source = given[0] if given else options['out_dir']
+    path = layout.checkpoint_at(source)
     if not os.path.exists(path):
         raise UserError(f"checkpoint {path} not found: train first or pass --ckpt=PATH")
     saved = checkpoint.load_checkpoint(path, weights=True)  # a corrupt one is one error line; loading runs no code

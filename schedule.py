@@ -815,8 +815,12 @@ def print_text(summary):
         print(f"warning: {w}")
 
 
+OPTIONS = {'format': 'text', 'show_step': -1}  # this script's keys, besides every config key
+RULES = dict(format=('text', 'json'), show_step='-1 or more')
+
+
 def main(argv):
-    config = load_config(argv, extra_keys={'format': 'text', 'show_step': -1})
+    config = load_config(argv, extra_keys=OPTIONS, doc=__doc__, rules=RULES)
     if config['init_from'] not in ('scratch', 'resume') and not os.path.exists(config['init_from']):
         raise UserError(f"init_from={config['init_from']!r} does not exist (train.py stops there too): put the "
                         f"model directory or checkpoint there, or add --init_from=scratch to see the plan alone")

@@ -316,10 +316,15 @@ def read_registry(sweep_dir):
         return dict(jobs=[])
     try:
         with open(path) as f:
-            return json.load(f)
+            registry = json.load(f)
     except ValueError:
         raise UserError(f"{path} is not valid JSON: restore it, or move it away to start the sweep's registry "
                         f"anew (its jobs are then no longer tracked)") from None
+    if not (isinstance(registry, dict) and isinstance(registry.get('jobs'), list)
+            and all(isinstance(job, dict) for job in registry['jobs'])):
+        raise UserError(f"{path} is JSON but not a sweep's job registry (an object whose 'jobs' is a list of "
+                        f"objects): restore it, or move it away to start the registry anew")
+    return registry
 
 
 def write_registry(sweep_dir, registry):

@@ -54,7 +54,8 @@ import time
 
 import layout
 import schedule
-from configurator import UserError, check_value, load_config, parse_value, read_config_file, run_main
+from configurator import (DEFAULTS, UserError, check_rules, check_value, load_config, parse_value, print_help_if_asked,
+                          read_config_file, run_main, split_argv)
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SWEEP_FILE_KEYS = {'base': [], 'overrides': {}, 'grid': {}, 'runs': [{}], 'sweep_dir': 'out/sweep'}
@@ -63,6 +64,11 @@ OPTIONS = {'gpus': '', 'gpus_per_run': 1, 'jobs': 1, 'dry_run': False, 'share': 
            # --launcher=slurm only (slurm.py)
            'partition': '', 'account': '', 'time': 1440, 'nodes': 1, 'gpus_per_node': 0, 'cpus_per_task': 0,
            'mem_gb': 0, 'sbatch': {}, 'setup': []}
+# what each option's value must be (configurator.check_rules, the check of train.py's keys): nothing may wait for a
+# resource that cannot exist
+RULES = dict(gpus='GPU indices', gpus_per_run='0 or more', jobs='at least 1', min_fork_step='0 or more',
+             launcher=('local', 'slurm'), sweep_dir='an output directory', time='at least 1', nodes='at least 1',
+             gpus_per_node='0 or more', cpus_per_task='0 or more', mem_gb='0 or more')
 LOCAL_OPTIONS = ('gpus', 'jobs')
 SLURM_OPTIONS = ('partition', 'account', 'time', 'nodes', 'gpus_per_node', 'cpus_per_task', 'mem_gb', 'sbatch',
                  'setup')
@@ -77,24 +83,27 @@ RESULT_COLUMNS = ['run', 'protocol', 'reference', 'seed', 'data_seed', 'mode', '
 
 
 def parse_args(argv):
-    """Split argv into the sweep file, sweep options and train.py overrides."""
-    files = [a for a in argv if not a.startswith('--')]
+    """Split argv into the sweep file, sweep options and train.py overrides (configurator's command line: --help,
+    --key=value or --key value, bare booleans)."""
+    print_help_if_asked(argv, __doc__)
+    items = split_argv(argv, {**DEFAULTS, **OPTIONS})
+    files = [text for key, text, _ in items if key is None]
     if len(files) != 1:
         raise UserError("usage: python sweep.py SWEEP_FILE.py [--key=value ...] (exactly one sweep file)")
     options, overrides = dict(OPTIONS), {}
-    for arg in argv:
-        if not arg.startswith('--'):
-            continue
-        if '=' not in arg:
-            raise UserError(f"argument {arg} must look like --key=value")
-        key, text = arg[2:].split('=', 1)
+    for key, text, where in items:
         if key in OPTIONS:
-            options[key] = option_value(key, text)
-        else:
-            overrides[key] = check_value(key, parse_value(text), f"argument {arg}")
+            options[key] = option_value(key, text, where)
+        elif key is not None:
+            overrides[key] = check_value(key, parse_value(text), where, {**DEFAULTS, **OPTIONS})  # hints: both
     if options['launcher'] not in ('local', 'slurm'):
         raise UserError(f"--launcher={options['launcher']} is not a launcher: use 'local' (the default) or 'slurm'")
-    given = {a[2:].split('=', 1)[0] for a in argv if a.startswith('--')}
+    check_rules(options, RULES, prefix='--')
+    gpus = [g for g in options['gpus'].split(',') if g.strip()]
+    if gpus and not 1 <= options['gpus_per_run'] <= len(gpus):
+        raise UserError(f"--gpus_per_run={options['gpus_per_run']} must be between 1 and the {len(gpus)} GPU(s) of "
+                        f"--gpus={options['gpus']}: no run could ever start")
+    given = {key for key, _, _ in items if key is not None}
     wrong = [k for k in (SLURM_OPTIONS if options['launcher'] == 'local' else LOCAL_OPTIONS) if k in given]
     if wrong:
         raise UserError(f"--{wrong[0]} is an option of the {'slurm' if options['launcher'] == 'local' else 'local'}"
@@ -106,10 +115,11 @@ def parse_args(argv):
                             f"{', '.join(SWEEP_FILE_KEYS)})")
         sweep[key] = value
     sweep['sweep_dir'] = options['sweep_dir'] or sweep['sweep_dir']
+    check_rules(sweep, dict(sweep_dir='an output directory'))
     return sweep, options, overrides
 
 
-def option_value(key, text):
+def option_value(key, text, where):
     """--key=text for a sweep option, typed like its default (check_value), except that a string option keeps the
     text as it is and a lone string is the one item of a list option (--setup='source .venv/bin/activate')."""
     default = OPTIONS[key]
@@ -120,7 +130,7 @@ def option_value(key, text):
         value = [value]  # one setup line
     if value is None:  # check_value lets None through (for keys that default to None); no sweep option takes it
         value = text
-    return check_value(key, value, f"argument --{key}={text}", OPTIONS)
+    return check_value(key, value, where, OPTIONS)
 
 
 def expand(sweep, cli_overrides):

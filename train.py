@@ -34,8 +34,8 @@ import layout
 import runtime
 import schedule
 import tasks
-from configurator import UserError, load_config, run_main
-from model import document_positions_and_mask, model_config_from
+from configurator import DEFAULTS, UserError, check_rules, load_config, run_main, split_argv
+from model import GPT, document_positions_and_mask, model_config_from
 from tokenizer import tokenizer_meta
 
 
@@ -185,40 +185,39 @@ def evaluate_chat(model, source, config, ctx, system, n):
     return (total[0] / total[1]).item()
 
 
+# what each key's value must be, beyond its type (configurator.check_rules: one line "KEY=VALUE must be WHAT");
+# the checks that relate keys are check_config's, the schedule's keys are schedule.py's
+RULES = dict(
+    **dict.fromkeys(('n_layer', 'n_head', 'n_embd', 'log_interval', 'val_tokens'), 'at least 1'),
+    **dict.fromkeys(('eval_interval', 'checkpoint_interval', 'spike_eval_steps', 'spike_eval_interval',
+                     'intermediate_size', 'seed', 'data_seed', 'stop_after'), '0 or more'),
+    **dict.fromkeys(('learning_rate', 'stage2_learning_rate', 'adam_eps', 'norm_eps', 'init_std', 'rope_theta'),
+                    'a positive number'),
+    **dict.fromkeys(('min_lr', 'weight_decay', 'grad_clip'), '0 or more'),
+    **dict.fromkeys(('beta1', 'beta2', 'dropout'), 'in [0, 1)'),
+    arch=('gpt2', 'llama'), tie_embeddings=(None, True, False), dtype=runtime.DTYPES, backend=('auto', 'nccl', 'gloo'),
+    parallel=('ddp', 'fsdp'), device='a torch device', out_dir='an output directory',
+    loss_average=('tokens', 'sequences'), dist_timeout_s='a positive number',
+)
+
+
 def check_config(config, world):
-    """Values the configurator's type check cannot judge. NaN fails every comparison below, so it is caught too."""
+    """Values the configurator's type check cannot judge. NaN fails every comparison, so it is caught too."""
     c = config
 
     def need(ok, key, what):
         if not ok:
             raise UserError(f"{key}={c[key]!r} must be {what}")
-    for key in ('n_layer', 'n_head', 'n_embd', 'log_interval', 'val_tokens'):
-        need(c[key] >= 1, key, "at least 1")
-    for key in ('eval_interval', 'checkpoint_interval', 'spike_eval_steps', 'spike_eval_interval',
-                'intermediate_size', 'seed', 'data_seed', 'stop_after'):
-        need(c[key] >= 0, key, "0 or more")
-    for key in ('learning_rate', 'stage2_learning_rate', 'adam_eps', 'norm_eps', 'init_std', 'rope_theta'):
-        need(0 < c[key] < math.inf, key, "a positive number")
-    for key in ('min_lr', 'weight_decay', 'grad_clip'):
-        need(0 <= c[key] < math.inf, key, "0 or more")
-    for key in ('beta1', 'beta2', 'dropout'):
-        need(0 <= c[key] < 1, key, "in [0, 1)")
-    need(c['arch'] in ('gpt2', 'llama'), 'arch', "'gpt2' or 'llama'")
+    check_rules(c, RULES)
     if c['n_embd'] % c['n_head']:
         raise UserError(f"n_embd={c['n_embd']} must be divisible by n_head={c['n_head']}")
     need(c['n_kv_head'] >= 0 and c['n_head'] % (c['n_kv_head'] or c['n_head']) == 0, 'n_kv_head',
          f"0 (= n_head) or a divisor of n_head={c['n_head']}")
-    need(c['tie_embeddings'] in (None, True, False), 'tie_embeddings', "None, True or False")
     if c['gradient_accumulation_steps'] % world:
         raise UserError(f"gradient_accumulation_steps={c['gradient_accumulation_steps']} must be divisible by the "
                         f"number of ranks ({world}): S = batch_size * gradient_accumulation_steps is global")
-    need(c['dtype'] in runtime.DTYPES, 'dtype', "'auto', 'float32', 'bfloat16' or 'float16'")
-    need(c['backend'] in ('auto', 'nccl', 'gloo'), 'backend', "'auto', 'nccl' or 'gloo'")
-    need(c['parallel'] in ('ddp', 'fsdp'), 'parallel', "'ddp' or 'fsdp'")
-    need(c['loss_average'] in ('tokens', 'sequences'), 'loss_average', "'tokens' or 'sequences'")
     need(runtime.checkpointing_mode(c['activation_checkpointing']) in runtime.CHECKPOINTING, 'activation_checkpointing',
          "'none', 'full' or 'selective' (or True / False, read as 'full' / 'none')")
-    need(c['dist_timeout_s'] > 0, 'dist_timeout_s', "a positive number of seconds")
     resumed = c['resume_from'] or layout.latest(c['out_dir']) if c['init_from'] == 'resume' else None
     if c['parallel'] == 'fsdp' and resumed and os.path.isfile(resumed):
         raise UserError(f"{resumed} was written under parallel='ddp' (one file): resume it with parallel='ddp', or "
@@ -229,13 +228,6 @@ def check_config(config, world):
     if c['parallel'] == 'fsdp' and c['dtype'] == 'float16':
         raise UserError("dtype='float16' needs loss scaling, which parallel='fsdp' does not do here: use "
                         "dtype='bfloat16' (or float32)")
-    if c['device'] != 'auto':
-        try:
-            torch.device(c['device'])
-        except RuntimeError:
-            raise UserError(f"device={c['device']!r} is not a torch device: use 'auto', 'cpu' or 'cuda'") from None
-        if c['device'].startswith('cuda') and not torch.cuda.is_available():
-            raise UserError(f"device={c['device']!r} but no CUDA GPU is visible: use device='cpu' or 'auto'")
     if c['init_from'] not in ('scratch', 'resume') and not os.path.exists(c['init_from']):
         hf.check_not_hub_id('init_from', c['init_from'])
         raise UserError(f"init_from={c['init_from']!r} is not 'scratch', 'resume' or an existing checkpoint path")
@@ -245,8 +237,6 @@ def check_config(config, world):
     steps = c['max_iters'] or schedule.make_plan(c)['N']  # max_iters=0: the N that mode='mixed' derives
     if not all(isinstance(k, int) and 0 < k <= steps for k in c['checkpoint_steps']):
         raise UserError(f"checkpoint_steps={c['checkpoint_steps']} must be steps between 1 and max_iters")
-    if os.path.exists(c['out_dir']) and not os.path.isdir(c['out_dir']):
-        raise UserError(f"out_dir={c['out_dir']!r} is a file, not a directory")
     if c['wandb_log'] and importlib.util.find_spec('wandb') is None:
         raise UserError("wandb_log=True but wandb is not installed: pip install wandb, or --wandb_log=False")
 
@@ -294,8 +284,19 @@ def batch_record(t, fed, world):
     return dict(kind='batch', step=t, first_tokens=[r[0] for r in fed], is_target=[r[1] for r in fed])
 
 
-def train_record(plan, t, lr, means, steps, ms, mfu, elapsed):
-    """The train log record after step t (README "Log format"), with its one-line print."""
+def duration(seconds):
+    """12s, 3m05s, 2h07m: elapsed times and ETAs in the train lines."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def train_record(plan, t, lr, means, steps, ms, mfu, elapsed, eta):
+    """The train log record after step t (README "Log format"), with its one-line print (which adds the elapsed
+    time and the ETA, the remaining steps at this process's mean pace so far, evals included)."""
     done_target = schedule.targets_before(plan, t + 1)
     S, block_size = plan['S'], plan['block_size']
     record = dict(kind='train', step=t, stage=schedule.stage_of(plan, t), lr=lr, **means, steps=steps,
@@ -305,7 +306,8 @@ def train_record(plan, t, lr, means, steps, ms, mfu, elapsed):
     by_source = ', '.join(f"{name} {means['loss_' + name]:.4f}" for name in ('target', 'generic')
                           if means['loss_' + name] is not None)
     line = (f"step {t + 1}/{plan['N']} | stage {record['stage']} | loss {means['loss']:.4f} ({by_source}) | lr "
-            f"{lr:.3g} | {ms:.1f} ms/step" + (f" | mfu {100 * mfu:.1f}%" if mfu is not None else ""))
+            f"{lr:.3g} | {ms:.1f} ms/step" + (f" | mfu {100 * mfu:.1f}%" if mfu is not None else "")
+            + f" | {duration(elapsed)} elapsed, ETA {duration(eta)}")
     return record, line
 
 
@@ -316,6 +318,24 @@ def compile_plan(config, device_type, n_layer):
     compiled = (f"compile: each of {n_layer} blocks + head/loss" if runtime.use_compile(config, device_type)
                 else "compile off")
     return compiled + f", activation checkpointing {mode}"
+
+
+def print_intent(config, argv):
+    """What train.py is about to run, printed right after the config is read and before any data or model is
+    built: a forgotten config file (the default 124M model on a CPU) shows at once, not after the first step."""
+    files = [text for key, text, _ in split_argv(argv, DEFAULTS) if key is None]
+    if config['init_from'] not in ('scratch', 'resume') and os.path.isdir(config['init_from']):
+        model = f"the model in {config['init_from']} (its config.json)"
+    else:
+        with torch.device('meta'):  # shapes only: no memory, no init
+            params = GPT(model_config_from(config, 256)).get_num_params()
+        model = (f"{config['arch']} {config['n_layer']} layers x {config['n_embd']} ({params / 1e6:.2f}M "
+                 f"non-embedding params)")
+    steps = f"{config['max_iters']} steps" if config['max_iters'] else "steps derived from the data (max_iters=0)"
+    print(f"train.py: {', '.join(files) if files else 'no config file (config/default.py alone)'} -> "
+          f"{config['out_dir']}: {model}, {steps} x {config['batch_size'] * config['gradient_accumulation_steps']} "
+          f"sequences x {config['block_size']} tokens, device {runtime.pick_device(config['device'])}, "
+          f"init_from={config['init_from']!r}", flush=True)
 
 
 def print_start(config, plan, raw_model, start, system, dtype):
@@ -374,10 +394,12 @@ def model_shape(config, start, generic, target, device_type):
     return model_config
 
 
-def open_run(config, system):
-    """Data, how the run starts, the model's shape and the plan, all checked before the model exists; out_dir made
-    ready. Returns (generic, target, start, model_config, plan, pool, fingerprint)."""
-    block_size = config['block_size']
+def open_run(config, system, task_files):
+    """Every check that can fail on the user's input, then out_dir made ready: data, how the run starts (resume
+    compatibility included), the model's shape, the plan, the tasks in the model's tokenizer and the finished-run
+    refusal all run before prepare_out_dir, the first thing that changes out_dir (it removes summary.json), so a
+    refused run loses nothing. Returns (generic, target, start, model_config, plan, pool, fingerprint, task_set)."""
+    block_size, out_dir = config['block_size'], config['out_dir']
     generic, target = data.open_sources(config)
     start = checkpoint.start(config, generic['meta'])
     model_config = model_shape(config, start, generic, target, system.device_type)
@@ -389,11 +411,16 @@ def open_run(config, system):
         checkpoint.check_resume(start, config, plan, fingerprint)
     for source in (generic, target):
         data.check_token_ids(source, model_config.vocab_size, config['val_tokens'])
+    task_set = tasks.encode_tasks(task_files, config, start.hf_source, generic['meta'])  # in the model's tokenizer
+    if os.path.isfile(os.path.join(out_dir, 'summary.json')) and not config['overwrite']:
+        raise UserError(f"out_dir={out_dir!r} holds a finished run (summary.json): choose another out_dir, or pass "
+                        f"--overwrite=True to replace it")
+    # validated: from here on out_dir changes
     if system.rank == 0:
-        checkpoint.prepare_out_dir(config['out_dir'])
+        checkpoint.prepare_out_dir(out_dir)
         for warning in plan['warnings']:
             print(f"warning: {warning}")
-    return generic, target, start, model_config, plan, pool, fingerprint
+    return generic, target, start, model_config, plan, pool, fingerprint, task_set
 
 
 def restore(saved, model, optimizer, scaler, window, system):
@@ -460,13 +487,14 @@ def diverged(what, out_dir, last_good):
 
 
 def main(argv):
-    config = load_config(argv)
+    config = load_config(argv, doc=__doc__)
     check_config(config, int(os.environ.get('WORLD_SIZE', 1)))
+    if int(os.environ.get('RANK', 0)) == 0:
+        print_intent(config, argv)
     task_files = tasks.read_tasks(config['tasks'], config['block_size'])  # every task file checked before anything else
     system = runtime.init_system(config)
     master, out_dir, block_size = system.rank == 0, config['out_dir'], config['block_size']
-    generic, target, start, model_config, plan, pool, fingerprint = open_run(config, system)
-    task_set = tasks.encode_tasks(task_files, config, start.hf_source, generic['meta'])  # in the model's tokenizer
+    generic, target, start, model_config, plan, pool, fingerprint, task_set = open_run(config, system, task_files)
 
     # --- model and optimizer, restored where the run continues a checkpoint ---
     dtype, ctx, scaler = runtime.precision(config['dtype'], system.device_type, config['parallel'])
@@ -487,7 +515,7 @@ def main(argv):
     load = data.loader(plan, pool, generic, target, config, system.rank, system.world, system.device_type == 'cuda')
     prefetch = data.prefetcher(system.device_type == 'cuda')  # cuda: reads step t+1's windows while t computes
     upcoming = prefetch.submit(load, start.step) if start.step < N else None
-    final_val, final_tasks, t0 = {}, {}, time.time()
+    final_val, final_tasks, t0, first_log = {}, {}, time.time(), True
     window_start = t0
     if master:
         print_start(config, plan, raw_model, start, system, dtype)
@@ -532,8 +560,13 @@ def main(argv):
             now = time.time()
             ms = (now - window_start) * 1000 / (t - last_log_step)
             mfu = raw_model.estimate_mfu(S * block_size * 1000 / ms / system.world, system.device_name)  # per device
+            eta = (now - t0) / (t + 1 - start.step) * (N - t - 1)
             means = LossWindow.means(sums, tokens_per_count=1 if chat else block_size)
-            log(*train_record(plan, t, lr, means, t - last_log_step, ms, mfu, now - t0))
+            log(*train_record(plan, t, lr, means, t - last_log_step, ms, mfu, now - t0, eta))
+            if master and first_log:
+                print(f"estimated total: {duration(now - t0 + eta)} for steps {start.step + 1}..{N} "
+                      f"({duration(now - t0)} for the first {t + 1 - start.step})", flush=True)
+                first_log = False
             if master and last_log_step < start.step and runtime.use_compile(config, system.device_type):
                 print(f"compiled: {runtime.compile_counts()} (dynamo's counters)", flush=True)
             window.reset()

@@ -6,6 +6,8 @@
 
 # ---- I/O and logging ---------------------------------------------------------------------------------------
 out_dir = 'out'                   # run directory: log.jsonl, summary.json, ckpt.pt
+overwrite = False                 # True: start again in an out_dir that holds a finished run (summary.json), which
+                                  # train.py otherwise refuses; its summary.json goes, its log and ckpt.pt are rewritten
 generic_dir = 'data/demo_generic' # generic source (pre-training data, e.g. C4): train.bin, val.bin, meta.json
 target_dir = 'data/demo_target'   # target source (the scarce fine-tuning domain): same layout
 log_interval = 10                 # steps between train log records (the only regular host-device syncs)

@@ -19,6 +19,7 @@ import argparse
 import codecs
 import collections
 import concurrent.futures
+import difflib
 import functools
 import json
 import os
@@ -32,7 +33,7 @@ from tqdm import tqdm
 
 sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root (see above)
 import layout  # noqa: E402
-from configurator import UserError, run_main  # noqa: E402
+from configurator import UserError, check_rule, run_main  # noqa: E402
 from tokenizer import get_tokenizer, is_model_dir_tokenizer  # noqa: E402
 VAL_RULE = ('by document: the first documents of the val stream (the dataset\'s validation split when it has one, '
             'else the start of the document stream), whole, until val_tokens is reached; train is the documents '
@@ -62,9 +63,43 @@ def parse_count(text):
     return int(round(float(m.group(1).replace('_', '')) * scale))
 
 
+def parse_bool(text):
+    if text not in ('True', 'False', 'true', 'false'):
+        raise argparse.ArgumentTypeError(f"'{text}' is not True or False")
+    return text in ('True', 'true')
+
+
+def at_least_1(text):
+    if not re.fullmatch(r'\s*[0-9]+\s*', text) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' must be a whole number, at least 1")
+    return int(text)
+
+
 class _Parser(argparse.ArgumentParser):
+    """argparse under the project's command-line convention (configurator.py): --help, --key value or --key=value,
+    a boolean bare or with a value (--force, --force=True), "did you mean" for an unknown option, and an --out
+    (or --*_out) that must be a directory that can be made. No abbreviations: a typo is an error, not a guess."""
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def add_argument(self, *names, **kwargs):
+        if kwargs.get('action') == 'store_true':  # a bare --flag, or --flag=True/False
+            kwargs.update(action='store', nargs='?', const=True, default=False, type=parse_bool)
+        return super().add_argument(*names, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        for dest, value in vars(parsed).items():
+            if (dest == 'out' or dest.endswith('_out')) and value:
+                check_rule(f'--{dest}', value, 'an output directory')
+        return parsed
+
     def error(self, message):  # argparse's own mistakes exit 2 too, but with one line, like every other error
-        self.exit(2, f'error: {message} (see {self.prog} --help)\n')
+        unknown = re.match(r'unrecognized arguments: (--[^\s=]+)', message)
+        names = [name for action in self._actions for name in action.option_strings]
+        close = difflib.get_close_matches(unknown.group(1), names, n=1) if unknown else []
+        hint = f' (did you mean {close[0]}?)' if close else ''
+        self.exit(2, f'error: {message}{hint} (see {self.prog} --help)\n')
 
 
 def base_parser(doc, tokenizer='gpt2', max_tokens='0', val_tokens='1048576', out=None):
@@ -81,7 +116,7 @@ def base_parser(doc, tokenizer='gpt2', max_tokens='0', val_tokens='1048576', out
                         '(default: %(default)s)')
     p.add_argument('--val_tokens', type=parse_count, default=None if val_tokens is None else parse_count(val_tokens),
                    help=f'val tokens, whole documents held out (default: {val_tokens or "see above"})')
-    p.add_argument('--workers', type=int, default=os.cpu_count() or 1,
+    p.add_argument('--workers', type=at_least_1, default=os.cpu_count() or 1,
                    help='tokenizer processes (BPE tokenizers); default: all cores (%(default)s)')
     p.add_argument('--force', action='store_true', help='rebuild even when meta.json says it is already done')
     return p

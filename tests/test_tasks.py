@@ -505,7 +505,7 @@ CHOICES_FEWSHOT_YAML = PLAIN_YAML.replace('local_choices', 'local_choices_fewsho
 
 
 def our_generation_tasks(path, files, tokenizer=None):
-    model, tokenizer = our_model(path, GEN_BLOCK), tokenizer or tasks.load_tokenizer(path)
+    model, tokenizer = our_model(path, GEN_BLOCK), tokenizer or load_tokenizer(path)
     spec = dict(local_generate=dict(file=files['generate'], **GEN_OPTIONS),
                 local_gsm8k=dict(file=files['gsm_test'], max_gen_toks=MAX_GEN),
                 local_gsm8k_fewshot=dict(file=files['gsm_test'], max_gen_toks=MAX_GEN, num_fewshot=3,
@@ -630,7 +630,7 @@ def test_chat_template_equal_to_the_harness(models, generation, tmp_path):
                 fewshot_as_multiturn=multiturn, task_manager=TaskManager(include_path=yaml_dir,
                                                                         include_defaults=False))
         results.update(result['samples'])
-    model, tokenizer = our_model(path, GEN_BLOCK), tasks.load_tokenizer(path)
+    model, tokenizer = our_model(path, GEN_BLOCK), load_tokenizer(path)
     spec = dict(local_generate=dict(file=data['generate'], apply_chat_template=True, **GEN_OPTIONS),
                 local_gsm8k_fewshot=dict(file=data['gsm_test'], max_gen_toks=MAX_GEN, num_fewshot=3,
                                          fewshot_file=data['gsm_train'], apply_chat_template=True),
