@@ -17,7 +17,8 @@ def test_every_config_and_sweep_run_plans_exactly_as_before():
     assert set(before) <= set(now)  # every config and sweep run of then
     added = {name.split('|')[0].split(':')[0] for name in set(now) - set(before)}  # configs written since
     assert added == {'config/three_stage.py', 'config/replay_ramp.py', 'config/basque_llama31_8b.py',
-                     'config/sweep_basque_8b.py', 'config/finetune_replay.py', 'config/sweep_finetune_replay.py'}
+                     'config/sweep_basque_8b.py', 'config/finetune_replay.py', 'config/sweep_finetune_replay.py',
+                     'config/chat_replay_llama31_8b.py', 'config/sweep_chat_replay_8b.py'}
     changed = [name for name in before if now[name] != before[name]]
     assert not changed, f"{len(changed)} plans changed, e.g. {changed[:5]}"
 
