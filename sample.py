@@ -20,7 +20,7 @@ import chat_template
 import checkpoint
 import layout
 import runtime
-from configurator import UserError, parse_options, run_main
+from configurator import UserError, check_rule, parse_options, run_main
 from model import checkpoint_model_config
 from tokenizer import get_tokenizer
 
@@ -37,9 +37,8 @@ OPTIONS = dict(
     tokenizer='',           # override the run's tokenizer: 'gpt2', 'bytes' or a model directory with tokenizer.json
     chat=False,             # --start is a user message: render it with the chat template, print the reply
 )
-RULES = dict(num_samples='at least 1', max_new_tokens='at least 1', temperature='a positive number',
-             top_k='0 or more', seed='0 or more', device='a torch device', source='a checkpoint', ckpt='a checkpoint',
-             out_dir='a checkpoint')
+RULES = dict(num_samples='at least 1', max_new_tokens='at least 1', temperature='0 or more',
+             top_k='0 or more', seed='0 or more', device='a torch device', source='a checkpoint', ckpt='a checkpoint')
 USAGE = "python sample.py [RUN_DIR_OR_CHECKPOINT] [--start=TEXT] [--num_samples=N] [--max_new_tokens=N]"
 
 
@@ -61,6 +60,7 @@ def main(argv):
     if len(given) > 1:
         raise UserError(f"the checkpoint is named twice ({', '.join(given)}): give the run or checkpoint once")
     source = given[0] if given else options['out_dir']
+    check_rule('out_dir', source, 'a checkpoint')  # the default 'out' too, once no other source is given
     path = layout.checkpoint_at(source)
     if not os.path.exists(path):
         raise UserError(f"checkpoint {path} not found: train first or pass --ckpt=PATH")

@@ -39,6 +39,7 @@ from helpers import ROOT, write_random_source
 
 sys.path.insert(0, os.path.join(ROOT, 'prepare'))
 import common  # noqa: E402
+import hub  # noqa: E402
 import demo  # noqa: E402
 import local  # noqa: E402
 import tiny_model  # noqa: E402
@@ -205,7 +206,7 @@ def prepare_parsers(w):
     scripts = dict(demo=(demo.main, [f"--generic_out={w['new']}_g", f"--target_out={w['new']}_t"]),
                    local=(local.main, [f"--input={w['task']}", f"--out={w['new']}"]),
                    tiny_model=(tiny_model.main, [f"--out={w['new']}"]),
-                   c4=(lambda argv: common.hub_main('c4', 'allenai/c4', 'main', doc='c4', argv=argv),
+                   c4=(lambda argv: hub.hub_main('c4', 'allenai/c4', 'main', doc='c4', argv=argv),
                        [f"--out={w['new']}"]))
     parsers, original = {}, common._Parser.parse_args
 
