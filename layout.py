@@ -1,6 +1,9 @@
 """
 layout.py: where a run keeps its checkpoints, in one place, without torch (sweep.py and slurm.py read it too; the
-formats themselves are checkpoint.py's), and the one way its JSON files are replaced. In a run directory:
+formats themselves are checkpoint.py's), how a sweep starts a run in its directory (its config.py, the resume
+arguments, the torchrun prefix: shared by sweep.py's local launcher and slurm.py's jobs), and the one way its JSON
+files are replaced. In a run directory:
+    config.py            the run's full config, written by sweep.py (`python train.py <run>/config.py` reruns it)
     ckpt.pt              the newest checkpoint, parallel='ddp' (one file)
     ckpt.dcp/            the newest checkpoint, parallel='fsdp' (a sharded directory; ckpt.dcp.old after a save
                          killed between its two renames)
@@ -10,6 +13,7 @@ import json
 import os
 
 LATEST = ('ckpt.pt', 'ckpt.dcp', 'ckpt.dcp.old')  # a run holds one of them; the order breaks a tie
+ROOT = os.path.dirname(os.path.abspath(__file__))  # the repository: train.py is here
 SHARDED_META = 'meta.pt'  # in a sharded checkpoint directory: all but the model and optimizer (checkpoint.py)
 
 
@@ -43,8 +47,53 @@ def is_sharded_checkpoint(path):
     return os.path.isfile(os.path.join(path, SHARDED_META))
 
 
+def last_step(out_dir):
+    """Completed steps by the run's log.jsonl (its last record), or None without a log."""
+    path = os.path.join(out_dir, 'log.jsonl')
+    if not os.path.isfile(path):
+        return None
+    with open(path, 'rb') as f:
+        f.seek(max(0, os.path.getsize(path) - 65536))
+        for line in reversed(f.read().decode(errors='replace').splitlines()):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            return record['step'] + (record['kind'] != 'eval')  # train/batch records: the step just taken
+    return None
+
+
 def write_json_atomic(path, obj):
     """Write a JSON file so that a reader never sees half of it (summary.json, a sweep's jobs.json)."""
     with open(path + '.tmp', 'w') as f:
         json.dump(obj, f, indent=1)
     os.replace(path + '.tmp', path)
+
+
+def write_run_config(path, config):
+    """The run's exact config as a config file: `python train.py <run>/config.py` reruns it from scratch. Creates
+    the run directory."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write("# written by sweep.py: this run's full config\n")
+        for key, value in config.items():
+            f.write(f"{key} = {value!r}\n")
+
+
+def resume_args(out_dir, fork):
+    """train.py arguments that start or continue run out_dir, decided when it starts: from its own checkpoint if it
+    has one (it crashed, or was preempted, or an earlier job of it stopped at a fork point), else from the parent's
+    checkpoint kept at the fork step (fork = (parent out_dir, step)) if that exists, else from scratch."""
+    if latest(out_dir):
+        return ["--init_from='resume'"]
+    fork_checkpoint = kept(*fork) if fork else None
+    if fork_checkpoint:
+        return ["--init_from='resume'", f"--resume_from={fork_checkpoint!r}"]
+    return []
+
+
+def torchrun_args(procs, parallel):
+    """The arguments between python and train.py for one node of `procs` ranks: torchrun's, or none."""
+    if procs > 1 or parallel == 'fsdp':  # FSDP2 needs torchrun's ranks, also alone
+        return ['-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={max(procs, 1)}']
+    return []

@@ -5,7 +5,7 @@ Jobs. A run that other runs fork from is cut at their fork steps: each piece, a 
 that runs train.py with --stop_after=b (it writes ckpt.pt and ckpt_b.pt and exits), and the jobs that continue from
 step b, the run's own next segment and the first segments of the runs forking there, are submitted with
 --dependency=afterok on it. A fork starts as soon as its parent has computed the shared steps; no job holds a GPU
-waiting for a file. A job decides when it STARTS where to begin (sweep.resume_args): its run's own ckpt.pt if there
+waiting for a file. A job decides when it STARTS where to begin (layout.resume_args): its run's own ckpt.pt if there
 is one, else the parent's checkpoint at the fork step, else step 0; so a requeued job continues exactly, as
 `train.py --init_from=resume` does after a crash.
 
@@ -39,7 +39,6 @@ import time
 import submitit
 
 import layout
-import sweep
 from configurator import UserError
 
 TIMEOUT_REQUEUES = 10  # a job requeues itself on its time limit at most this many times (submitit's countdown)
@@ -122,7 +121,7 @@ def rendezvous_port(job_id):
 
 
 def train_command(spec, resume, first_node='<first_node>', job_id='<job_id>', python=sys.executable,
-                  root=sweep.ROOT):
+                  root=layout.ROOT):
     """The command every node of the job runs: train.py alone, or under torchrun (one node: --standalone; several:
     the c10d rendezvous on the job's first node)."""
     args = [os.path.join(root, 'train.py'), spec['config'], *resume]
@@ -134,7 +133,7 @@ def train_command(spec, resume, first_node='<first_node>', job_id='<job_id>', py
                     '--rdzv_backend=c10d', f'--rdzv_endpoint={first_node}:{rendezvous_port(job_id)}',
                     f'--rdzv_id={job_id}']
     else:
-        torchrun = sweep.torchrun_args(procs, spec['parallel'])
+        torchrun = layout.torchrun_args(procs, spec['parallel'])
     return [python, *torchrun, *args]
 
 
@@ -153,7 +152,7 @@ class Segment(submitit.helpers.Checkpointable):
     def __call__(self):
         env = submitit.JobEnvironment()
         spec = self.spec
-        resume = sweep.resume_args(spec['out_dir'], spec['fork'])  # decided now, so a requeued job continues
+        resume = layout.resume_args(spec['out_dir'], spec['fork'])  # decided now, so a requeued job continues
         command = train_command(spec, resume, env.hostnames[0], env.job_id)
         log = open(os.path.join(spec['out_dir'], 'stdout.log'), 'a') if env.node == 0 else None
         header = (f"[sweep.py: SLURM job {env.job_id}, node {env.node} ({env.hostname}), steps {spec['start']}.."
@@ -218,7 +217,7 @@ def command_text(command):
 
 def shown_command(spec):
     """The command a job will run, with python and paths relative to the working directory."""
-    root = os.path.relpath(sweep.ROOT, spec['cwd'])
+    root = os.path.relpath(layout.ROOT, spec['cwd'])
     return command_text(train_command(spec, intended_resume(spec), python='python', root='' if root == '.' else root))
 
 
@@ -408,29 +407,13 @@ def submit(runs, order, sweep_dir, options):
 def submit_job(executor, spec, config, title, command, wait, setup):
     """One sbatch through submitit: the run's config file (with the checkpoints its forks start from), then the
     job, with the command it runs written into its script for people to read."""
-    sweep.write_run_config(spec['config'], config)
+    layout.write_run_config(spec['config'], config)
     executor.update_parameters(
         job_name=f"replay:{spec['run']}:{spec['start']}..{spec['stop']}",
         dependency=f"afterok:{wait}" if wait else None,
         setup=[f"# sweep.py: run {title}; every node runs (resume arguments decided when the job starts):",
-               f"#   {command}", f"export PYTHONPATH={shlex.quote(sweep.ROOT)}${{PYTHONPATH:+:$PYTHONPATH}}", *setup])
+               f"#   {command}", f"export PYTHONPATH={shlex.quote(layout.ROOT)}${{PYTHONPATH:+:$PYTHONPATH}}", *setup])
     return executor.submit(Segment(spec)).job_id
-
-
-def last_step(out_dir):
-    """Completed steps by the run's log.jsonl (its last record), or None without a log."""
-    path = os.path.join(out_dir, 'log.jsonl')
-    if not os.path.isfile(path):
-        return None
-    with open(path, 'rb') as f:
-        f.seek(max(0, os.path.getsize(path) - 65536))
-        for line in reversed(f.read().decode(errors='replace').splitlines()):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            return record['step'] + (record['kind'] != 'eval')  # train/batch records: the step just taken
-    return None
 
 
 def last_error(out_dir, job_id, folder):
@@ -469,7 +452,7 @@ def status(runs, order, sweep_dir):
         state, job, slurm_state = current[seg['key']]
         state = 'finished' if open_segment is None else (state or 'not submitted')
         counts[state] = counts.get(state, 0) + 1
-        step = last_step(run['config']['out_dir'])
+        step = layout.last_step(run['config']['out_dir'])
         detail = f"steps {seg['start']}..{seg['stop']}" if len(mine) > 1 and job else ''
         if state == 'failed':
             detail += f" {slurm_state or 'state unknown'}: " + (last_error(run['config']['out_dir'], job['job_id'],

@@ -52,9 +52,9 @@ import time
 
 import layout
 import schedule
+import slurm
 from configurator import UserError, check_value, load_config, parse_value, read_config_file, run_main
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
 SWEEP_FILE_KEYS = {'base': [], 'overrides': {}, 'grid': {}, 'runs': [{}], 'sweep_dir': 'out/sweep'}
 OPTIONS = {'gpus': '', 'gpus_per_run': 1, 'jobs': 1, 'dry_run': False, 'share': True, 'sweep_dir': '',
            'min_fork_step': 0, 'launcher': 'local', 'status': False, 'cancel': False,
@@ -189,43 +189,15 @@ def fork_tree(hashes, min_fork):
     return parent, fork_step, order
 
 
-def write_run_config(path, config):
-    """The run's exact config as a config file: `python train.py <run>/config.py` reruns it from scratch. Creates
-    the run directory."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, 'w') as f:
-        f.write("# written by sweep.py: this run's full config\n")
-        for key, value in config.items():
-            f.write(f"{key} = {value!r}\n")
-
-
-def resume_args(out_dir, fork):
-    """train.py arguments that start or continue run out_dir, decided when it starts: from its own checkpoint if it
-    has one (it crashed, or was preempted, or an earlier job of it stopped at a fork point), else from the parent's
-    checkpoint kept at the fork step (fork = (parent out_dir, step)) if that exists, else from scratch."""
-    if layout.latest(out_dir):
-        return ["--init_from='resume'"]
-    fork_checkpoint = layout.kept(*fork) if fork else None
-    if fork_checkpoint:
-        return ["--init_from='resume'", f"--resume_from={fork_checkpoint!r}"]
-    return []
-
-
-def torchrun_args(procs, parallel):
-    """The arguments between python and train.py for one node of `procs` ranks: torchrun's, or none."""
-    if procs > 1 or parallel == 'fsdp':  # FSDP2 needs torchrun's ranks, also alone
-        return ['-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={max(procs, 1)}']
-    return []
-
-
 def launch(run, slot, options):
     """Start train.py for one run on one slot (a GPU group, or a CPU job); returns the Popen."""
     out = run['config']['out_dir']
-    write_run_config(os.path.join(out, 'config.py'), run['config'])
-    args = [os.path.join(out, 'config.py'), *resume_args(out, run['fork_from'])]
+    layout.write_run_config(os.path.join(out, 'config.py'), run['config'])
+    args = [os.path.join(out, 'config.py'), *layout.resume_args(out, run['fork_from'])]
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     gpus = len(slot) if slot is not None and slot[0] != 'cpu' else 0
-    cmd = [sys.executable, *torchrun_args(gpus, run['config']['parallel']), os.path.join(ROOT, 'train.py'), *args]
+    train = os.path.join(layout.ROOT, 'train.py')
+    cmd = [sys.executable, *layout.torchrun_args(gpus, run['config']['parallel']), train, *args]
     if gpus:
         env['CUDA_VISIBLE_DEVICES'] = ','.join(slot)
     elif options['jobs'] > 1:  # CPU runs side by side: split the cores instead of oversubscribing them
@@ -362,7 +334,6 @@ def plan_sweep(sweep, options, cli_overrides):
 def main(argv):
     sweep, options, cli_overrides = parse_args(argv)
     if options['status'] or options['cancel']:
-        import slurm  # here: local sweeps never need submitit
         options.update(slurm.submitted_options(sweep['sweep_dir']))  # the tree its jobs were made from
     runs, order = plan_sweep(sweep, options, cli_overrides)
     if options['cancel']:
@@ -383,7 +354,6 @@ def main(argv):
         how = f"fork of {run['forked_from']} at step {run['fork_step']}" if run['forked_from'] else "from scratch"
         print(f"  {run['name']}: {how}, {run['steps_computed']} steps{' (done)' if run['done'] else ''}")
     if options['launcher'] == 'slurm':
-        import slurm
         slurm.submit(runs, order, sweep['sweep_dir'], options)
         return
     if options['dry_run']:

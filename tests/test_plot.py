@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from helpers import BASE_TOKENS, BUDGETS, ROOT, law, reference_rows, run_row, write_sweep
+from analysis import spike_stats, write_report
 from efficiency import load_sweep
-from plot import PLOT_NAMES, spike_stats, write_report
+from plot import PLOT_NAMES
 
 REPLAY_FRACTIONS = (0.0, 0.5, 0.75, 0.875)
 ALLOCATIONS = (1.0, 0.5, 0.25)
