@@ -4,6 +4,8 @@ formats themselves are checkpoint.py's), how a sweep starts a run in its directo
 arguments, the torchrun prefix: shared by sweep.py's local launcher and slurm.py's jobs), and the one way its JSON
 files are replaced. In a run directory:
     config.py            the run's full config, written by sweep.py (`python train.py <run>/config.py` reruns it)
+    started.json         where a sweep really started the run: {"forked_from": the parent run's name or "",
+                         "fork_step": k or 0}, written each time it starts other than from its own checkpoint
     ckpt.pt              the newest checkpoint, parallel='ddp' (one file)
     ckpt.dcp/            the newest checkpoint, parallel='fsdp' (a sharded directory; ckpt.dcp.old after a save
                          killed between its two renames)
@@ -11,9 +13,11 @@ files are replaced. In a run directory:
 """
 import json
 import os
+import re
 
 LATEST = ('ckpt.pt', 'ckpt.dcp', 'ckpt.dcp.old')  # a run holds one of them; the order breaks a tie
 ROOT = os.path.dirname(os.path.abspath(__file__))  # the repository: train.py is here
+START_RECORD = 'started.json'
 SHARDED_META = 'meta.pt'  # in a sharded checkpoint directory: all but the model and optimizer (checkpoint.py)
 
 
@@ -30,6 +34,12 @@ def latest(out_dir):
 def kept_name(step, parallel):
     """The file (or, sharded, directory) name of the checkpoint kept after `step` steps."""
     return f'ckpt_{step}{suffix(parallel)}'
+
+
+def kept_steps(out_dir):
+    """The steps after which a run directory holds a kept checkpoint (either format)."""
+    names = os.listdir(out_dir) if os.path.isdir(out_dir) else []
+    return {int(m.group(1)) for m in map(re.compile(r'ckpt_(\d+)\.(pt|dcp)$').match, names) if m}
 
 
 def kept(out_dir, step):
@@ -59,7 +69,8 @@ def last_step(out_dir):
                 record = json.loads(line)
             except ValueError:
                 continue
-            return record['step'] + (record['kind'] != 'eval')  # train/batch records: the step just taken
+            # train/batch records: the step just taken; eval/task records: after that many steps
+            return record['step'] + (record['kind'] in ('train', 'batch'))
     return None
 
 
@@ -90,6 +101,29 @@ def resume_args(out_dir, fork):
     if fork_checkpoint:
         return ["--init_from='resume'", f"--resume_from={fork_checkpoint!r}"]
     return []
+
+
+def start_args(out_dir, fork, record=True):
+    """resume_args, and where the run really starts recorded in out_dir/started.json when it does not continue its
+    own checkpoint: forked from the parent's checkpoint (forked_from: the parent's run name, its directory's), or
+    from scratch when that checkpoint does not exist. sweep.py's results read it, so a run planned as a fork that
+    found no checkpoint is recorded as what it was. record=False: decide only (a job's other nodes)."""
+    args = resume_args(out_dir, fork)
+    if record and args != ["--init_from='resume'"]:
+        forked = len(args) == 2
+        write_json_atomic(os.path.join(out_dir, START_RECORD),
+                          dict(forked_from=os.path.basename(os.path.normpath(fork[0])) if forked else '',
+                               fork_step=fork[1] if forked else 0))
+    return args
+
+
+def read_start(out_dir):
+    """A run's start record (start_args), or None when it has none."""
+    path = os.path.join(out_dir, START_RECORD)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def torchrun_args(procs, parallel):

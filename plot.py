@@ -6,8 +6,9 @@ Every plot of a sweep, regenerated from SWEEP_DIR/results.csv and results.jsonl 
 Writes SWEEP_DIR/plots/{replay_vs_loss,heatmap,spike,forgetting,efficiency,curves}.png, and for runs with `tasks`
 {accuracy,task_curves}.png (and .pdf with --pdf), and plots/plotted.json, the numbers each plot draws. Where
 several seeds share a setting, a point is the mean over the seeds and its error bar (or shaded band) spans their
-min to max. Reference runs (reference == 1) appear only in efficiency.png. Series: one per α (stage2_allocation)
-and per value of any other setting that varies in the sweep (mode, target_tokens, ...). A plot whose columns are
+min to max. Reference runs (reference == 1) appear only in efficiency.png. Series: one per protocol, i.e. per α
+(stage2_allocation) and per value of any other setting that varies in the sweep (mode, target_tokens, ...) other
+than ρ and what the plan derives from it (so runs whose N grows with ρ form one line). A plot whose columns are
 missing is skipped with a one-line message.
 
 spike.png: the initial loss spike (its height and recovery steps, as analysis.py defines them) at the stage
@@ -15,13 +16,18 @@ boundary, for every ρ of the series that holds the best final target loss.
 
 curves.png: both validation losses over the steps of every setting (reference runs aside), for any stage list: each
 stage start is marked, and the spike is measured as above at every stage start that restarts the LR schedule or
-resets the optimizer (results.jsonl holds each run's stage table).
+resets the optimizer (results.jsonl holds each run's stage table); a second row zooms on the last stage.
 
 accuracy.png: each task's final acc and acc_norm against ρ (results.csv's acc_<task>, acc_norm_<task>), one series
 per α and other varying setting. task_curves.png: each task's acc and acc_norm over the steps of every setting
-(results.jsonl's task_evals), each stage start marked. --report adds, per task, accuracy at ρ = 0.5 against ρ = 0
-beside the seed spread, as for the loss. The numbers (series, bands, spikes, the report) are analysis.py's; this
-file draws them.
+(results.jsonl's task_evals), each stage start marked. --report writes SWEEP_DIR/report.txt: in each protocol,
+every ρ against ρ = 0 beside the seed spread (target and generic loss, each task's accuracy, the efficiency
+multiplier) and the best ρ.
+
+ρ: points and series are grouped by the ρ asked (replay_fraction) and placed and labelled at the ρ the plan realised
+(rho_realised), with the one asked beside it where rounding moved it ('.2 (asked .25)').
+
+The numbers (series, bands, spikes, the report) are analysis.py's; this file draws them.
 """
 import json
 import os
@@ -31,11 +37,11 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 
-from analysis import (ACC_METRICS, LOSS_UNIT, Skip, best_point, rho_axis, rho_label, seed_band, seed_mean_curve,
-                      series_against_rho, spike_starts, spike_stats, stage_boundaries, task_names, write_report)
+from analysis import (ACC_METRICS, LOSS_UNIT, Skip, best_point, rho_label, seed_band, seed_mean_curve,
+                      schedule_text, series_against_rho, setting_label, spike_starts, spike_stats, stage_boundaries,
+                      task_names, write_report)
 from configurator import UserError, parse_options, run_main
-from efficiency import (describe, describe_schedule, efficiency_report, format_value, load_sweep, seed_average,
-                        varying_keys)
+from efficiency import describe, efficiency_report, format_value, load_sweep, seed_average, varying_keys
 
 PLOT_NAMES = ('replay_vs_loss', 'heatmap', 'spike', 'forgetting', 'efficiency', 'curves', 'accuracy', 'task_curves')
 
@@ -66,9 +72,10 @@ def draw_series(ax, series, zero_as_line):
             j = s['replay_fraction'].index(0.0)
             ax.axhline(s['mean'][j], linestyle=':', color=colors[-1], label=f"{s['label']}, no replay (ρ = 0)")
             ax.axhspan(s['min'][j], s['max'][j], color=colors[-1], alpha=0.12, linewidth=0)  # its seed spread
-    rhos = sorted({r for s in series for r in s['replay_fraction']})
-    ax.set_xticks([rho_axis(r) for r in rhos], [rho_label(r) for r in rhos])
-    ax.set_xlabel('replay fraction ρ (generic share of stage 2; axis spaced as −log(1−ρ))')
+    ticks = {x: rho_label(realised, asked) for s in series
+             for x, realised, asked in zip(s['x'], s['rho_realised'], s['replay_fraction'])}
+    ax.set_xticks(sorted(ticks), [ticks[x] for x in sorted(ticks)])
+    ax.set_xlabel('replay fraction ρ realised (generic share of stage 2; axis spaced as −log(1−ρ))')
     return colors
 
 
@@ -85,10 +92,11 @@ def plot_replay_vs_loss(rows, out_dir, formats, quadratic=False):
     fig, ax = plt.subplots(figsize=(11, 5.5))
     colors = draw_series(ax, series, zero_as_line=True)
     i, j = best_point(series)
-    best = dict(label=series[i]['label'], replay_fraction=series[i]['replay_fraction'][j], x=series[i]['x'][j],
-                mean=series[i]['mean'][j])
+    best = dict(label=series[i]['label'], replay_fraction=series[i]['replay_fraction'][j],
+                rho_realised=series[i]['rho_realised'][j], x=series[i]['x'][j], mean=series[i]['mean'][j])
     ax.plot(best['x'], best['mean'], marker='*', markersize=18, color='gold', markeredgecolor='black', linestyle='',
-            label=f"best: {best['label']}, ρ = {rho_label(best['replay_fraction'])}, L = {best['mean']:.4f}")
+            label=f"best: {best['label']}, ρ = {rho_label(best['rho_realised'], best['replay_fraction'])}, "
+                  f"L = {best['mean']:.4f}")
     for s, color in zip(series, colors) if quadratic else []:
         s['quadratic'] = None
         if len(s['x']) >= 3:  # least squares parabola in −log(1−ρ) through the seed means
@@ -109,6 +117,8 @@ def plot_heatmap(rows, out_dir, formats):
     require(rows, ['replay_fraction', 'stage2_allocation', 'val_loss_target'])
     panels = {}
     for s in series_against_rho(rows, 'val_loss_target'):
+        if s['stage2_allocation'] is None:
+            continue  # a stage list: no α axis
         panels.setdefault(json.dumps(s['settings'], sort_keys=True), []).append(s)
     panels = [p for p in panels.values() if len(p) >= 2 and len({r for s in p for r in s['replay_fraction']}) >= 2]
     if not panels:
@@ -132,7 +142,10 @@ def plot_heatmap(rows, out_dir, formats):
         best_row, best_col = np.unravel_index(np.nanargmin(mean), mean.shape)
         ax.add_patch(plt.Rectangle((best_col - 0.5, best_row - 0.5), 1, 1, fill=False, edgecolor='red', linewidth=3))
         ax.set_xticks(range(len(alphas)), [format_value(a) for a in alphas])
-        ax.set_yticks(range(len(rhos)), [rho_label(r) for r in rhos])
+        realised = {r: {q for s in panel for q, asked in zip(s['rho_realised'], s['replay_fraction']) if asked == r}
+                    for r in rhos}  # a row is the ρ asked; labelled by the ρ realised where all its cells agree
+        ax.set_yticks(range(len(rhos)), [rho_label(*realised[r], r) if len(realised[r]) == 1 else
+                                         f"{rho_label(r)} asked" for r in rhos])
         ax.set_xlabel('stage-2 allocation α (share of target data in stage 2)')
         ax.set_ylabel('replay fraction ρ')
         settings = describe(panel[0]['settings'], panel[0]['settings'])
@@ -160,21 +173,31 @@ def draw_curve(ax, band, label, stage_starts):
 def plot_curves(rows, out_dir, formats):
     """Target and generic validation loss over steps, one line per setting (seed mean; band: min–max over seeds),
     every stage start marked, and the spike (height, recovery) at each start that restarts the LR schedule or
-    resets the optimizer. Works for any stage list (results.jsonl holds each run's stage table)."""
+    resets the optimizer. Works for any stage list (results.jsonl holds each run's stage table). A second row zooms
+    on the last stage (from shortly before the earliest last-stage start to the end), which a long first stage
+    otherwise squeezes into the right edge."""
     rows_by_name = {row['run']: row for row in rows}
     entries = seed_average([r for r in rows if r['evals'] and r.get('reference') != 1], 'val_loss_target')
     if not entries:
         raise Skip("no non-reference run has evals in results.jsonl and a val_loss_target")
     varying = varying_keys([e['settings'] for e in entries])
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    last_starts = [s[-1] for s in (stage_boundaries(rows_by_name[e['runs'][0]]['stage_table']) for e in entries) if s]
+    zoom = None
+    if last_starts:  # from shortly before the earliest last-stage start, so every setting's last stage shows
+        end = max(e[0] for entry in entries for name in entry['runs'] for e in rows_by_name[name]['evals'])
+        zoom = dict(start=max(0, min(last_starts) - 0.1 * (end - min(last_starts))), end=end)
+    fig, axes = plt.subplots(2 if zoom else 1, 2, figsize=(14, 11 if zoom else 5.5), squeeze=False)
     curves = []
     for entry in entries:
-        runs, label = entry['runs'], describe(entry['settings'], varying) or entry['runs'][0]
+        runs, label = entry['runs'], setting_label(entry, varying, rows)
         table = rows_by_name[runs[0]]['stage_table']
         starts = stage_boundaries(table)
         curve = dict(label=label, runs=runs, stage_starts=starts, spikes=[])
-        for ax, column, name in zip(axes, (1, 2), ('target', 'generic')):
-            curve[name] = draw_curve(ax, seed_mean_curve(rows_by_name, runs, column), label, starts)
+        for column, name in ((1, 'target'), (2, 'generic')):
+            band = seed_mean_curve(rows_by_name, runs, column)
+            curve[name] = draw_curve(axes[0][column - 1], band, label, starts)
+            if zoom:
+                draw_curve(axes[1][column - 1], band, label, starts)
         for start in spike_starts(table):
             target = curve['target']
             try:
@@ -183,13 +206,21 @@ def plot_curves(rows, out_dir, formats):
                 continue  # no eval on one side of this start
             curve['spikes'].append(dict(start=start, spike_height=height, recovery_steps=recovery))
         curves.append(curve)
-    for ax, name in zip(axes, ('target', 'generic')):
-        ax.set_xlabel('step (dotted: a stage starts)')
-        ax.set_ylabel(f'{name} val loss ({LOSS_UNIT})')
-        ax.set_title(f"{name.capitalize()} loss over training")
-    axes[0].legend(title='line: seed mean; band: min–max over seeds', fontsize=7, title_fontsize=7)
+    for row, where in zip(axes, ('over training', 'in the last stage')):
+        for ax, name in zip(row, ('target', 'generic')):
+            ax.set_xlabel('step (dotted: a stage starts)')
+            ax.set_ylabel(f'{name} val loss ({LOSS_UNIT})')
+            ax.set_title(f"{name.capitalize()} loss {where}")
+    if zoom:
+        for ax, name in zip(axes[1], ('target', 'generic')):
+            visible = [v for c in curves for step, low, high in zip(c[name]['step'], c[name]['min'], c[name]['max'])
+                       if step >= zoom['start'] for v in (low, high)]
+            margin = 0.05 * (max(visible) - min(visible)) or 0.01
+            ax.set_xlim(zoom['start'], zoom['end'])
+            ax.set_ylim(min(visible) - margin, max(visible) + margin)
+    axes[0][0].legend(title='line: seed mean; band: min–max over seeds', fontsize=7, title_fontsize=7)
     save(fig, out_dir, 'curves', formats)
-    return dict(curves=curves)
+    return dict(curves=curves, last_stage_zoom=zoom)
 
 
 def plot_accuracy(rows, out_dir, formats):
@@ -229,7 +260,7 @@ def plot_task_curves(rows, out_dir, formats):
     for row_axes, name in zip(axes, names):
         entries = entries_by_task[name]
         varying = varying_keys([e['settings'] for e in entries])
-        labels = [describe(e['settings'], varying) or e['runs'][0] for e in entries]
+        labels = [setting_label(e, varying, rows) for e in entries]
         starts = [stage_boundaries(rows_by_name[e['runs'][0]]['stage_table']) for e in entries]
         for ax, (column, metric) in zip(row_axes, enumerate(ACC_METRICS, 1)):
             curves = plotted[f'{metric}_{name}'] = []
@@ -257,24 +288,24 @@ def plot_spike(rows, out_dir, formats):
     chosen = series[best_point(series)[0]]
     fig, ax = plt.subplots(figsize=(8, 5.5))
     curves, stage2_lengths = [], []
-    for rho, runs in zip(chosen['replay_fraction'], chosen['runs']):
+    for rho, realised, runs in zip(chosen['replay_fraction'], chosen['rho_realised'], chosen['runs']):
         stage2_start = rows_by_name[runs[0]]['stage2_start']
         steps, mean, low, high = seed_mean_curve(rows_by_name, runs)
         try:
             height, recovery = spike_stats([[s, m] for s, m in zip(steps, mean)], stage2_start)
         except ValueError as e:
-            print(f"spike: skipping ρ = {rho_label(rho)}: {e}")
+            print(f"spike: skipping ρ = {rho_label(realised, rho)}: {e}")
             continue
         relative = np.array(steps) - stage2_start
         recovery_text = 'not recovered' if recovery is None else f"recovered after {recovery:g} steps"
-        line, = ax.plot(relative, mean, marker='.', label=f"ρ = {rho_label(rho)}: spike {height:+.4f}, "
+        line, = ax.plot(relative, mean, marker='.', label=f"ρ = {rho_label(realised, rho)}: spike {height:+.4f}, "
                         f"{recovery_text}")
         ax.fill_between(relative, low, high, color=line.get_color(), alpha=0.2)
         max_iters = rows_by_name[runs[0]].get('max_iters')
         stage2_lengths.append((max_iters if isinstance(max_iters, float) else steps[-1]) - stage2_start)
-        curves.append(dict(replay_fraction=rho, stage2_start=stage2_start, step=relative.tolist(),
-                           mean=mean.tolist(), min=low.tolist(), max=high.tolist(), spike_height=height,
-                           recovery_steps=recovery, runs=runs))
+        curves.append(dict(replay_fraction=rho, rho_realised=realised, stage2_start=stage2_start,
+                           step=relative.tolist(), mean=mean.tolist(), min=low.tolist(), max=high.tolist(),
+                           spike_height=height, recovery_steps=recovery, runs=runs))
     if not curves:
         raise Skip("no run has target evals on both sides of its stage2_start")
     ax.axvline(0, color='black', linewidth=0.8, linestyle='--')
@@ -326,7 +357,7 @@ def plot_efficiency(rows, out_dir, formats):
             label=f"fit A·D^−B + C: A = {fit['A']:.3g}, B = {fit['B']:.3g}, C = {fit['C']:.3g}")
     for c in report['comparisons']:
         for side, run, marker in (('with_replay', c['replay_run'], 'o'), ('without_replay', c['plain_run'], 's')):
-            name = f"{c['label']}, {describe_schedule(run['settings'])}"
+            name = f"{c['label']}, {schedule_text(run, rows)}"
             if c[side] is None:
                 ax.axhline(run['mean'], linestyle=':', label=f"{name}: outside the fitted range")
                 continue
@@ -348,8 +379,8 @@ def plot_efficiency(rows, out_dir, formats):
 
 OPTIONS = dict(pdf=False,      # also write PDFs
                fit=False,      # quadratic fit in −log(1−ρ) on replay_vs_loss
-               report=False)   # also write SWEEP_DIR/report.txt: ρ=0 against ρ=0.5, best ρ, efficiency, forgetting,
-                               # task accuracy
+               report=False)   # also write SWEEP_DIR/report.txt: every ρ against ρ=0, best ρ, efficiency,
+                               # forgetting, task accuracy
 
 
 def main(argv):

@@ -5,7 +5,7 @@ Jobs. A run that other runs fork from is cut at their fork steps: each piece, a 
 that runs train.py with --stop_after=b (it writes ckpt.pt and ckpt_b.pt and exits), and the jobs that continue from
 step b, the run's own next segment and the first segments of the runs forking there, are submitted with
 --dependency=afterok on it. A fork starts as soon as its parent has computed the shared steps; no job holds a GPU
-waiting for a file. A job decides when it STARTS where to begin (layout.resume_args): its run's own ckpt.pt if there
+waiting for a file. A job decides when it STARTS where to begin (layout.start_args): its run's own ckpt.pt if there
 is one, else the parent's checkpoint at the fork step, else step 0; so a requeued job continues exactly, as
 `train.py --init_from=resume` does after a crash.
 
@@ -62,7 +62,7 @@ def segments(runs, order):
     out, ends = [], {}  # ends: (run index, step) -> the key of that run's segment ending there
     for i in order:
         run = runs[i]
-        n_steps = run['config']['max_iters']
+        n_steps = run['steps']
         start = run['fork_step'] if run['parent'] is not None else 0
         after = ends[(run['parent'], start)] if run['parent'] is not None else None
         bounds = [start] + sorted(k for k in fork_points.get(i, ()) if start < k < n_steps) + [n_steps]
@@ -78,7 +78,7 @@ def segment_done(segment):
     run = segment['run']
     out = run['config']['out_dir']
     return (os.path.isfile(os.path.join(out, 'summary.json'))
-            or (segment['stop'] < run['config']['max_iters'] and layout.kept(out, segment['stop']) is not None))
+            or (segment['stop'] < run['steps'] and layout.kept(out, segment['stop']) is not None))
 
 
 def segment_states(segs, registry, states):
@@ -115,11 +115,6 @@ def segment_states(segs, registry, states):
 # what a job runs
 # ---------------------------------------------------------------------------------------------------------------
 
-def rendezvous_port(job_id):
-    """A port per job, so two multi-node jobs whose first node is the same do not meet."""
-    return 29500 + int(job_id) % 10000 if str(job_id).isdigit() else '<port>'
-
-
 def train_command(spec, resume, first_node='<first_node>', job_id='<job_id>', python=sys.executable,
                   root=layout.ROOT):
     """The command every node of the job runs: train.py alone, or under torchrun (one node: --standalone; several:
@@ -128,10 +123,10 @@ def train_command(spec, resume, first_node='<first_node>', job_id='<job_id>', py
     if spec['stop_after']:
         args.append(f"--stop_after={spec['stop_after']}")
     nodes, procs = spec['nodes'], spec['procs_per_node']
-    if nodes > 1:
+    if nodes > 1:  # a port per job, so two multi-node jobs whose first node is the same do not meet
+        port = 29500 + int(job_id) % 10000 if str(job_id).isdigit() else '<port>'
         torchrun = ['-m', 'torch.distributed.run', f'--nnodes={nodes}', f'--nproc_per_node={procs}',
-                    '--rdzv_backend=c10d', f'--rdzv_endpoint={first_node}:{rendezvous_port(job_id)}',
-                    f'--rdzv_id={job_id}']
+                    '--rdzv_backend=c10d', f'--rdzv_endpoint={first_node}:{port}', f'--rdzv_id={job_id}']
     else:
         torchrun = layout.torchrun_args(procs, spec['parallel'])
     return [python, *torchrun, *args]
@@ -152,7 +147,8 @@ class Segment(submitit.helpers.Checkpointable):
     def __call__(self):
         env = submitit.JobEnvironment()
         spec = self.spec
-        resume = layout.resume_args(spec['out_dir'], spec['fork'])  # decided now, so a requeued job continues
+        # decided now, so a requeued job continues; node 0 records where the run started
+        resume = layout.start_args(spec['out_dir'], spec['fork'], record=env.node == 0)
         command = train_command(spec, resume, env.hostnames[0], env.job_id)
         log = open(os.path.join(spec['out_dir'], 'stdout.log'), 'a') if env.node == 0 else None
         header = (f"[sweep.py: SLURM job {env.job_id}, node {env.node} ({env.hostname}), steps {spec['start']}.."
@@ -198,7 +194,7 @@ def job_spec(seg, runs, procs_per_node, nodes):
                        if first else None)
     return dict(run=run['name'], out_dir=out, config=os.path.join(out, 'config.py'), fork=fork,
                 fork_checkpoint=fork_checkpoint, parallel=run['config']['parallel'], start=seg['start'],
-                stop=seg['stop'], stop_after=seg['stop'] if seg['stop'] < run['config']['max_iters'] else 0,
+                stop=seg['stop'], stop_after=seg['stop'] if seg['stop'] < run['steps'] else 0,
                 nodes=nodes, procs_per_node=procs_per_node, cwd=os.getcwd())
 
 
@@ -321,10 +317,6 @@ def read_registry(sweep_dir):
                         f"anew (its jobs are then no longer tracked)") from None
 
 
-def write_registry(sweep_dir, registry):
-    layout.write_json_atomic(registry_path(sweep_dir), registry)
-
-
 def submitted_options(sweep_dir):
     """The sweep options that shaped the submitted jobs' tree, for --status and --cancel."""
     registry = read_registry(sweep_dir)
@@ -395,7 +387,7 @@ def submit(runs, order, sweep_dir, options):
                                          after=[wait] if wait else [], resources=resources,
                                          command=command,
                                          submitted=datetime.datetime.now().isoformat(timespec='seconds')))
-            write_registry(sweep_dir, registry)
+            layout.write_json_atomic(registry_path(sweep_dir), registry)
         new_ids[seg['key']] = job_id
         print(f"{'job' if executor is None else 'submitted job'} {job_id} {title}\n"
               f"    resources: {resources}\n    command: {command}\n    dependency: "
@@ -442,8 +434,7 @@ def status(runs, order, sweep_dir):
     states = queue_states(known)
     segs = segments(runs, order)
     current = segment_states(segs, registry, states)
-    counts = {}
-    lines = []
+    counts, lines, logged = {}, [], 0
     for i in order:
         run = runs[i]
         mine = [s for s in segs if s['run'] is run]
@@ -453,6 +444,7 @@ def status(runs, order, sweep_dir):
         state = 'finished' if open_segment is None else (state or 'not submitted')
         counts[state] = counts.get(state, 0) + 1
         step = layout.last_step(run['config']['out_dir'])
+        logged += min(step or 0, run['steps'])
         detail = f"steps {seg['start']}..{seg['stop']}" if len(mine) > 1 and job else ''
         if state == 'failed':
             detail += f" {slurm_state or 'state unknown'}: " + (last_error(run['config']['out_dir'], job['job_id'],
@@ -464,9 +456,10 @@ def status(runs, order, sweep_dir):
                 up = next(s for s in segs if s['key'] == up['after'])
             detail += f" behind {up['run']['name']} steps {up['start']}..{up['stop']} ({current[up['key']][0]})"
         lines.append(f"  {run['name']:<40} {state:<13} job {job['job_id'] if job else '-':<8} "
-                     f"step {'-' if step is None else step}/{run['config']['max_iters']} {detail}".rstrip())
+                     f"step {'-' if step is None else step}/{run['steps']} {detail}".rstrip())
     print(f"sweep {sweep_dir}: {len(runs)} runs: " + ', '.join(f"{n} {s}" for s, n in sorted(counts.items()))
-          + ("" if known else " (no jobs.json: no SLURM jobs submitted)"))
+          + ("" if known else " (no jobs.json: no SLURM jobs submitted)")
+          + f"; {logged}/{sum(r['steps'] for r in runs)} of their steps logged")
     print('\n'.join(lines))
 
 
