@@ -6,31 +6,30 @@ Every plot of a sweep, regenerated from SWEEP_DIR/results.csv and results.jsonl 
 Writes SWEEP_DIR/plots/{replay_vs_loss,heatmap,spike,forgetting,efficiency,curves}.png, and for runs with `tasks`
 {accuracy,task_curves}.png (and .pdf with --pdf), and plots/plotted.json, the numbers each plot draws. Where
 several seeds share a setting, a point is the mean over the seeds and its error bar (or shaded band) spans their
-min to max. Reference runs (reference == 1) appear only in efficiency.png. Series: one per α (stage2_allocation)
-and per value of any other setting that varies in the sweep (mode, target_tokens, ...). A plot whose columns are
+min to max. Reference runs (reference == 1) appear only in efficiency.png. Series: one per protocol, i.e. per α
+(stage2_allocation) and per value of any other setting that varies in the sweep (mode, target_tokens, ...) other
+than ρ and what the plan derives from it (so runs whose N grows with ρ form one line). A plot whose columns are
 missing is skipped with a one-line message.
 
-Initial loss spike (spike.png: every ρ of the series that holds the best final target loss), on the target
-validation loss L(t) of the evals, with s = stage2_start (the eval at step s comes after s optimizer updates, so it
-is the last value before stage 2; without an eval at s, the last one before it):
-  recovery steps  r − s, where r is the first eval step after s with L(r) < L(s); "not recovered" if there is none;
-                  0 when already the first eval after s is below L(s) (no spike).
-  spike height    max L(t) − L(s) over the evals s < t < r (all t > s when not recovered); 0 when there are none.
-So the spike is the excursion above the pre-stage-2 loss that starts at the boundary; a later rise (overfitting
-the repeated target data) is not counted once the loss has recovered. Both are read off the seed-mean curve that is
-drawn, at the resolution of the evals (spike_eval_interval).
+spike.png: the initial loss spike (its height and recovery steps, as analysis.py defines them) at the stage
+boundary, for every ρ of the series that holds the best final target loss.
 
 curves.png: both validation losses over the steps of every setting (reference runs aside), for any stage list: each
 stage start is marked, and the spike is measured as above at every stage start that restarts the LR schedule or
-resets the optimizer (results.jsonl holds each run's stage table).
+resets the optimizer (results.jsonl holds each run's stage table); a second row zooms on the last stage.
 
 accuracy.png: each task's final acc and acc_norm against ρ (results.csv's acc_<task>, acc_norm_<task>), one series
 per α and other varying setting. task_curves.png: each task's acc and acc_norm over the steps of every setting
-(results.jsonl's task_evals), each stage start marked. --report adds, per task, accuracy at ρ = 0.5 against ρ = 0
-beside the seed spread, as for the loss.
+(results.jsonl's task_evals), each stage start marked. --report writes SWEEP_DIR/report.txt: in each protocol,
+every ρ against ρ = 0 beside the seed spread (target and generic loss, each task's accuracy, the efficiency
+multiplier) and the best ρ.
+
+ρ: points and series are grouped by the ρ asked (replay_fraction) and placed and labelled at the ρ the plan realised
+(rho_realised), with the one asked beside it where rounding moved it ('.2 (asked .25)').
+
+The numbers (series, bands, spikes, the report) are analysis.py's; this file draws them.
 """
 import json
-import math
 import os
 
 import numpy as np
@@ -38,78 +37,19 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 
+from analysis import (ACC_METRICS, LOSS_UNIT, Skip, best_point, rho_label, seed_band, seed_mean_curve,
+                      schedule_text, series_against_rho, setting_label, spike_starts, spike_stats, stage_boundaries,
+                      task_names, write_report)
 from configurator import UserError, parse_options, run_main
-from efficiency import (SCHEDULE_KNOBS, describe, describe_schedule, efficiency, efficiency_report, format_value,
-                        load_sweep, seed_average, varying_keys)
+from efficiency import describe, efficiency_report, format_value, load_sweep, seed_average, varying_keys
 
-LOSS_UNIT = 'nats/token'
 PLOT_NAMES = ('replay_vs_loss', 'heatmap', 'spike', 'forgetting', 'efficiency', 'curves', 'accuracy', 'task_curves')
-ACC_METRICS = ('acc', 'acc_norm')  # task accuracy: results.csv columns <metric>_<task>
-
-
-class Skip(Exception):
-    """This plot cannot be drawn from this sweep; the message says why (printed as one line)."""
 
 
 def require(rows, columns):
     missing = [column for column in columns if column not in rows[0]]
     if missing:
         raise Skip(f"results.csv has no column {', '.join(missing)}")
-
-
-def rho_axis(replay_fraction):
-    """The paper's x axis −log(1−ρ): ρ = .5, .75, .875 come out evenly spaced."""
-    return -math.log1p(-replay_fraction)
-
-
-def rho_label(replay_fraction):
-    text = f"{replay_fraction:g}"
-    return text[1:] if text.startswith('0.') else text
-
-
-def spike_stats(evals, stage2_start):
-    """(spike height, recovery steps or None) of the target loss at a stage boundary; definitions in the docstring.
-    evals: [[step, target loss, ...], ...] in ascending steps."""
-    before = [e[1] for e in evals if e[0] <= stage2_start and e[1] is not None]
-    after = [(e[0], e[1]) for e in evals if e[0] > stage2_start and e[1] is not None]
-    if not before or not after:
-        raise ValueError(f"no target eval on both sides of stage2_start = {stage2_start:g}")
-    boundary_loss = before[-1]
-    recovered = next((step for step, loss in after if loss < boundary_loss), None)
-    above = [loss for step, loss in after if recovered is None or step < recovered]
-    height = max(above) - boundary_loss if above else 0.0
-    return height, (None if recovered is None else (recovered - stage2_start if above else 0))
-
-
-def series_against_rho(rows, column):
-    """Seed-averaged `column` against ρ (ascending), one series per α and per other varying setting."""
-    rows = [r for r in rows if r.get('reference') != 1 and isinstance(r.get('stage2_allocation'), float)
-            and isinstance(r.get('replay_fraction'), float) and 0 <= r['replay_fraction'] < 1]
-    entries = seed_average(rows, column)
-    if not entries:
-        raise Skip(f"no non-reference run has replay_fraction < 1, stage2_allocation and {column}")
-    varying = varying_keys([e['settings'] for e in entries], exclude=SCHEDULE_KNOBS)
-    grouped = {}
-    for entry in entries:
-        grouped.setdefault(tuple(entry['settings'][k] for k in varying + ['stage2_allocation']), []).append(entry)
-    series = []
-    for members in grouped.values():
-        members.sort(key=lambda e: e['settings']['replay_fraction'])
-        settings = {k: members[0]['settings'][k] for k in varying}
-        alpha = members[0]['settings']['stage2_allocation']
-        rho = [e['settings']['replay_fraction'] for e in members]
-        series.append(dict(label=', '.join(filter(None, [f"α={format_value(alpha)}", describe(settings, varying)])),
-                           settings=settings, stage2_allocation=alpha, replay_fraction=rho,
-                           x=[rho_axis(r) for r in rho], mean=[e['mean'] for e in members],
-                           min=[e['min'] for e in members], max=[e['max'] for e in members],
-                           n=[e['n'] for e in members], runs=[e['runs'] for e in members]))
-    return series
-
-
-def best_point(series):
-    """(series index, point index) of the lowest mean over all series."""
-    return min(((i, j) for i, s in enumerate(series) for j in range(len(s['mean']))),
-               key=lambda ij: series[ij[0]]['mean'][ij[1]])
 
 
 def seeds_note(series, zero_band=False):
@@ -132,9 +72,10 @@ def draw_series(ax, series, zero_as_line):
             j = s['replay_fraction'].index(0.0)
             ax.axhline(s['mean'][j], linestyle=':', color=colors[-1], label=f"{s['label']}, no replay (ρ = 0)")
             ax.axhspan(s['min'][j], s['max'][j], color=colors[-1], alpha=0.12, linewidth=0)  # its seed spread
-    rhos = sorted({r for s in series for r in s['replay_fraction']})
-    ax.set_xticks([rho_axis(r) for r in rhos], [rho_label(r) for r in rhos])
-    ax.set_xlabel('replay fraction ρ (generic share of stage 2; axis spaced as −log(1−ρ))')
+    ticks = {x: rho_label(realised, asked) for s in series
+             for x, realised, asked in zip(s['x'], s['rho_realised'], s['replay_fraction'])}
+    ax.set_xticks(sorted(ticks), [ticks[x] for x in sorted(ticks)])
+    ax.set_xlabel('replay fraction ρ realised (generic share of stage 2; axis spaced as −log(1−ρ))')
     return colors
 
 
@@ -151,10 +92,11 @@ def plot_replay_vs_loss(rows, out_dir, formats, quadratic=False):
     fig, ax = plt.subplots(figsize=(11, 5.5))
     colors = draw_series(ax, series, zero_as_line=True)
     i, j = best_point(series)
-    best = dict(label=series[i]['label'], replay_fraction=series[i]['replay_fraction'][j], x=series[i]['x'][j],
-                mean=series[i]['mean'][j])
+    best = dict(label=series[i]['label'], replay_fraction=series[i]['replay_fraction'][j],
+                rho_realised=series[i]['rho_realised'][j], x=series[i]['x'][j], mean=series[i]['mean'][j])
     ax.plot(best['x'], best['mean'], marker='*', markersize=18, color='gold', markeredgecolor='black', linestyle='',
-            label=f"best: {best['label']}, ρ = {rho_label(best['replay_fraction'])}, L = {best['mean']:.4f}")
+            label=f"best: {best['label']}, ρ = {rho_label(best['rho_realised'], best['replay_fraction'])}, "
+                  f"L = {best['mean']:.4f}")
     for s, color in zip(series, colors) if quadratic else []:
         s['quadratic'] = None
         if len(s['x']) >= 3:  # least squares parabola in −log(1−ρ) through the seed means
@@ -175,6 +117,8 @@ def plot_heatmap(rows, out_dir, formats):
     require(rows, ['replay_fraction', 'stage2_allocation', 'val_loss_target'])
     panels = {}
     for s in series_against_rho(rows, 'val_loss_target'):
+        if s['stage2_allocation'] is None:
+            continue  # a stage list: no α axis
         panels.setdefault(json.dumps(s['settings'], sort_keys=True), []).append(s)
     panels = [p for p in panels.values() if len(p) >= 2 and len({r for s in p for r in s['replay_fraction']}) >= 2]
     if not panels:
@@ -198,7 +142,10 @@ def plot_heatmap(rows, out_dir, formats):
         best_row, best_col = np.unravel_index(np.nanargmin(mean), mean.shape)
         ax.add_patch(plt.Rectangle((best_col - 0.5, best_row - 0.5), 1, 1, fill=False, edgecolor='red', linewidth=3))
         ax.set_xticks(range(len(alphas)), [format_value(a) for a in alphas])
-        ax.set_yticks(range(len(rhos)), [rho_label(r) for r in rhos])
+        realised = {r: {q for s in panel for q, asked in zip(s['rho_realised'], s['replay_fraction']) if asked == r}
+                    for r in rhos}  # a row is the ρ asked; labelled by the ρ realised where all its cells agree
+        ax.set_yticks(range(len(rhos)), [rho_label(*realised[r], r) if len(realised[r]) == 1 else
+                                         f"{rho_label(r)} asked" for r in rhos])
         ax.set_xlabel('stage-2 allocation α (share of target data in stage 2)')
         ax.set_ylabel('replay fraction ρ')
         settings = describe(panel[0]['settings'], panel[0]['settings'])
@@ -212,24 +159,6 @@ def plot_heatmap(rows, out_dir, formats):
     return dict(panels=plotted)
 
 
-def seed_mean_curve(rows_by_name, runs, column=1):
-    """Target loss (column 2: generic) per step, mean/min/max over the runs' evals, on the steps every run has."""
-    return seed_band([{e[0]: e[column] for e in rows_by_name[name]['evals'] if e[column] is not None}
-                      for name in runs])
-
-
-def seed_band(curves):
-    """(steps, mean, min, max) over several runs' {step: value} curves, on the steps every run has."""
-    steps = sorted(set.intersection(*(set(c) for c in curves)))
-    values = np.array([[c[step] for step in steps] for c in curves])
-    return steps, values.mean(axis=0), values.min(axis=0), values.max(axis=0)
-
-
-def stage_boundaries(stage_table):
-    """Steps where a stage starts after step 0 (a stage of no steps starts nowhere): each is marked on a curve."""
-    return [s['start'] for s in stage_table if s['steps'] and s['start'] > 0]
-
-
 def draw_curve(ax, band, label, stage_starts):
     """A seed-mean line over the steps, its min–max band over seeds and a dotted line at each stage start, in one
     colour. band: seed_band's (steps, mean, min, max). Returns the numbers drawn."""
@@ -241,30 +170,34 @@ def draw_curve(ax, band, label, stage_starts):
     return dict(step=list(steps), mean=mean.tolist(), min=low.tolist(), max=high.tolist())
 
 
-def spike_starts(stage_table):
-    """Steps where a stage restarts the LR schedule or resets the optimizer: where an initial loss spike is due."""
-    return [s['start'] for s in stage_table
-            if s['steps'] and s['start'] > 0 and (s['lr'] == 'restart' or s['reset_optimizer'])]
-
-
 def plot_curves(rows, out_dir, formats):
     """Target and generic validation loss over steps, one line per setting (seed mean; band: min–max over seeds),
     every stage start marked, and the spike (height, recovery) at each start that restarts the LR schedule or
-    resets the optimizer. Works for any stage list (results.jsonl holds each run's stage table)."""
+    resets the optimizer. Works for any stage list (results.jsonl holds each run's stage table). A second row zooms
+    on the last stage (from shortly before the earliest last-stage start to the end), which a long first stage
+    otherwise squeezes into the right edge."""
     rows_by_name = {row['run']: row for row in rows}
     entries = seed_average([r for r in rows if r['evals'] and r.get('reference') != 1], 'val_loss_target')
     if not entries:
         raise Skip("no non-reference run has evals in results.jsonl and a val_loss_target")
     varying = varying_keys([e['settings'] for e in entries])
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    last_starts = [s[-1] for s in (stage_boundaries(rows_by_name[e['runs'][0]]['stage_table']) for e in entries) if s]
+    zoom = None
+    if last_starts:  # from shortly before the earliest last-stage start, so every setting's last stage shows
+        end = max(e[0] for entry in entries for name in entry['runs'] for e in rows_by_name[name]['evals'])
+        zoom = dict(start=max(0, min(last_starts) - 0.1 * (end - min(last_starts))), end=end)
+    fig, axes = plt.subplots(2 if zoom else 1, 2, figsize=(14, 11 if zoom else 5.5), squeeze=False)
     curves = []
     for entry in entries:
-        runs, label = entry['runs'], describe(entry['settings'], varying) or entry['runs'][0]
+        runs, label = entry['runs'], setting_label(entry, varying, rows)
         table = rows_by_name[runs[0]]['stage_table']
         starts = stage_boundaries(table)
         curve = dict(label=label, runs=runs, stage_starts=starts, spikes=[])
-        for ax, column, name in zip(axes, (1, 2), ('target', 'generic')):
-            curve[name] = draw_curve(ax, seed_mean_curve(rows_by_name, runs, column), label, starts)
+        for column, name in ((1, 'target'), (2, 'generic')):
+            band = seed_mean_curve(rows_by_name, runs, column)
+            curve[name] = draw_curve(axes[0][column - 1], band, label, starts)
+            if zoom:
+                draw_curve(axes[1][column - 1], band, label, starts)
         for start in spike_starts(table):
             target = curve['target']
             try:
@@ -273,18 +206,21 @@ def plot_curves(rows, out_dir, formats):
                 continue  # no eval on one side of this start
             curve['spikes'].append(dict(start=start, spike_height=height, recovery_steps=recovery))
         curves.append(curve)
-    for ax, name in zip(axes, ('target', 'generic')):
-        ax.set_xlabel('step (dotted: a stage starts)')
-        ax.set_ylabel(f'{name} val loss ({LOSS_UNIT})')
-        ax.set_title(f"{name.capitalize()} loss over training")
-    axes[0].legend(title='line: seed mean; band: min–max over seeds', fontsize=7, title_fontsize=7)
+    for row, where in zip(axes, ('over training', 'in the last stage')):
+        for ax, name in zip(row, ('target', 'generic')):
+            ax.set_xlabel('step (dotted: a stage starts)')
+            ax.set_ylabel(f'{name} val loss ({LOSS_UNIT})')
+            ax.set_title(f"{name.capitalize()} loss {where}")
+    if zoom:
+        for ax, name in zip(axes[1], ('target', 'generic')):
+            visible = [v for c in curves for step, low, high in zip(c[name]['step'], c[name]['min'], c[name]['max'])
+                       if step >= zoom['start'] for v in (low, high)]
+            margin = 0.05 * (max(visible) - min(visible)) or 0.01
+            ax.set_xlim(zoom['start'], zoom['end'])
+            ax.set_ylim(min(visible) - margin, max(visible) + margin)
+    axes[0][0].legend(title='line: seed mean; band: min–max over seeds', fontsize=7, title_fontsize=7)
     save(fig, out_dir, 'curves', formats)
-    return dict(curves=curves)
-
-
-def task_names(rows):
-    """Tasks whose final accuracy results.csv holds (columns acc_<task>)."""
-    return sorted({k[4:] for k in rows[0] if k.startswith('acc_') and not k.startswith('acc_norm_')})
+    return dict(curves=curves, last_stage_zoom=zoom)
 
 
 def plot_accuracy(rows, out_dir, formats):
@@ -324,7 +260,7 @@ def plot_task_curves(rows, out_dir, formats):
     for row_axes, name in zip(axes, names):
         entries = entries_by_task[name]
         varying = varying_keys([e['settings'] for e in entries])
-        labels = [describe(e['settings'], varying) or e['runs'][0] for e in entries]
+        labels = [setting_label(e, varying, rows) for e in entries]
         starts = [stage_boundaries(rows_by_name[e['runs'][0]]['stage_table']) for e in entries]
         for ax, (column, metric) in zip(row_axes, enumerate(ACC_METRICS, 1)):
             curves = plotted[f'{metric}_{name}'] = []
@@ -352,24 +288,24 @@ def plot_spike(rows, out_dir, formats):
     chosen = series[best_point(series)[0]]
     fig, ax = plt.subplots(figsize=(8, 5.5))
     curves, stage2_lengths = [], []
-    for rho, runs in zip(chosen['replay_fraction'], chosen['runs']):
+    for rho, realised, runs in zip(chosen['replay_fraction'], chosen['rho_realised'], chosen['runs']):
         stage2_start = rows_by_name[runs[0]]['stage2_start']
         steps, mean, low, high = seed_mean_curve(rows_by_name, runs)
         try:
             height, recovery = spike_stats([[s, m] for s, m in zip(steps, mean)], stage2_start)
         except ValueError as e:
-            print(f"spike: skipping ρ = {rho_label(rho)}: {e}")
+            print(f"spike: skipping ρ = {rho_label(realised, rho)}: {e}")
             continue
         relative = np.array(steps) - stage2_start
         recovery_text = 'not recovered' if recovery is None else f"recovered after {recovery:g} steps"
-        line, = ax.plot(relative, mean, marker='.', label=f"ρ = {rho_label(rho)}: spike {height:+.4f}, "
+        line, = ax.plot(relative, mean, marker='.', label=f"ρ = {rho_label(realised, rho)}: spike {height:+.4f}, "
                         f"{recovery_text}")
         ax.fill_between(relative, low, high, color=line.get_color(), alpha=0.2)
         max_iters = rows_by_name[runs[0]].get('max_iters')
         stage2_lengths.append((max_iters if isinstance(max_iters, float) else steps[-1]) - stage2_start)
-        curves.append(dict(replay_fraction=rho, stage2_start=stage2_start, step=relative.tolist(),
-                           mean=mean.tolist(), min=low.tolist(), max=high.tolist(), spike_height=height,
-                           recovery_steps=recovery, runs=runs))
+        curves.append(dict(replay_fraction=rho, rho_realised=realised, stage2_start=stage2_start,
+                           step=relative.tolist(), mean=mean.tolist(), min=low.tolist(), max=high.tolist(),
+                           spike_height=height, recovery_steps=recovery, runs=runs))
     if not curves:
         raise Skip("no run has target evals on both sides of its stage2_start")
     ax.axvline(0, color='black', linewidth=0.8, linestyle='--')
@@ -421,7 +357,7 @@ def plot_efficiency(rows, out_dir, formats):
             label=f"fit A·D^−B + C: A = {fit['A']:.3g}, B = {fit['B']:.3g}, C = {fit['C']:.3g}")
     for c in report['comparisons']:
         for side, run, marker in (('with_replay', c['replay_run'], 'o'), ('without_replay', c['plain_run'], 's')):
-            name = f"{c['label']}, {describe_schedule(run['settings'])}"
+            name = f"{c['label']}, {schedule_text(run, rows)}"
             if c[side] is None:
                 ax.axhline(run['mean'], linestyle=':', label=f"{name}: outside the fitted range")
                 continue
@@ -441,113 +377,10 @@ def plot_efficiency(rows, out_dir, formats):
                              for c in report['comparisons']])
 
 
-def per_seed_line(runs, baseline_rho, compare_rho, column='val_loss_target', higher_is_better=False):
-    """The paired view: runs of one seed share everything before stage 2, so their difference is replay's alone."""
-    by_seed = {}
-    for r in runs:
-        if isinstance(r.get(column), float):
-            by_seed.setdefault(r['seed'], {})[r['replay_fraction']] = r[column]
-    pairs = {seed: v[compare_rho] - v[baseline_rho] for seed, v in sorted(by_seed.items())
-             if compare_rho in v and baseline_rho in v}
-    better = sum((d > 0) if higher_is_better else (d < 0) for d in pairs.values())
-    return (f"per seed, ρ = {compare_rho:g} minus ρ = {baseline_rho:g}: "
-            + ', '.join(f"seed {seed:g}: {d:+.4f}" for seed, d in pairs.items())
-            + f" (replay better in {better} of {len(pairs)})")
-
-
-def spread_text(entry):
-    """A seed_average entry as 'mean ± half the min–max range (min, max, n seeds)'."""
-    return (f"{entry['mean']:.4f} ± {(entry['max'] - entry['min']) / 2:.4f} (min {entry['min']:.4f}, max "
-            f"{entry['max']:.4f}, {entry['n']} seeds)")
-
-
-def spread_verdict(base, other):
-    """Whether two seed_average entries differ by more than the seed spread (the larger min–max range of the two)."""
-    spread = max(base['max'] - base['min'], other['max'] - other['min'])
-    if abs(other['mean'] - base['mean']) <= spread:
-        return 'within noise: the difference is smaller than the seed spread'
-    return f"beyond the seed spread ({spread:.4f})"
-
-
-def accuracy_lines(runs, column, baseline_rho, compare_rho):
-    """The report's lines for one task accuracy column (higher is better), judged against the seed spread as the
-    target loss is."""
-    by_rho = {e['settings']['replay_fraction']: e for e in seed_average(runs, column)}
-    if baseline_rho not in by_rho or compare_rho not in by_rho:
-        return [f"{column}: no runs at both ρ = {baseline_rho:g} and ρ = {compare_rho:g}"]
-    base, other = by_rho[baseline_rho], by_rho[compare_rho]
-    gain = other['mean'] - base['mean']
-    return [f"{column}, no replay  (ρ = {baseline_rho:g}): {spread_text(base)}",
-            f"{column}, replay     (ρ = {compare_rho:g}): {spread_text(other)}",
-            f"replay at ρ = {compare_rho:g} {'raises' if gain > 0 else 'lowers'} {column} by {abs(gain):.4f}: "
-            f"{spread_verdict(base, other)}",
-            per_seed_line(runs, baseline_rho, compare_rho, column, higher_is_better=True),
-            f"{column} by ρ: " + ', '.join(f"ρ={rho:g}: {e['mean']:.4f}" for rho, e in sorted(by_rho.items()))]
-
-
-def write_report(rows, sweep_dir, baseline_rho=0.0, compare_rho=0.5):
-    """A short text report of a replay sweep's α = 1 runs: ρ = compare_rho against ρ = baseline_rho (both fixed
-    before the runs), the best ρ, the efficiency multiplier and the change in generic loss. A difference smaller
-    than the seed spread (the larger min-to-max range of the two settings) is called "within noise". Returns the
-    text."""
-    runs = [r for r in rows if r.get('reference') != 1 and r.get('stage2_allocation') == 1.0]
-    target = {e['settings']['replay_fraction']: e for e in seed_average(runs, 'val_loss_target')}
-    generic = {e['settings']['replay_fraction']: e for e in seed_average(runs, 'val_loss_generic')}
-    if baseline_rho not in target or compare_rho not in target:
-        raise ValueError(f"the sweep needs runs at ρ = {baseline_rho:g} and ρ = {compare_rho:g} for a report")
-    base, other = target[baseline_rho], target[compare_rho]
-    gain = base['mean'] - other['mean']
-    best = min(target.values(), key=lambda e: e['mean'])
-    lines = [f"Replay report for {sweep_dir} (final validation loss in {LOSS_UNIT}; mean ± half the min–max range "
-             f"over seeds)",
-             f"target loss, no replay  (ρ = {baseline_rho:g}): {spread_text(base)}",
-             f"target loss, replay     (ρ = {compare_rho:g}): {spread_text(other)}",
-             f"replay at ρ = {compare_rho:g} {'lowers' if gain > 0 else 'raises'} the target loss by {abs(gain):.4f} "
-             f"({100 * abs(gain) / base['mean']:.1f}%): {spread_verdict(base, other)}",
-             per_seed_line(runs, baseline_rho, compare_rho),
-             "target loss by ρ: " + ', '.join(f"ρ={rho:g}: {e['mean']:.4f}" for rho, e in sorted(target.items())),
-             f"best ρ: {best['settings']['replay_fraction']:g} (target loss {best['mean']:.4f})"]
-    if baseline_rho in generic and compare_rho in generic:
-        change = generic[compare_rho]['mean'] - generic[baseline_rho]['mean']
-        lines.append(f"generic loss: {generic[baseline_rho]['mean']:.4f} at ρ = {baseline_rho:g}, "
-                     f"{generic[compare_rho]['mean']:.4f} at ρ = {compare_rho:g} ({change:+.4f}: replay "
-                     f"{'reduces' if change < 0 else 'does not reduce'} forgetting of the generic domain)")
-    for name in task_names(rows):  # task accuracy (acc, acc_norm), higher is better
-        for metric in ACC_METRICS:
-            lines += accuracy_lines(runs, f'{metric}_{name}', baseline_rho, compare_rho)
-    try:
-        report = efficiency_report(rows)
-        fit = report['fit']
-        lines.append(f"efficiency fit over the reference runs: L(D) = {fit['A']:.4g}·D^-{fit['B']:.4g} + "
-                     f"{fit['C']:.4g} (R² = {fit['r2']:.3f})")
-        fixed = efficiency(fit, other['mean'], base['mean'], base['settings']['target_tokens'])
-        lines.append(f"target-data efficiency of ρ = {compare_rho:g} over ρ = {baseline_rho:g}: " +
-                     (f"{fixed['multiplier']:.2f}x" if fixed['multiplier'] is not None else
-                      "a loss lies outside the fitted range; not extrapolating"))
-        for c in report['comparisons']:
-            if c['multiplier'] is not None:
-                schedule = describe_schedule(c['replay_run']['settings'])
-                lines.append(f"target-data efficiency of the best replay run ({schedule}): {c['multiplier']:.2f}x the "
-                             f"no-replay run's (D_eff {c['with_replay']:.2f} vs {c['without_replay']:.2f} x D0)")
-            else:
-                lines.append("efficiency: a loss lies outside the fitted range of the reference runs; not "
-                             "extrapolating")
-    except ValueError as e:
-        lines.append(f"efficiency: not computed ({e})")
-    computed = sum(r['steps_computed'] for r in rows if isinstance(r.get('steps_computed'), float))
-    scratch = sum(r['max_iters'] for r in rows if isinstance(r.get('max_iters'), float))
-    if computed:
-        lines.append(f"compute: {computed:.0f} training steps with prefix sharing instead of {scratch:.0f}")
-    text = '\n'.join(lines) + '\n'
-    with open(os.path.join(sweep_dir, 'report.txt'), 'w') as f:
-        f.write(text)
-    return text
-
-
 OPTIONS = dict(pdf=False,      # also write PDFs
                fit=False,      # quadratic fit in −log(1−ρ) on replay_vs_loss
-               report=False)   # also write SWEEP_DIR/report.txt: ρ=0 against ρ=0.5, best ρ, efficiency, forgetting,
-                               # task accuracy
+               report=False)   # also write SWEEP_DIR/report.txt: every ρ against ρ=0, best ρ, efficiency,
+                               # forgetting, task accuracy
 
 
 def main(argv):

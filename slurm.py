@@ -5,7 +5,7 @@ Jobs. A run that other runs fork from is cut at their fork steps: each piece, a 
 that runs train.py with --stop_after=b (it writes ckpt.pt and ckpt_b.pt and exits), and the jobs that continue from
 step b, the run's own next segment and the first segments of the runs forking there, are submitted with
 --dependency=afterok on it. A fork starts as soon as its parent has computed the shared steps; no job holds a GPU
-waiting for a file. A job decides when it STARTS where to begin (sweep.resume_args): its run's own ckpt.pt if there
+waiting for a file. A job decides when it STARTS where to begin (layout.start_args): its run's own ckpt.pt if there
 is one, else the parent's checkpoint at the fork step, else step 0; so a requeued job continues exactly, as
 `train.py --init_from=resume` does after a crash.
 
@@ -39,7 +39,6 @@ import time
 import submitit
 
 import layout
-import sweep
 from configurator import UserError
 
 TIMEOUT_REQUEUES = 10  # a job requeues itself on its time limit at most this many times (submitit's countdown)
@@ -63,7 +62,7 @@ def segments(runs, order):
     out, ends = [], {}  # ends: (run index, step) -> the key of that run's segment ending there
     for i in order:
         run = runs[i]
-        n_steps = run['config']['max_iters']
+        n_steps = run['steps']
         start = run['fork_step'] if run['parent'] is not None else 0
         after = ends[(run['parent'], start)] if run['parent'] is not None else None
         bounds = [start] + sorted(k for k in fork_points.get(i, ()) if start < k < n_steps) + [n_steps]
@@ -79,7 +78,7 @@ def segment_done(segment):
     run = segment['run']
     out = run['config']['out_dir']
     return (os.path.isfile(os.path.join(out, 'summary.json'))
-            or (segment['stop'] < run['config']['max_iters'] and layout.kept(out, segment['stop']) is not None))
+            or (segment['stop'] < run['steps'] and layout.kept(out, segment['stop']) is not None))
 
 
 def segment_states(segs, registry, states):
@@ -116,25 +115,20 @@ def segment_states(segs, registry, states):
 # what a job runs
 # ---------------------------------------------------------------------------------------------------------------
 
-def rendezvous_port(job_id):
-    """A port per job, so two multi-node jobs whose first node is the same do not meet."""
-    return 29500 + int(job_id) % 10000 if str(job_id).isdigit() else '<port>'
-
-
 def train_command(spec, resume, first_node='<first_node>', job_id='<job_id>', python=sys.executable,
-                  root=sweep.ROOT):
+                  root=layout.ROOT):
     """The command every node of the job runs: train.py alone, or under torchrun (one node: --standalone; several:
     the c10d rendezvous on the job's first node)."""
     args = [os.path.join(root, 'train.py'), spec['config'], *resume]
     if spec['stop_after']:
         args.append(f"--stop_after={spec['stop_after']}")
     nodes, procs = spec['nodes'], spec['procs_per_node']
-    if nodes > 1:
+    if nodes > 1:  # a port per job, so two multi-node jobs whose first node is the same do not meet
+        port = 29500 + int(job_id) % 10000 if str(job_id).isdigit() else '<port>'
         torchrun = ['-m', 'torch.distributed.run', f'--nnodes={nodes}', f'--nproc_per_node={procs}',
-                    '--rdzv_backend=c10d', f'--rdzv_endpoint={first_node}:{rendezvous_port(job_id)}',
-                    f'--rdzv_id={job_id}']
+                    '--rdzv_backend=c10d', f'--rdzv_endpoint={first_node}:{port}', f'--rdzv_id={job_id}']
     else:
-        torchrun = sweep.torchrun_args(procs, spec['parallel'])
+        torchrun = layout.torchrun_args(procs, spec['parallel'])
     return [python, *torchrun, *args]
 
 
@@ -153,7 +147,8 @@ class Segment(submitit.helpers.Checkpointable):
     def __call__(self):
         env = submitit.JobEnvironment()
         spec = self.spec
-        resume = sweep.resume_args(spec['out_dir'], spec['fork'])  # decided now, so a requeued job continues
+        # decided now, so a requeued job continues; node 0 records where the run started
+        resume = layout.start_args(spec['out_dir'], spec['fork'], record=env.node == 0)
         command = train_command(spec, resume, env.hostnames[0], env.job_id)
         log = open(os.path.join(spec['out_dir'], 'stdout.log'), 'a') if env.node == 0 else None
         header = (f"[sweep.py: SLURM job {env.job_id}, node {env.node} ({env.hostname}), steps {spec['start']}.."
@@ -199,7 +194,7 @@ def job_spec(seg, runs, procs_per_node, nodes):
                        if first else None)
     return dict(run=run['name'], out_dir=out, config=os.path.join(out, 'config.py'), fork=fork,
                 fork_checkpoint=fork_checkpoint, parallel=run['config']['parallel'], start=seg['start'],
-                stop=seg['stop'], stop_after=seg['stop'] if seg['stop'] < run['config']['max_iters'] else 0,
+                stop=seg['stop'], stop_after=seg['stop'] if seg['stop'] < run['steps'] else 0,
                 nodes=nodes, procs_per_node=procs_per_node, cwd=os.getcwd())
 
 
@@ -218,7 +213,7 @@ def command_text(command):
 
 def shown_command(spec):
     """The command a job will run, with python and paths relative to the working directory."""
-    root = os.path.relpath(sweep.ROOT, spec['cwd'])
+    root = os.path.relpath(layout.ROOT, spec['cwd'])
     return command_text(train_command(spec, intended_resume(spec), python='python', root='' if root == '.' else root))
 
 
@@ -327,10 +322,6 @@ def read_registry(sweep_dir):
     return registry
 
 
-def write_registry(sweep_dir, registry):
-    layout.write_json_atomic(registry_path(sweep_dir), registry)
-
-
 def submitted_options(sweep_dir):
     """The sweep options that shaped the submitted jobs' tree, for --status and --cancel."""
     registry = read_registry(sweep_dir)
@@ -401,7 +392,7 @@ def submit(runs, order, sweep_dir, options):
                                          after=[wait] if wait else [], resources=resources,
                                          command=command,
                                          submitted=datetime.datetime.now().isoformat(timespec='seconds')))
-            write_registry(sweep_dir, registry)
+            layout.write_json_atomic(registry_path(sweep_dir), registry)
         new_ids[seg['key']] = job_id
         print(f"{'job' if executor is None else 'submitted job'} {job_id} {title}\n"
               f"    resources: {resources}\n    command: {command}\n    dependency: "
@@ -413,29 +404,13 @@ def submit(runs, order, sweep_dir, options):
 def submit_job(executor, spec, config, title, command, wait, setup):
     """One sbatch through submitit: the run's config file (with the checkpoints its forks start from), then the
     job, with the command it runs written into its script for people to read."""
-    sweep.write_run_config(spec['config'], config)
+    layout.write_run_config(spec['config'], config)
     executor.update_parameters(
         job_name=f"replay:{spec['run']}:{spec['start']}..{spec['stop']}",
         dependency=f"afterok:{wait}" if wait else None,
         setup=[f"# sweep.py: run {title}; every node runs (resume arguments decided when the job starts):",
-               f"#   {command}", f"export PYTHONPATH={shlex.quote(sweep.ROOT)}${{PYTHONPATH:+:$PYTHONPATH}}", *setup])
+               f"#   {command}", f"export PYTHONPATH={shlex.quote(layout.ROOT)}${{PYTHONPATH:+:$PYTHONPATH}}", *setup])
     return executor.submit(Segment(spec)).job_id
-
-
-def last_step(out_dir):
-    """Completed steps by the run's log.jsonl (its last record), or None without a log."""
-    path = os.path.join(out_dir, 'log.jsonl')
-    if not os.path.isfile(path):
-        return None
-    with open(path, 'rb') as f:
-        f.seek(max(0, os.path.getsize(path) - 65536))
-        for line in reversed(f.read().decode(errors='replace').splitlines()):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            return record['step'] + (record['kind'] != 'eval')  # train/batch records: the step just taken
-    return None
 
 
 def last_error(out_dir, job_id, folder):
@@ -464,8 +439,7 @@ def status(runs, order, sweep_dir):
     states = queue_states(known)
     segs = segments(runs, order)
     current = segment_states(segs, registry, states)
-    counts = {}
-    lines = []
+    counts, lines, logged = {}, [], 0
     for i in order:
         run = runs[i]
         mine = [s for s in segs if s['run'] is run]
@@ -474,7 +448,8 @@ def status(runs, order, sweep_dir):
         state, job, slurm_state = current[seg['key']]
         state = 'finished' if open_segment is None else (state or 'not submitted')
         counts[state] = counts.get(state, 0) + 1
-        step = last_step(run['config']['out_dir'])
+        step = layout.last_step(run['config']['out_dir'])
+        logged += min(step or 0, run['steps'])
         detail = f"steps {seg['start']}..{seg['stop']}" if len(mine) > 1 and job else ''
         if state == 'failed':
             detail += f" {slurm_state or 'state unknown'}: " + (last_error(run['config']['out_dir'], job['job_id'],
@@ -486,9 +461,10 @@ def status(runs, order, sweep_dir):
                 up = next(s for s in segs if s['key'] == up['after'])
             detail += f" behind {up['run']['name']} steps {up['start']}..{up['stop']} ({current[up['key']][0]})"
         lines.append(f"  {run['name']:<40} {state:<13} job {job['job_id'] if job else '-':<8} "
-                     f"step {'-' if step is None else step}/{run['config']['max_iters']} {detail}".rstrip())
+                     f"step {'-' if step is None else step}/{run['steps']} {detail}".rstrip())
     print(f"sweep {sweep_dir}: {len(runs)} runs: " + ', '.join(f"{n} {s}" for s, n in sorted(counts.items()))
-          + ("" if known else " (no jobs.json: no SLURM jobs submitted)"))
+          + ("" if known else " (no jobs.json: no SLURM jobs submitted)")
+          + f"; {logged}/{sum(r['steps'] for r in runs)} of their steps logged")
     print('\n'.join(lines))
 
 

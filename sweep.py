@@ -31,7 +31,15 @@ everything before its earliest stage 2. On CPU the forked runs are bit-identical
 (tests/test_sweep.py); --share=False turns sharing off.
 
 Finished runs (summary.json present) are skipped, a run that crashed resumes from its own ckpt.pt, and every
-summary is gathered into sweep_dir/results.csv and results.jsonl (one row per run, evals included in the .jsonl).
+summary is gathered into sweep_dir/results.csv and results.jsonl (one row per run, evals included in the .jsonl;
+analysis.gather). A sweep that grows (runs added to a finished one) forks its new runs only from checkpoints that
+exist (a finished run's kept ckpt_<k>.pt), else recomputes the shared prefix once in a new run, else runs from
+scratch; each run records where it really started (<run>/started.json: forked_from, fork_step), and results.csv's
+steps_computed, the dry run's total and the report's compute line count those steps.
+
+Seeds: `seed` in a grid or run sets train.py's seed (init, dropout); for runs that load their weights with dropout
+0 it sets data_seed too, the only randomness they have (seed_keys; the sweep prints which). The sweep prints each
+run's realised ρ (with the one asked where rounding moved it), and as runs end, its progress in steps and an ETA.
 
 Launchers. `local` (the default) runs train.py here: one run at a time, one per GPU group of --gpus (under
 torchrun when --gpus_per_run > 1), or --jobs CPU runs side by side; a fork starts when its parent finishes.
@@ -44,7 +52,6 @@ sweep_dir/jobs.json; --status=True and --cancel=True read it.
 --min_fork_step: a run forks only from a run it shares at least this many steps with (0 = 1 step locally; under
 SLURM, max_iters / 16 of the forking run, since every fork point costs its parent one more wait in the queue).
 """
-import csv
 import itertools
 import json
 import os
@@ -54,10 +61,11 @@ import time
 
 import layout
 import schedule
+import slurm
+from analysis import gather, replay_of, rho_text
 from configurator import (DEFAULTS, UserError, check_rules, check_value, load_config, parse_value, print_help_if_asked,
                           read_config_file, run_main, split_argv)
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
 SWEEP_FILE_KEYS = {'base': [], 'overrides': {}, 'grid': {}, 'runs': [{}], 'sweep_dir': 'out/sweep'}
 OPTIONS = {'gpus': '', 'gpus_per_run': 1, 'jobs': 1, 'dry_run': False, 'share': True, 'sweep_dir': '',
            'min_fork_step': 0, 'launcher': 'local', 'status': False, 'cancel': False,
@@ -73,13 +81,11 @@ LOCAL_OPTIONS = ('gpus', 'jobs')
 SLURM_OPTIONS = ('partition', 'account', 'time', 'nodes', 'gpus_per_node', 'cpus_per_task', 'mem_gb', 'sbatch',
                  'setup')
 LABELS = ('protocol', 'reference')
+PROGRESS_INTERVAL = 60  # seconds between the sweep's progress lines while runs go on
 SHORT_NAMES = {'replay_fraction': 'rho', 'stage2_allocation': 'alpha', 'stage2_fraction': 'delta',
                'cooldown_fraction': 'cooldown', 'target_tokens': 'D', 'target_epochs': 'e', 'learning_rate': 'lr',
                'stage2_learning_rate': 'lr2', 'max_iters': 'N'}
-RESULT_COLUMNS = ['run', 'protocol', 'reference', 'seed', 'data_seed', 'mode', 'lr_schedule', 'cooldown_fraction',
-                  'replay_fraction', 'rho_realised', 'stage2_allocation', 'stage2_fraction', 'gamma',
-                  'target_tokens', 'target_epochs', 'max_iters', 'stage2_start', 'val_loss_target',
-                  'val_loss_generic', 'steps_computed', 'forked_from', 'fork_step', 'out_dir']
+
 
 
 def parse_args(argv):
@@ -158,11 +164,35 @@ def expand(sweep, cli_overrides):
         for key, value in settings.items():
             config[key] = check_value(key, value, f"sweep run {name}")
         config['out_dir'] = os.path.join(sweep['sweep_dir'], name)
+        seeded = seed_keys(config) if 'seed' in settings else []
+        if 'data_seed' in seeded and 'data_seed' not in settings:
+            config['data_seed'] = config['seed']
         if config['max_iters'] == 0:  # mode='mixed' derives N from ρ: the sweep's step counts need it
             config['max_iters'] = schedule.make_plan(config)['N']
         labels = {'protocol': run.get('protocol', ''), 'reference': int(bool(run.get('reference', 0)))}
-        runs.append(dict(name=name, labels=labels, config=config))
+        runs.append(dict(name=name, labels=labels, config=config, seed_keys=seeded))
     return runs
+
+
+def seed_keys(config):
+    """The train.py keys a sweep's `seed` sets in a run. `seed` draws the model's init and dropout, so in a run that
+    loads its weights (init_from a checkpoint or a model directory) with dropout 0 it would change nothing: there it
+    sets data_seed too (the target pool, the target order and the generic permutation: all that varies such a run),
+    unless the sweep sets data_seed itself. A run from scratch keeps the paired design: its seeds share the data
+    order and differ in init (and dropout)."""
+    loads_weights = config['init_from'] not in ('scratch', 'resume')
+    return ['seed', 'data_seed'] if loads_weights and config['dropout'] == 0 else ['seed']
+
+
+def seeds_note(runs):
+    """What a sweep's seeds vary, one line (None when no run sets `seed`)."""
+    kinds = {tuple(r['seed_keys']) for r in runs if r['seed_keys']}
+    if not kinds:
+        return None
+    why = {('seed',): "seed sets seed (model init and dropout)",
+           ('seed', 'data_seed'): "seed sets seed and data_seed (these runs load their weights and have dropout 0, "
+                                  "so only the data order varies: target pool, target order, generic permutation)"}
+    return "seeds: " + "; ".join(why[k] for k in sorted(kinds))
 
 
 def shared_prefix(a, b):
@@ -177,23 +207,38 @@ def shared_prefix(a, b):
     return lo
 
 
-def fork_tree(hashes, min_fork):
+def fork_tree(hashes, min_fork, done=None, kept=None, continues_after=None):
     """parent[i], fork_step[i] (None, 0 for a root) and a run order: a greedy maximum spanning tree over shared
-    prefixes, rooted at run 0, so each run forks from the placed run it shares the most steps with. A forked run
-    computes only the steps after its own fork, so it can hand out checkpoints only at later steps; an earlier
-    shared prefix is taken from its ancestors, which share it too. Run j forks only at min_fork[j] steps or more."""
+    prefixes, so each run forks from the placed run it shares the most steps with, at a checkpoint that exists or
+    will. Finished runs (done[i]) come first, as roots: they serve forks only at the checkpoints they kept (kept[i]:
+    steps), so a sweep grown after its checkpoints were removed recomputes the prefix in one new run (or each new
+    run from scratch) rather than promising forks from files that are gone. Without finished runs the tree is
+    rooted at run 0. A run still to compute serves the steps after its own fork step and after
+    continues_after[i] (the last step its log holds when it continues its own checkpoint, else -1), and its kept
+    checkpoints before those; an earlier shared prefix is taken from its ancestors, which share it too. Run j forks
+    only at min_fork[j] steps or more."""
     n = len(hashes)
-    parent, fork_step, placed = [None] * n, [0] * n, [0]
+    done, kept = done or [False] * n, kept or [set()] * n
+    continues_after = continues_after or [-1] * n
+    parent, fork_step = [None] * n, [0] * n
+    placed = [i for i in range(n) if done[i]] or [0]
     best = [(0, None)] * n
 
-    def offer(i):  # run i was placed: it can serve forks at steps it computes itself
+    def fork_point(i, j):
+        k = shared_prefix(hashes[i], hashes[j])
+        if not done[i] and k > max(fork_step[i], continues_after[i]):
+            return k  # run i computes step k itself and keeps a checkpoint there
+        return max((step for step in kept[i] if step <= k), default=0)
+
+    def offer(i):  # run i was placed: it can serve forks at the steps fork_point allows
         for j in range(n):
             if j not in placed:
-                k = shared_prefix(hashes[i], hashes[j])
-                if k > fork_step[i] and k >= min_fork[j]:  # k > fork_step[i] >= 0: always 1 step or more
+                k = fork_point(i, j)
+                if k >= max(1, min_fork[j]):
                     best[j] = max(best[j], (k, i), key=lambda b: b[0])
-    offer(0)
-    order = [0]
+    for i in placed:
+        offer(i)
+    order = list(placed)
     while len(placed) < n:
         i = max((j for j in range(n) if j not in placed), key=lambda j: (best[j][0], -j))
         fork_step[i], parent[i] = best[i]
@@ -203,43 +248,15 @@ def fork_tree(hashes, min_fork):
     return parent, fork_step, order
 
 
-def write_run_config(path, config):
-    """The run's exact config as a config file: `python train.py <run>/config.py` reruns it from scratch. Creates
-    the run directory."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, 'w') as f:
-        f.write("# written by sweep.py: this run's full config\n")
-        for key, value in config.items():
-            f.write(f"{key} = {value!r}\n")
-
-
-def resume_args(out_dir, fork):
-    """train.py arguments that start or continue run out_dir, decided when it starts: from its own checkpoint if it
-    has one (it crashed, or was preempted, or an earlier job of it stopped at a fork point), else from the parent's
-    checkpoint kept at the fork step (fork = (parent out_dir, step)) if that exists, else from scratch."""
-    if layout.latest(out_dir):
-        return ["--init_from='resume'"]
-    fork_checkpoint = layout.kept(*fork) if fork else None
-    if fork_checkpoint:
-        return ["--init_from='resume'", f"--resume_from={fork_checkpoint!r}"]
-    return []
-
-
-def torchrun_args(procs, parallel):
-    """The arguments between python and train.py for one node of `procs` ranks: torchrun's, or none."""
-    if procs > 1 or parallel == 'fsdp':  # FSDP2 needs torchrun's ranks, also alone
-        return ['-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={max(procs, 1)}']
-    return []
-
-
 def launch(run, slot, options):
     """Start train.py for one run on one slot (a GPU group, or a CPU job); returns the Popen."""
     out = run['config']['out_dir']
-    write_run_config(os.path.join(out, 'config.py'), run['config'])
-    args = [os.path.join(out, 'config.py'), *resume_args(out, run['fork_from'])]
+    layout.write_run_config(os.path.join(out, 'config.py'), run['config'])
+    args = [os.path.join(out, 'config.py'), *layout.start_args(out, run['fork_from'])]
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     gpus = len(slot) if slot is not None and slot[0] != 'cpu' else 0
-    cmd = [sys.executable, *torchrun_args(gpus, run['config']['parallel']), os.path.join(ROOT, 'train.py'), *args]
+    train = os.path.join(layout.ROOT, 'train.py')
+    cmd = [sys.executable, *layout.torchrun_args(gpus, run['config']['parallel']), train, *args]
     if gpus:
         env['CUDA_VISIBLE_DEVICES'] = ','.join(slot)
     elif options['jobs'] > 1:  # CPU runs side by side: split the cores instead of oversubscribing them
@@ -249,7 +266,9 @@ def launch(run, slot, options):
 
 
 def execute(runs, order, options):
-    """Run everything not done yet; a fork waits for its parent. Several at once across GPU groups or CPU jobs."""
+    """Run everything not done yet; a fork waits for its parent. Several at once across GPU groups or CPU jobs.
+    Prints each start and end with the sweep's progress in steps and an ETA (the steps left at the rate so far),
+    and every PROGRESS_INTERVAL seconds while runs go on."""
     gpus = [g for g in options['gpus'].split(',') if g.strip()]
     if gpus:
         k = options['gpus_per_run']
@@ -258,7 +277,8 @@ def execute(runs, order, options):
         slots = [('cpu', str(i)) for i in range(options['jobs'])]
     pending = [i for i in order if not runs[i]['done']]
     running, free, failed, start = {}, list(slots), [], time.time()
-    total = len(pending)
+    total, total_steps, ended_steps = len(pending), sum(runs[i]['steps_computed'] for i in pending), 0
+    last_line = start
     while pending or running:
         for i in list(pending):
             parent = runs[i]['parent']
@@ -270,6 +290,9 @@ def execute(runs, order, options):
                 continue
             fork = (runs[parent]['config']['out_dir'], runs[i]['fork_step']) if parent is not None else None
             runs[i]['fork_from'] = fork if fork and layout.kept(*fork) else None
+            if fork and not runs[i]['fork_from']:  # the parent kept no checkpoint there: all steps from scratch
+                total_steps += runs[i]['fork_step']
+                runs[i].update(forked_from='', fork_step=0, steps_computed=runs[i]['steps'])
             slot = free.pop(0)
             running[i] = (launch(runs[i], slot, options), slot)
             pending.remove(i)
@@ -277,12 +300,17 @@ def execute(runs, order, options):
                    else "from scratch")
             print(f"[{total - len(pending)}/{total}] start {runs[i]['name']}: {how}", flush=True)
         time.sleep(0.2)
+        if running and time.time() - last_line >= PROGRESS_INTERVAL:
+            last_line = time.time()
+            so_far = ended_steps + sum(steps_so_far(runs[j]) for j in running)
+            print(f"  sweep: {progress_text(so_far, total_steps, start)}", flush=True)
         for i, (proc, slot) in list(running.items()):
             if proc.poll() is None:
                 continue
             del running[i]
             free.append(slot)
             runs[i]['done'] = proc.returncode == 0
+            ended_steps += runs[i]['steps_computed']
             if not runs[i]['done']:
                 failed.append(i)
                 print(f"FAILED {runs[i]['name']} (exit {proc.returncode}): see "
@@ -290,69 +318,49 @@ def execute(runs, order, options):
             else:
                 with open(os.path.join(runs[i]['config']['out_dir'], 'summary.json')) as f:
                     final = json.load(f)['final']
-                print(f"done {runs[i]['name']}: target {final.get('val_loss_target', float('nan')):.4f}, "
-                      f"generic {final.get('val_loss_generic', float('nan')):.4f} "
+                print(f"done {runs[i]['name']}{rho_note(runs[i])}: target "
+                      f"{final.get('val_loss_target', float('nan')):.4f}, generic "
+                      f"{final.get('val_loss_generic', float('nan')):.4f} "
                       f"({time.time() - start:.0f}s into the sweep)", flush=True)
+            so_far = ended_steps + sum(steps_so_far(runs[j]) for j in running)
+            print(f"  sweep: {total - len(pending) - len(running)}/{total} runs ended, "
+                  f"{progress_text(so_far, total_steps, start)}", flush=True)
     return [runs[i]['name'] for i in failed]
 
 
-def gather(runs, sweep_dir):
-    """results.csv and results.jsonl from every finished run's summary.json and log.jsonl (the .jsonl also holds
-    each run's evals, its task evals and its stages). Each task of a run's `tasks` adds the columns acc_<task> and
-    acc_norm_<task> (its final accuracies)."""
-    extra = sorted({k for r in runs for k in r['swept']} - set(RESULT_COLUMNS))
-    rows, task_names = [], set()
-    for run in runs:
-        out = run['config']['out_dir']
-        if not os.path.isfile(os.path.join(out, 'summary.json')):
-            continue
-        with open(os.path.join(out, 'summary.json')) as f:
-            summary = json.load(f)
-        with open(os.path.join(out, 'log.jsonl')) as f:
-            records = [json.loads(line) for line in f]
-        evals = [[r['step'], r['val_loss_target'], r['val_loss_generic']] for r in records if r['kind'] == 'eval']
-        task_evals = {}  # task -> [[step, acc, acc_norm], ...]
-        for r in records:
-            if r['kind'] == 'task' and 'acc' in r:  # generation tasks (exact_match) have columns, no curves yet
-                task_evals.setdefault(r['task'], []).append([r['step'], r['acc'], r['acc_norm']])
-        final_tasks = summary['final'].get('tasks', {})
-        task_names.update(t for t, numbers in final_tasks.items() if 'acc' in numbers)  # multiple choice
-        accuracy = {f'{metric}_{task}': numbers[metric] for task, numbers in final_tasks.items()
-                    for metric in ('acc', 'acc_norm') if metric in numbers}
-        accuracy.update({f'exact_match_{task}_{name}': value for task, numbers in final_tasks.items()
-                         for name, value in numbers.get('exact_match', {}).items()})
-        config, plan = summary['config'], summary['plan']
-        row = dict(run=run['name'], **run['labels'], seed=config['seed'], data_seed=config['data_seed'],
-                   mode=config['mode'], lr_schedule=config['lr_schedule'],
-                   cooldown_fraction=config['cooldown_fraction'],
-                   # a stage list has no single ρ: the generic share of its stages that hold target data
-                   replay_fraction=plan['rho'] if plan['rho'] is not None else plan['replay_share'],
-                   rho_realised=plan['rho_realised'] if plan['rho'] is not None else plan['replay_share'],
-                   stage2_allocation=plan['alpha'],
-                   stage2_fraction=plan['delta'], gamma=plan['gamma'], target_tokens=config['target_tokens'],
-                   target_epochs=config['target_epochs'], max_iters=config['max_iters'],
-                   stage2_start=plan['stage2_start'], val_loss_target=summary['final'].get('val_loss_target'),
-                   val_loss_generic=summary['final'].get('val_loss_generic'),
-                   steps_computed=run['steps_computed'], forked_from=run['forked_from'],
-                   fork_step=run['fork_step'] if run['forked_from'] else 0, out_dir=out,
-                   **{k: config.get(k) for k in extra}, **accuracy)
-        # plan['stages']: where each stage starts, its LR restart and optimizer reset
-        rows.append((row, evals, task_evals, plan['stages']))
-    with open(os.path.join(sweep_dir, 'results.csv'), 'w', newline='') as f:
-        task_columns = [f'{metric}_{task}' for task in sorted(task_names) for metric in ('acc', 'acc_norm')]
-        task_columns += sorted({k for row, *_ in rows for k in row if k.startswith('exact_match_')})
-        writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS + task_columns + extra, restval='')
-        writer.writeheader()
-        for row, *_ in rows:
-            writer.writerow({k: '' if v is None else v for k, v in row.items()})
-    with open(os.path.join(sweep_dir, 'results.jsonl'), 'w') as f:
-        for row, evals, task_evals, stage_table in rows:
-            f.write(json.dumps({**row, 'evals': evals, 'task_evals': task_evals, 'stage_table': stage_table}) + '\n')
-    return len(rows)
+def steps_so_far(run):
+    """Steps a running run has computed: its log's last step past the step it started from."""
+    started_at = run['steps'] - run['steps_computed']
+    return max(0, min(run['steps_computed'], (layout.last_step(run['config']['out_dir']) or 0) - started_at))
+
+
+def progress_text(done, total, start):
+    """'120/400 steps (30%), 1m05s elapsed, ETA 2m32s' (the steps left at the rate so far)."""
+    elapsed = time.time() - start
+    eta = duration(elapsed * (total - done) / done) if done else 'unknown'
+    return f"{done}/{total} steps ({100 * done / max(total, 1):.0f}%), {duration(elapsed)} elapsed, ETA {eta}"
+
+
+def duration(seconds):
+    """'45s', '12m05s', '3h20m'."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def rho_note(run):
+    """', ρ = 0.2 (asked 0.25)': the replay share the run's plan realises, for a run with target data."""
+    asked, realised = run['rho']
+    return f", ρ = {rho_text(realised, asked)}" if realised is not None else ''
 
 
 def plan_sweep(sweep, options, cli_overrides):
-    """The sweep's runs, each with its config, parent, fork step and steps computed, and the order to start them."""
+    """The sweep's runs, each with its config, steps (the plan's N), ρ (asked, realised), parent, fork step and
+    steps computed, and the order to start them. A finished run's fork and steps are the ones it recorded when it
+    started (None when it has no start record); it serves forks only from the checkpoints it kept."""
     runs = expand(sweep, cli_overrides)
     swept = set(sweep['grid']) | {k for r in sweep['runs'] for k in r if k not in LABELS + ('name',)}
     hashes = []
@@ -361,16 +369,26 @@ def plan_sweep(sweep, options, cli_overrides):
         plan = schedule.make_plan(config, schedule.split_windows(config['target_dir'], config['block_size']),
                                   schedule.split_windows(config['generic_dir'], config['block_size']))
         hashes.append(schedule.prefix_hashes(config, plan) if options['share'] else [run['name']])
-        run.update(swept=swept, done=os.path.isfile(os.path.join(config['out_dir'], 'summary.json')))
+        run.update(swept=swept, done=os.path.isfile(os.path.join(config['out_dir'], 'summary.json')),
+                   steps=plan['N'], rho=replay_of(schedule.summarize(config, plan)))
     # every fork point splits a SLURM job in two (one more wait in the queue): there, fork only where it saves much
-    min_fork = [options['min_fork_step'] or (max(1, r['config']['max_iters'] // 16)
-                                             if options['launcher'] == 'slurm' else 1) for r in runs]
-    parent, fork_step, order = fork_tree(hashes, min_fork)
+    min_fork = [options['min_fork_step'] or (max(1, r['steps'] // 16) if options['launcher'] == 'slurm' else 1)
+                for r in runs]
+    outs = [r['config']['out_dir'] for r in runs]
+    continues_after = [(layout.last_step(out) or 0) if layout.latest(out) else -1 for out in outs]
+    parent, fork_step, order = fork_tree(hashes, min_fork, [r['done'] for r in runs],
+                                         [layout.kept_steps(out) for out in outs], continues_after)
     for i, run in enumerate(runs):
+        started = layout.read_start(outs[i]) if run['done'] else None
+        if run['done']:  # what it recorded when it started, not what this tree would make of it now
+            run.update(parent=None, fork_step=started['fork_step'] if started else None,
+                       forked_from=started['forked_from'] if started else None,
+                       steps_computed=run['steps'] - started['fork_step'] if started else None)
+            continue
         run.update(parent=parent[i], fork_step=fork_step[i],
                    forked_from=runs[parent[i]]['name'] if parent[i] is not None else '',
-                   steps_computed=run['config']['max_iters'] - fork_step[i])
-        if parent[i] is not None:  # the parent keeps a checkpoint at the fork step
+                   steps_computed=run['steps'] - fork_step[i])
+        if parent[i] is not None and not runs[parent[i]]['done']:  # the parent keeps a checkpoint at the fork step
             steps = runs[parent[i]]['config']['checkpoint_steps']
             runs[parent[i]]['config']['checkpoint_steps'] = sorted(set(steps) | {fork_step[i]})
     return runs, order
@@ -379,7 +397,6 @@ def plan_sweep(sweep, options, cli_overrides):
 def main(argv):
     sweep, options, cli_overrides = parse_args(argv)
     if options['status'] or options['cancel']:
-        import slurm  # here: local sweeps never need submitit
         options.update(slurm.submitted_options(sweep['sweep_dir']))  # the tree its jobs were made from
     runs, order = plan_sweep(sweep, options, cli_overrides)
     if options['cancel']:
@@ -391,16 +408,21 @@ def main(argv):
             n = gather(runs, sweep['sweep_dir'])
             print(f"gathered {n} finished runs into {sweep['sweep_dir']}/results.csv and results.jsonl")
         return
-    from_scratch = sum(r['config']['max_iters'] for r in runs)
-    shared = sum(r['steps_computed'] for r in runs)
+    from_scratch = sum(r['steps'] for r in runs)
+    shared = sum(r['steps_computed'] for r in runs if r['steps_computed'] is not None)
+    unknown = sum(r['steps_computed'] is None for r in runs)
     print(f"sweep {sweep['sweep_dir']}: {len(runs)} runs, {shared} steps with prefix sharing instead of "
-          f"{from_scratch} ({from_scratch - shared} saved); {sum(r['done'] for r in runs)} already done")
+          f"{from_scratch} ({from_scratch - shared} saved); {sum(r['done'] for r in runs)} already done"
+          + (f" ({unknown} of them recorded no start: their steps are not counted)" if unknown else ''))
+    if seeds_note(runs):
+        print(seeds_note(runs))
     for i in order:
         run = runs[i]
-        how = f"fork of {run['forked_from']} at step {run['fork_step']}" if run['forked_from'] else "from scratch"
-        print(f"  {run['name']}: {how}, {run['steps_computed']} steps{' (done)' if run['done'] else ''}")
+        how = (f"fork of {run['forked_from']} at step {run['fork_step']}" if run['forked_from'] else
+               "from scratch" if run['forked_from'] == '' else "start not recorded")
+        steps = '?' if run['steps_computed'] is None else run['steps_computed']
+        print(f"  {run['name']}: {how}, {steps} steps{rho_note(run)}{' (done)' if run['done'] else ''}")
     if options['launcher'] == 'slurm':
-        import slurm
         slurm.submit(runs, order, sweep['sweep_dir'], options)
         return
     if options['dry_run']:

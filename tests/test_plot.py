@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from helpers import BASE_TOKENS, BUDGETS, ROOT, law, reference_rows, run_row, write_sweep
+from analysis import spike_stats, write_report
 from efficiency import load_sweep
-from plot import PLOT_NAMES, spike_stats, write_report
+from plot import PLOT_NAMES
 
 REPLAY_FRACTIONS = (0.0, 0.5, 0.75, 0.875)
 ALLOCATIONS = (1.0, 0.5, 0.25)
@@ -268,3 +269,72 @@ def test_curves_mark_every_stage_start_and_measure_the_spike_at_resets_and_resta
         assert (curve['spikes'][0]['spike_height'], curve['spikes'][0]['recovery_steps']) == pytest.approx(
             (height, recovery))
         assert height > 0.05  # the synthetic jump decays within the 4 steps between evals
+
+
+# ---- issue 21: seeds that measured no spread, any ρ grid, series by protocol, zoom, means named as means ----------
+
+def rho_rows(losses, seeds=SEEDS, **extra):
+    """Non-reference α = 1 runs: {ρ: [final target loss per seed]}."""
+    return [run_row(f"r{rho}_s{seed}", seed, BASE_TOKENS, loss, 0, replay_fraction=rho, stage2_allocation=1.0,
+                    **extra) for rho, per_seed in losses.items() for seed, loss in zip(seeds, per_seed)]
+
+
+def test_identical_seeds_and_one_seed_give_no_verdict(tmp_path):
+    """Seeds that vary nothing (a loaded model with dropout 0) give identical runs: the report says no spread was
+    measured instead of calling the effect 'beyond the seed spread (0.0000)'; likewise with a single seed."""
+    write_sweep(tmp_path / 'same', rho_rows({0.0: [3.0, 3.0], 0.5: [2.9, 2.9]}))
+    report = write_report(load_sweep(str(tmp_path / 'same')), str(tmp_path / 'same'))
+    assert "lowers the target loss by 0.1000 (3.3%): seeds gave identical runs: no spread measured" in report
+    assert "3.0000 (2 seeds gave identical runs: no spread measured)" in report
+    assert 'beyond the seed spread' not in report and 'within noise' not in report
+    write_sweep(tmp_path / 'one', rho_rows({0.0: [3.0], 0.5: [2.9]}, seeds=(1,)))
+    report = write_report(load_sweep(str(tmp_path / 'one')), str(tmp_path / 'one'))
+    assert "lowers the target loss by 0.1000 (3.3%): one seed: no spread measured" in report
+    assert "3.0000 (1 seed: no spread measured)" in report
+    assert 'beyond the seed spread' not in report and 'within noise' not in report
+
+
+def test_report_compares_every_rho_with_no_replay_whatever_the_grid(tmp_path):
+    """No ρ = 0.5 in the sweep: every ρ is compared with ρ = 0 and the best is named."""
+    write_sweep(tmp_path, rho_rows({0.0: [3.0, 3.002], 0.25: [2.95, 2.952], 0.875: [2.8, 2.802]}))
+    result = run_plot(tmp_path, '--report')
+    assert result.returncode == 0, result.stderr
+    report = (tmp_path / 'report.txt').read_text()
+    for rho, gain in (('0.25', '0.0500'), ('0.875', '0.2000')):
+        assert f"replay at ρ = {rho} lowers the target loss by {gain}" in report
+        assert f"per seed, ρ = {rho} minus ρ = 0: seed 1: -{gain}, seed 2: -{gain} (replay better in 2 of 2)" in report
+    assert "best ρ: 0.875 (target loss 2.8010)" in report
+
+
+def test_runs_whose_n_grows_with_rho_form_one_series(tmp_path):
+    """max_iters=0 derives N from ρ (and so γ): runs equal but for ρ and what it derives are one protocol, one line;
+    a realised ρ that rounding moved places and labels its point."""
+    rows = []
+    for rho in (0.0, 0.5, 0.75):
+        steps = 100 / (1 - rho)
+        for row in rho_rows({rho: [3.0 - rho, 3.001 - rho]}):
+            rows.append(dict(row, max_iters=steps, gamma=0.1 * (1 - rho), stage2_start=0.0,
+                             rho_realised=0.7 if rho == 0.75 else rho))
+    write_sweep(tmp_path, rows)
+    result = run_plot(tmp_path, '--report')
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / 'plots' / 'plotted.json').read_text())
+    (series,) = data['replay_vs_loss']['series']
+    assert series['replay_fraction'] == [0.0, 0.5, 0.75] and series['rho_realised'] == [0.0, 0.5, 0.7]
+    assert series['x'] == pytest.approx([0.0, math.log(2), -math.log(0.3)])
+    assert data['replay_vs_loss']['best']['rho_realised'] == 0.7
+    assert "replay at ρ = 0.7 (asked 0.75) lowers the target loss by 0.7500" in (tmp_path / 'report.txt').read_text()
+
+
+def test_curves_zoom_on_the_last_stage_and_name_a_seed_mean_as_such(tmp_path):
+    """One setting, two seeds: the curve is 'mean of 2 seeds' (not the first seed's run name), and a second row
+    zooms on the last stage."""
+    table = [dict(start=0, steps=180, lr='restart', reset_optimizer=False),
+             dict(start=180, steps=20, lr='continue', reset_optimizer=False)]
+    rows = [dict(run_row(f"seed{seed}", seed, BASE_TOKENS, 3.0, 0), stage_table=table,
+                 evals=[[s, 4.0 - s / 100 + 0.01 * seed, 4.5] for s in range(0, 201, 10)]) for seed in SEEDS]
+    write_sweep(tmp_path, rows)
+    assert run_plot(tmp_path).returncode == 0
+    data = json.loads((tmp_path / 'plots' / 'plotted.json').read_text())['curves']
+    assert [c['label'] for c in data['curves']] == ['mean of 2 seeds']
+    assert data['last_stage_zoom'] == dict(start=178.0, end=200)

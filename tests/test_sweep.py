@@ -2,12 +2,15 @@
 interrupted sweep resumes, and results.csv holds what the runs' summaries say."""
 import csv
 import json
+import math
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
-from helpers import make_sources, read_log, run_sweep, without_timing
+from helpers import ROOT, make_sources, read_log, run_sweep, without_timing
 
 # the `sweeps` fixture (the sweep run with prefix sharing and from scratch) is in conftest.py: test_slurm.py uses it too
 
@@ -104,3 +107,86 @@ def test_stage_lists_share_their_common_stages(tmp_path):
     jsonl = {r['run']: r for r in map(json.loads, open(tmp_path / 'shared' / 'results.jsonl'))}
     assert [s['start'] for s in jsonl['restart']['stage_table']] == [0, 24, 32]
     assert float(rows['restart']['replay_fraction']) == 1 - 32 / 128
+
+
+# ---- issue 21: a grown sweep records what it ran; the realised ρ; seeds that vary something; progress -----------
+
+def started_at(out_dir):
+    """The step train.py says it started from (its stdout.log's 'resuming at step k'; 0 from scratch)."""
+    found = re.search(r'resuming at step (\d+)', open(os.path.join(out_dir, 'stdout.log')).read())
+    return int(found.group(1)) if found else 0
+
+
+def test_a_sweep_grown_after_its_checkpoints_were_removed_records_the_steps_it_ran(tmp_path):
+    """A finished ρ sweep loses its kept checkpoints, then gains a run. The dry run promises no fork from the files
+    that are gone, results.csv records every run as it really started (steps_computed = the steps train.py ran),
+    and the report's compute total is their sum, as the dry run says. ρ = .25 rounds to .2 with tiny.py's S = 8:
+    results.csv, the console, plotted.json and the report show the realised ρ beside the one asked."""
+    generic, target = make_sources(str(tmp_path / 'data'), target_base=1200, vocab=1300)
+    sweep_dir = tmp_path / 'grown'
+
+    def sweep_file(rhos):
+        path = tmp_path / f"sweep_{len(rhos)}.py"
+        path.write_text("base = ['config/tiny.py']\n"
+                        f"overrides = {{'generic_dir': {generic!r}, 'target_dir': {target!r}}}\n"
+                        f"runs = [dict(replay_fraction=r) for r in {rhos!r}]\n"
+                        f"sweep_dir = {str(sweep_dir)!r}\n")
+        return str(path)
+
+    first = run_sweep(sweep_file([0.0, 0.25]), '--jobs=2')
+    assert 'rho0.25: fork of rho0.0' in first and 'done rho0.25, ρ = 0.2 (asked 0.25):' in first
+    assert re.search(r'sweep: 2/2 runs ended, \d+/\d+ steps \(100%\), \S+ elapsed, ETA 0s', first), first
+    for path in sweep_dir.glob('*/ckpt_*.pt'):
+        path.unlink()
+    grown = sweep_file([0.0, 0.25, 0.5])
+    dry = run_sweep(grown, '--dry_run=True')
+    assert '  rho0.5: from scratch, 40 steps' in dry, dry
+    run_sweep(grown, '--jobs=2')
+    rows = {r['run']: r for r in csv.DictReader(open(sweep_dir / 'results.csv'))}
+    for name, row in rows.items():
+        assert int(row['steps_computed']) == 40 - started_at(sweep_dir / name), name
+        assert int(row['fork_step']) == started_at(sweep_dir / name)
+    assert rows['rho0.5']['forked_from'] == '' and rows['rho0.25']['forked_from'] == 'rho0.0'
+    assert (float(rows['rho0.25']['replay_fraction']), float(rows['rho0.25']['rho_realised'])) == pytest.approx(
+        (0.25, 0.2))
+    total = sum(int(r['steps_computed']) for r in rows.values())
+    again = run_sweep(grown, '--dry_run=True')
+    assert f"3 runs, {total} steps with prefix sharing instead of 120" in again
+    result = subprocess.run([sys.executable, 'plot.py', str(sweep_dir), '--report'], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = (sweep_dir / 'report.txt').read_text()
+    assert f"compute: {total} training steps with prefix sharing instead of 120" in report
+    assert "target loss, replay     (ρ = 0.2 (asked 0.25)): " in report
+    assert "replay at ρ = 0.2 (asked 0.25) " in report and ': one seed: no spread measured' in report
+    series = json.load(open(sweep_dir / 'plots' / 'plotted.json'))['replay_vs_loss']['series']
+    assert [s['replay_fraction'] for s in series] == [[0.0, 0.25, 0.5]]
+    assert series[0]['rho_realised'] == pytest.approx([0.0, 0.2, 0.5])
+    assert series[0]['x'][1] == pytest.approx(-math.log(0.8))
+
+
+def test_a_seed_sets_the_data_order_of_a_loaded_model_without_dropout(tmp_path):
+    """`seed` draws init and dropout: for a run that loads its weights with dropout 0 it would change nothing, so
+    the sweep sets data_seed from it (and says so); runs from scratch keep their data order."""
+    import sweep
+    spec = dict(sweep.SWEEP_FILE_KEYS, base=['config/tiny.py'], grid={'seed': [1, 2]}, sweep_dir=str(tmp_path))
+    loaded = sweep.expand(dict(spec, overrides={'init_from': str(tmp_path / 'model')}), {})
+    assert [(r['config']['seed'], r['config']['data_seed']) for r in loaded] == [(1, 1), (2, 2)]
+    assert 'seed sets seed and data_seed' in sweep.seeds_note(loaded)
+    scratch = sweep.expand(spec, {})
+    assert [(r['config']['seed'], r['config']['data_seed']) for r in scratch] == [(1, 1337), (2, 1337)]
+    assert sweep.seeds_note(scratch) == "seeds: seed sets seed (model init and dropout)"
+    with_dropout = sweep.expand(dict(spec, overrides={'init_from': str(tmp_path / 'model'), 'dropout': 0.1}), {})
+    assert [r['config']['data_seed'] for r in with_dropout] == [1337, 1337]
+    chosen = sweep.expand(dict(spec, overrides={'init_from': str(tmp_path / 'model'), 'data_seed': 7}), {})
+    assert [r['config']['data_seed'] for r in chosen] == [7, 7]
+
+
+def test_status_counts_the_steps_of_a_run_with_tasks(tmp_path):
+    """A run with tasks logs its final task evals after its last eval: it has taken N steps, not N + 1."""
+    import layout
+    records = [dict(kind='train', step=31), dict(kind='eval', step=32), dict(kind='task', task='t', step=32)]
+    (tmp_path / 'log.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in records))
+    assert layout.last_step(str(tmp_path)) == 32
+    (tmp_path / 'log.jsonl').write_text(json.dumps(dict(kind='train', step=9)) + '\n')
+    assert layout.last_step(str(tmp_path)) == 10
