@@ -176,16 +176,21 @@ def per_seed_line(runs, baseline_rho, compare_rho, column='val_loss_target', hig
     """The paired view: runs of one seed share everything before stage 2, so their difference is replay's alone.
     names: {ρ asked: its text} (rho_text)."""
     names = names or {}
-    by_seed = {}
+    by_seed = {}  # a seed is (seed, data_seed): a sweep over a loaded model varies data_seed alone
     for r in runs:
         if isinstance(r.get(column), float):
-            by_seed.setdefault(r['seed'], {})[r['replay_fraction']] = r[column]
-    pairs = {seed: v[compare_rho] - v[baseline_rho] for seed, v in sorted(by_seed.items())
+            by_seed.setdefault((r['seed'], r.get('data_seed')), {})[r['replay_fraction']] = r[column]
+    pairs = {seed: v[compare_rho] - v[baseline_rho] for seed, v in sorted(by_seed.items(), key=str)
              if compare_rho in v and baseline_rho in v}
     better = sum((d > 0) if higher_is_better else (d < 0) for d in pairs.values())
+    varies = [len({key[i] for key in pairs}) > 1 for i in (0, 1)]
+
+    def label(key):  # the key that varies ('seed 2', 'data_seed 2', or both)
+        parts = [f"{name} {value:g}" for name, value, vary in zip(('seed', 'data_seed'), key, varies) if vary]
+        return '/'.join(parts) or f"seed {key[0]:g}"
     return (f"per seed, ρ = {names.get(compare_rho, f'{compare_rho:g}')} minus ρ = "
             f"{names.get(baseline_rho, f'{baseline_rho:g}')}: "
-            + ', '.join(f"seed {seed:g}: {d:+.4f}" for seed, d in pairs.items())
+            + ', '.join(f"{label(seed)}: {d:+.4f}" for seed, d in pairs.items())
             + f" (replay better in {better} of {len(pairs)})")
 
 

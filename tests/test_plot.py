@@ -338,3 +338,15 @@ def test_curves_zoom_on_the_last_stage_and_name_a_seed_mean_as_such(tmp_path):
     data = json.loads((tmp_path / 'plots' / 'plotted.json').read_text())['curves']
     assert [c['label'] for c in data['curves']] == ['mean of 2 seeds']
     assert data['last_stage_zoom'] == dict(start=178.0, end=200)
+
+
+def test_per_seed_pairs_runs_by_data_seed_too():
+    """A sweep over a loaded model varies data_seed alone (seed fixed): each data_seed is its own pair, named as
+    such, not one 'seed 1337' whose runs overwrite each other."""
+    import analysis
+    rows = [dict(seed=1337, data_seed=d, replay_fraction=rho, val_loss_target=loss)
+            for d, rho, loss in ((1, 0.0, 2.0), (1, 0.5, 1.5), (2, 0.0, 2.2), (2, 0.5, 2.4))]
+    line = analysis.per_seed_line(rows, 0.0, 0.5)
+    assert line == "per seed, ρ = 0.5 minus ρ = 0: data_seed 1: -0.5000, data_seed 2: +0.2000 (replay better in 1 of 2)"
+    demo = [dict(r, seed=r['data_seed'], data_seed=1337) for r in rows]  # the demo's shape: seed varies
+    assert analysis.per_seed_line(demo, 0.0, 0.5).startswith("per seed, ρ = 0.5 minus ρ = 0: seed 1: -0.5000, seed 2:")
