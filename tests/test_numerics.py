@@ -38,7 +38,8 @@ FINETUNE = ['--mode=finetune', '--max_iters=10', '--target_epochs=2', '--lr_sche
             '--gradient_accumulation_steps=4', '--grad_clip=0.55', '--log_interval=1', '--log_batch_ids=True',
             f"--checkpoint_steps={list(range(1, 11))}"]
 # Fine-tuning with dropout: N=14, stage 2 from step 6, ckpt.pt every 4 steps, ckpt_5.pt kept for a resume.
-DROPOUT = ['--dropout=0.1', '--mode=finetune', '--max_iters=14', '--checkpoint_interval=4', '--checkpoint_steps=[5]']
+DROPOUT = ['--dropout=0.1', '--mode=finetune', '--max_iters=14', '--checkpoint_interval=4', '--checkpoint_steps=[5]',
+           '--overwrite=True']  # out_dir holds a stale summary.json (a finished older run): replaced
 
 # train.py with torch.save wrapped to note, in out_dir/saves.jsonl, each checkpoint it writes: its name (up to
 # '.pt', so a temporary file counts as the file it becomes), its step, and whether out_dir holds a summary.json.
