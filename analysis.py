@@ -184,6 +184,8 @@ def per_seed_line(runs, baseline_rho, compare_rho, column='val_loss_target', hig
              if compare_rho in v and baseline_rho in v}
     better = sum((d > 0) if higher_is_better else (d < 0) for d in pairs.values())
     varies = [len({key[i] for key in pairs}) > 1 for i in (0, 1)]
+    if all(seed == data_seed for seed, data_seed in pairs):  # data_seed follows seed (its default): name it once
+        varies[1] = False
 
     def label(key):  # the key that varies ('seed 2', 'data_seed 2', or both)
         parts = [f"{name} {value:g}" for name, value, vary in zip(('seed', 'data_seed'), key, varies) if vary]
