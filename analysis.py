@@ -24,13 +24,11 @@ import os
 import numpy as np
 
 import layout
-from efficiency import (SCHEDULE_KNOBS, describe, describe_schedule, efficiency, efficiency_report, format_value,
-                        seed_average, varying_keys)
+from efficiency import (SCHEDULE_KNOBS, derived_keys, describe, describe_schedule, efficiency, efficiency_report,
+                        format_value, seed_average, varying_keys)
 
 LOSS_UNIT = 'nats/token'
 ACC_METRICS = ('acc', 'acc_norm')  # task accuracy: results.csv columns <metric>_<task>
-# what a plan derives from ρ when N grows with it (max_iters=0: N = ⌈U·e / (S·(1 − ρ))⌉) and so γ = T/(N·S)
-DERIVED_FROM_RHO = ('max_iters', 'gamma')
 RESULT_COLUMNS = ['run', 'protocol', 'reference', 'seed', 'data_seed', 'mode', 'lr_schedule', 'cooldown_fraction',
                   'replay_fraction', 'rho_realised', 'stage2_allocation', 'stage2_fraction', 'gamma',
                   'target_tokens', 'target_epochs', 'max_iters', 'stage2_start', 'val_loss_target',
@@ -88,11 +86,9 @@ def series_against_rho(rows, column):
     if not entries:
         raise Skip(f"no non-reference run has replay_fraction < 1 and {column}")
     varying = varying_keys([e['settings'] for e in entries], exclude=SCHEDULE_KNOBS)
-    grouped = group_by(entries, [k for k in varying if k not in DERIVED_FROM_RHO])
-    if any(len({e['settings']['replay_fraction'] for e in g}) < len(g) for g in grouped):
-        grouped = group_by(entries, varying)  # N or γ varies at a fixed ρ: set by hand, so a setting of its own
+    derived = derived_keys(entries)  # what efficiency_report's protocols leave out too
     series = []
-    for members in grouped:
+    for members in group_by(entries, [k for k in varying if k not in derived]):
         members.sort(key=lambda e: e['settings']['replay_fraction'])
         labelled = [k for k in varying if len({format_value(e['settings'][k]) for e in members}) == 1]
         settings = {k: members[0]['settings'][k] for k in labelled}

@@ -9,9 +9,10 @@ we enforce A > 0, B > 0, 0 ≤ C < min L, refuse degenerate fits and never extra
 
     python efficiency.py SWEEP_DIR     # reads SWEEP_DIR/results.csv (+ results.jsonl for evals)
 
-results.csv: one row per run, empty cell = missing, reference == 1 marks a reference run; columns named val_* and
-acc_* (task accuracies) are results, every other column but NOT_SETTINGS is a setting (runs equal in all settings
-are seeds of one).
+results.csv: one row per run, empty cell = missing, reference == 1 marks a reference run; columns named val_*, acc_*
+and exact_match_* (task scores) are results, every other column but NOT_SETTINGS is a setting (runs equal in all
+settings are seeds of one). Runs equal in all settings but ρ, α, δ (and the N and γ a plan derives from ρ, where N
+grows with it: max_iters=0) are one protocol, whose best replay run is compared with its best run without replay.
 """
 import csv
 import json
@@ -29,9 +30,12 @@ TEXT_COLUMNS = ('run', 'protocol', 'mode', 'lr_schedule', 'forked_from', 'out_di
 # not settings, so runs differing only in these are seeds of one setting; nor are the results (columns named val_*)
 NOT_SETTINGS = ('run', 'seed', 'data_seed', 'evals', 'task_evals', 'stage_table', 'rho_realised', 'steps_computed',
                 'forked_from', 'fork_step', 'out_dir')  # evals .. stage_table: from results.jsonl; then sweep.py's
-RESULT_PREFIXES = ('val_', 'acc_')  # final validation losses, final task accuracies (acc_<task>, acc_norm_<task>)
+# final validation losses, final task scores (acc_<task>, acc_norm_<task>, exact_match_<task>_<filter>)
+RESULT_PREFIXES = ('val_', 'acc_', 'exact_match_')
 # ρ, α, δ and stage 2's step, or a `stages` list (a column where a sweep varies it): what replay changes
 SCHEDULE_KNOBS = ('replay_fraction', 'stage2_allocation', 'stage2_fraction', 'stage2_start', 'stages')
+# what a plan derives from ρ when N grows with it (max_iters=0: N = ⌈U·e / (S·(1 − ρ))⌉) and so γ = T/(N·S)
+DERIVED_FROM_RHO = ('max_iters', 'gamma')
 
 # ---- reading a sweep ------------------------------------------------------------------------------------------
 
@@ -49,7 +53,7 @@ def parse_cell(column, text):
 
 def load_sweep(sweep_dir):
     """Rows of SWEEP_DIR/results.csv as dicts, each with 'evals' ([[step, target, generic], ...]), 'task_evals'
-    ({task: [[step, acc, acc_norm], ...]}) and 'stage_table' (schedule.py's stage table: start, steps, lr,
+    ({task: [[step, acc, acc_norm], ...]}, a generation task's [[step, {filter: exact_match}], ...]) and 'stage_table' (schedule.py's stage table: start, steps, lr,
     reset_optimizer, ...) from results.jsonl matched by run name ([] or {} when the file or the run is absent)."""
     csv_path, jsonl_path = os.path.join(sweep_dir, 'results.csv'), os.path.join(sweep_dir, 'results.jsonl')
     if not os.path.isfile(csv_path):
@@ -104,6 +108,22 @@ def varying_keys(settings_list, exclude=()):
     """The setting keys whose value differs between some of the given settings dicts (they label series/groups)."""
     keys = dict.fromkeys(k for settings in settings_list for k in settings if k not in exclude)
     return [k for k in keys if len({format_value(settings.get(k)) for settings in settings_list}) > 1]
+
+
+def derived_keys(entries):
+    """The settings of seed_average entries that vary only as the plan derives them from ρ (DERIVED_FROM_RHO, where N
+    grows with ρ: max_iters=0), so runs differing in ρ and these alone are one protocol; none where N or γ varies at
+    a fixed ρ and α, as it does when set by hand (a setting of its own then)."""
+    varying = varying_keys([e['settings'] for e in entries], exclude=SCHEDULE_KNOBS)
+    derived = [k for k in varying if k in DERIVED_FROM_RHO]
+    kept = [k for k in varying if k not in derived] + ['stage2_allocation', 'replay_fraction']
+    seen = set()
+    for entry in entries:
+        key = tuple(entry['settings'].get(k) for k in kept)
+        if key in seen:
+            return []
+        seen.add(key)
+    return derived
 
 # ---- the fit ----------------------------------------------------------------------------------------------------
 
@@ -182,8 +202,9 @@ def efficiency(fit, L_with, L_without, D0):
 
 def efficiency_report(rows):
     """Fit the reference runs (seed means per target_tokens) and compare, in every group of non-reference runs
-    that share all settings but ρ, α, δ, the best ρ > 0 setting with the best ρ = 0 one (lowest seed-mean final
-    target loss). Returns dict(fit, reference=[seed-averaged points], comparisons=[...])."""
+    that share all settings but ρ, α, δ (and what the plan derives from ρ: derived_keys), the best ρ > 0 setting
+    with the best ρ = 0 one (lowest seed-mean final target loss). Returns dict(fit, reference=[seed-averaged
+    points], comparisons=[...])."""
     reference = [p for p in seed_average([r for r in rows if r.get('reference') == 1], 'val_loss_target')
                  if isinstance(p['settings'].get('target_tokens'), float)]
     if not reference:
@@ -196,11 +217,12 @@ def efficiency_report(rows):
         raise ValueError(f"the reference runs differ in {', '.join(differing)}, not only in target_tokens")
     reference.sort(key=lambda p: p['settings']['target_tokens'])
     fit = fit_power_law([p['settings']['target_tokens'] for p in reference], [p['mean'] for p in reference])
-    groups = {}
-    for entry in seed_average([r for r in rows if r.get('reference') != 1], 'val_loss_target'):
-        settings = entry['settings']
-        if isinstance(settings.get('replay_fraction'), float) and isinstance(settings.get('target_tokens'), float):
-            groups.setdefault(tuple((k, v) for k, v in settings.items() if k not in SCHEDULE_KNOBS), []).append(entry)
+    entries = [e for e in seed_average([r for r in rows if r.get('reference') != 1], 'val_loss_target')
+               if isinstance(e['settings'].get('replay_fraction'), float)
+               and isinstance(e['settings'].get('target_tokens'), float)]
+    ignored, groups = SCHEDULE_KNOBS + tuple(derived_keys(entries)), {}
+    for entry in entries:
+        groups.setdefault(tuple((k, v) for k, v in entry['settings'].items() if k not in ignored), []).append(entry)
     comparisons = []
     for group, entries in groups.items():
         replay = [e for e in entries if e['settings']['replay_fraction'] > 0]

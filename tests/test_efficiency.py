@@ -1,6 +1,7 @@
 """The constrained power-law fit, effective data, the multiplier, and `python efficiency.py SWEEP_DIR` (CPU, numpy)."""
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -8,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from efficiency import effective_data, efficiency, fit_power_law
+from analysis import write_report
+from efficiency import effective_data, efficiency, fit_power_law, load_sweep
 from helpers import BASE_TOKENS, BUDGETS, ROOT, law, reference_rows, run_row, write_sweep
 
 
@@ -114,3 +116,38 @@ def test_cli_refuses_degenerate_sweep_in_one_line(tmp_path, losses):
 def test_cli_missing_sweep_dir(tmp_path):
     result = run_cli(tmp_path / 'nope')
     assert result.returncode == 2 and 'not found' in result.stderr and 'Traceback' not in result.stderr
+
+
+
+def finetune_replay_rows(rhos=(0.0, 0.25, 0.5, 0.75), losses=(1.2, 1.6, 2.5, 2.0), max_iters=None):
+    """config/finetune_replay.py's runs (mode='mixed', max_iters=0): N = ⌈U·e / (S·(1 − ρ))⌉ and γ = T/(N·S) grow
+    with ρ (U = T = 128 sequences of 32 tokens, e = 1, S = 8); a final loss law(m) is worth m x D0 of target data.
+    max_iters: N set by hand instead (mode='midtrain'), so γ is one at every ρ."""
+    rows = []
+    for rho, loss in zip(rhos, losses):
+        N = max_iters or math.ceil(BASE_TOKENS / 32 / 8 / (1 - rho))
+        rows += [dict(run_row(f"r{rho}_n{N}_s{seed}", seed, BASE_TOKENS, float(law(loss)), 0, replay_fraction=rho,
+                              stage2_allocation=1.0), mode='midtrain' if max_iters else 'mixed', max_iters=N,
+                      gamma=128 / (N * 8), stage2_fraction=1.0, stage2_start=0.0) for seed in (1, 2)]
+    return rows
+
+
+def test_runs_whose_n_grows_with_rho_are_one_protocol(tmp_path):
+    """A fine-tuning sweep whose N is derived from ρ (max_iters and γ differ by ρ) is one protocol: its best replay
+    run (ρ = .5, D_eff 2.5 x D0) is compared with its run without replay (1.2 x D0), in efficiency.py and in the
+    report; an N set by hand stays a setting of its own (one comparison per N)."""
+    references = reference_rows([law(BUDGETS) + 0.002, law(BUDGETS) - 0.002])
+    write_sweep(tmp_path / 'derived', references + finetune_replay_rows())
+    result = run_cli(tmp_path / 'derived')
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stdout.splitlines() if 'multiplier' in line] == [
+        '  multiplier D_eff(with)/D_eff(without) = 2.083x'], result.stdout
+    assert 'with replay     ρ=0.5, α=1: L = ' in result.stdout
+    report = write_report(load_sweep(str(tmp_path / 'derived')), str(tmp_path / 'derived'))
+    assert "target-data efficiency of the best replay run (ρ=0.5, α=1): 2.08x the no-replay run's" in report
+    by_hand = finetune_replay_rows((0.0, 0.5), (1.2, 2.5), 32) + finetune_replay_rows((0.0, 0.5), (1.2, 1.5), 64)
+    write_sweep(tmp_path / 'by_hand', references + by_hand)
+    result = run_cli(tmp_path / 'by_hand')
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stdout.splitlines() if 'multiplier' in line] == [
+        '  multiplier D_eff(with)/D_eff(without) = 2.083x', '  multiplier D_eff(with)/D_eff(without) = 1.250x']
