@@ -168,6 +168,26 @@ def task_names(rows):
     return sorted({k[4:] for k in rows[0] if k.startswith('acc_') and not k.startswith('acc_norm_')})
 
 
+def task_columns(rows):
+    """Every task's final scores in results.csv (higher is better), tasks in name order: {task: [(column, metric,
+    key), ...]}; key picks the score out of one of the task's evals (task_score). A multiple-choice task has
+    acc_<task> and acc_norm_<task>, a generation task exact_match_<task>_<filter> per filter (no filter name holds
+    a '_': none, regex, strict-match, flexible-extract)."""
+    columns = {name: [(f'{metric}_{name}', metric, i) for i, metric in enumerate(ACC_METRICS, 1)]
+               for name in task_names(rows)}
+    for column in rows[0]:
+        if column.startswith('exact_match_'):
+            task, _, name = column[len('exact_match_'):].rpartition('_')
+            columns.setdefault(task, []).append((column, f'exact_match ({name})', name))
+    return dict(sorted(columns.items()))
+
+
+def task_score(task_eval, key):
+    """One score of a task eval in results.jsonl's task_evals: [step, acc, acc_norm] (key 1 or 2) for multiple
+    choice, [step, {filter: exact_match}] (key: the filter) for generation."""
+    return task_eval[1][key] if isinstance(key, str) else task_eval[key]
+
+
 def per_seed_line(runs, baseline_rho, compare_rho, column='val_loss_target', higher_is_better=False, names=None):
     """The paired view: runs of one seed share everything before stage 2, so their difference is replay's alone.
     names: {ρ asked: its text} (rho_text)."""
@@ -218,8 +238,9 @@ def spread_verdict(base, other):
 
 
 def accuracy_lines(runs, column, names):
-    """The report's lines for one task accuracy column (higher is better) in one protocol, every ρ against ρ = 0,
-    judged against the seed spread as the target loss is. names: {ρ asked: its text}, ρ = 0 first."""
+    """The report's lines for one task score column (acc, acc_norm or a filter's exact_match: higher is better) in
+    one protocol, every ρ against ρ = 0, judged against the seed spread as the target loss is. names: {ρ asked: its
+    text}, ρ = 0 first."""
     by_rho = {e['settings']['replay_fraction']: e for e in seed_average(runs, column)}
     if 0.0 not in by_rho or len(by_rho) < 2:
         return [f"{column}: no runs at both ρ = 0 and a ρ > 0"]
@@ -237,7 +258,7 @@ def accuracy_lines(runs, column, names):
 
 def write_report(rows, sweep_dir):
     """A short text report of a replay sweep: in each protocol (series_against_rho: runs equal but for ρ) that has
-    runs without replay, every ρ against ρ = 0, the best ρ, the change in generic loss, task accuracy and the
+    runs without replay, every ρ against ρ = 0, the best ρ, the change in generic loss, task scores and the
     efficiency multipliers; then the training steps the sweep computed. A difference smaller than the seed spread
     (the larger min-to-max range of the two settings) is called "within noise"; where no spread was measured, no
     verdict is given. ρ is the realised one, with the one asked where rounding moved it. Returns the text."""
@@ -282,7 +303,7 @@ def write_report(rows, sweep_dir):
 
 
 def protocol_lines(rows, series, report):
-    """write_report's lines for one protocol: every ρ against ρ = 0 (target loss, generic loss, task accuracy, the
+    """write_report's lines for one protocol: every ρ against ρ = 0 (target loss, generic loss, task scores, the
     efficiency multiplier where the reference fit holds) and the best ρ."""
     names = {asked: rho_text(realised, asked) for asked, realised in zip(series['replay_fraction'],
                                                                          series['rho_realised'])}
@@ -309,9 +330,9 @@ def protocol_lines(rows, series, report):
             lines.append(f"generic loss: {generic[0.0]['mean']:.4f} at ρ = {names[0.0]}, {generic[rho]['mean']:.4f} "
                          f"at ρ = {names[rho]} ({change:+.4f}: replay "
                          f"{'reduces' if change < 0 else 'does not reduce'} forgetting of the generic domain)")
-    for name in task_names(rows):  # task accuracy (acc, acc_norm), higher is better
-        for metric in ACC_METRICS:
-            lines += accuracy_lines(runs, f'{metric}_{name}', names)
+    for columns in task_columns(rows).values():  # acc, acc_norm, exact_match per filter: higher is better
+        for column, _, _ in columns:
+            lines += accuracy_lines(runs, column, names)
     if not isinstance(report, ValueError):
         fit = report['fit']
         lines.append(f"efficiency fit over the reference runs: L(D) = {fit['A']:.4g}·D^-{fit['B']:.4g} + "
@@ -329,9 +350,11 @@ def protocol_lines(rows, series, report):
 def gather(runs, sweep_dir):
     """results.csv and results.jsonl from every finished run's summary.json and log.jsonl (the .jsonl also holds
     each run's evals, its task evals and its stages). Each task of a run's `tasks` adds the columns acc_<task> and
-    acc_norm_<task> (its final accuracies), each generation task exact_match_<task>_<filter>. replay_fraction is the ρ asked, rho_realised the replay share the plan
-    realised; max_iters is the plan's N; forked_from, fork_step and steps_computed say where the run really started
-    (its start record, layout.start_args; empty for a run that has none)."""
+    acc_norm_<task> (its final accuracies), each generation task exact_match_<task>_<filter>; their curves are
+    task_evals ([step, acc, acc_norm] or [step, {filter: exact_match}] an eval). replay_fraction is the ρ asked,
+    rho_realised the replay share the plan realised; max_iters is the plan's N; forked_from, fork_step and
+    steps_computed say where the run really started (its start record, layout.start_args; empty for a run that has
+    none)."""
     extra = sorted({k for r in runs for k in r['swept']} - set(RESULT_COLUMNS))
     rows, task_names = [], set()
     for run in runs:
@@ -343,10 +366,11 @@ def gather(runs, sweep_dir):
         with open(os.path.join(out, 'log.jsonl')) as f:
             records = [json.loads(line) for line in f]
         evals = [[r['step'], r['val_loss_target'], r['val_loss_generic']] for r in records if r['kind'] == 'eval']
-        task_evals = {}  # task -> [[step, acc, acc_norm], ...]
+        task_evals = {}  # task -> [[step, acc, acc_norm], ...], a generation task's [[step, {filter: exact_match}]]
         for r in records:
-            if r['kind'] == 'task' and 'acc' in r:  # generation tasks (exact_match) have columns, no curves yet
-                task_evals.setdefault(r['task'], []).append([r['step'], r['acc'], r['acc_norm']])
+            if r['kind'] == 'task':
+                task_evals.setdefault(r['task'], []).append(
+                    [r['step'], r['acc'], r['acc_norm']] if 'acc' in r else [r['step'], r['exact_match']])
         final_tasks = summary['final'].get('tasks', {})
         task_names.update(t for t, numbers in final_tasks.items() if 'acc' in numbers)  # multiple choice
         accuracy = {f'{metric}_{task}': numbers[metric] for task, numbers in final_tasks.items()

@@ -27,7 +27,7 @@ MIN_EXPONENT = 1e-3      # B at or below this: L barely depends on D and D_eff e
 MIN_R2 = 0.9             # the law must explain this share of the loss variance across budgets, else it fits noise
 RANGE_TOLERANCE = 0.01   # effective_data accepts L up to this fraction of the fitted loss span beyond either end
 TEXT_COLUMNS = ('run', 'protocol', 'mode', 'lr_schedule', 'forked_from', 'out_dir')
-# not settings, so runs differing only in these are seeds of one setting; nor are the results (columns named val_*)
+# not settings, so runs differing only in these are seeds of one setting; nor are the results (RESULT_PREFIXES)
 NOT_SETTINGS = ('run', 'seed', 'data_seed', 'evals', 'task_evals', 'stage_table', 'rho_realised', 'steps_computed',
                 'forked_from', 'fork_step', 'out_dir')  # evals .. stage_table: from results.jsonl; then sweep.py's
 # final validation losses, final task scores (acc_<task>, acc_norm_<task>, exact_match_<task>_<filter>)
@@ -53,8 +53,9 @@ def parse_cell(column, text):
 
 def load_sweep(sweep_dir):
     """Rows of SWEEP_DIR/results.csv as dicts, each with 'evals' ([[step, target, generic], ...]), 'task_evals'
-    ({task: [[step, acc, acc_norm], ...]}, a generation task's [[step, {filter: exact_match}], ...]) and 'stage_table' (schedule.py's stage table: start, steps, lr,
-    reset_optimizer, ...) from results.jsonl matched by run name ([] or {} when the file or the run is absent)."""
+    ({task: [[step, acc, acc_norm], ...]}, a generation task's [[step, {filter: exact_match}], ...]) and
+    'stage_table' (schedule.py's stage table: start, steps, lr, reset_optimizer, ...) from results.jsonl matched by
+    run name ([] or {} when the file or the run is absent)."""
     csv_path, jsonl_path = os.path.join(sweep_dir, 'results.csv'), os.path.join(sweep_dir, 'results.jsonl')
     if not os.path.isfile(csv_path):
         raise ValueError(f"{csv_path} not found (is {sweep_dir} a sweep directory?)")
@@ -217,11 +218,11 @@ def efficiency_report(rows):
         raise ValueError(f"the reference runs differ in {', '.join(differing)}, not only in target_tokens")
     reference.sort(key=lambda p: p['settings']['target_tokens'])
     fit = fit_power_law([p['settings']['target_tokens'] for p in reference], [p['mean'] for p in reference])
-    entries = [e for e in seed_average([r for r in rows if r.get('reference') != 1], 'val_loss_target')
-               if isinstance(e['settings'].get('replay_fraction'), float)
-               and isinstance(e['settings'].get('target_tokens'), float)]
-    ignored, groups = SCHEDULE_KNOBS + tuple(derived_keys(entries)), {}
-    for entry in entries:
+    settings = [e for e in seed_average([r for r in rows if r.get('reference') != 1], 'val_loss_target')
+                if isinstance(e['settings'].get('replay_fraction'), float)
+                and isinstance(e['settings'].get('target_tokens'), float)]
+    ignored, groups = SCHEDULE_KNOBS + tuple(derived_keys(settings)), {}
+    for entry in settings:
         groups.setdefault(tuple((k, v) for k, v in entry['settings'].items() if k not in ignored), []).append(entry)
     comparisons = []
     for group, entries in groups.items():

@@ -18,11 +18,12 @@ curves.png: both validation losses over the steps of every setting (reference ru
 stage start is marked, and the spike is measured as above at every stage start that restarts the LR schedule or
 resets the optimizer (results.jsonl holds each run's stage table); a second row zooms on the last stage.
 
-accuracy.png: each task's final acc and acc_norm against ρ (results.csv's acc_<task>, acc_norm_<task>), one series
-per α and other varying setting. task_curves.png: each task's acc and acc_norm over the steps of every setting
-(results.jsonl's task_evals), each stage start marked. --report writes SWEEP_DIR/report.txt: in each protocol,
-every ρ against ρ = 0 beside the seed spread (target and generic loss, each task's accuracy, the efficiency
-multiplier) and the best ρ.
+accuracy.png: each task's final scores against ρ, one series per α and other varying setting: a multiple-choice
+task's acc and acc_norm (results.csv's acc_<task>, acc_norm_<task>), a generation task's exact_match per filter
+(exact_match_<task>_<filter>, e.g. GSM8K's strict-match and flexible-extract). task_curves.png: the same scores over
+the steps of every setting (results.jsonl's task_evals), each stage start marked. --report writes
+SWEEP_DIR/report.txt: in each protocol, every ρ against ρ = 0 beside the seed spread (target and generic loss, each
+task score, the efficiency multiplier) and the best ρ.
 
 ρ: points and series are grouped by the ρ asked (replay_fraction) and placed and labelled at the ρ the plan realised
 (rho_realised), with the one asked beside it where rounding moved it ('.2 (asked .25)').
@@ -37,9 +38,9 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 
-from analysis import (ACC_METRICS, LOSS_UNIT, Skip, best_point, rho_label, seed_band, seed_mean_curve,
-                      schedule_text, series_against_rho, setting_label, spike_starts, spike_stats, stage_boundaries,
-                      task_names, write_report)
+from analysis import (LOSS_UNIT, Skip, best_point, rho_label, seed_band, seed_mean_curve, schedule_text,
+                      series_against_rho, setting_label, spike_starts, spike_stats, stage_boundaries, task_columns,
+                      task_names, task_score, write_report)  # task_names: tests/test_tasks.py calls plot.task_names
 from configurator import UserError, parse_options, run_main
 from efficiency import describe, efficiency_report, format_value, load_sweep, seed_average, varying_keys
 
@@ -223,17 +224,27 @@ def plot_curves(rows, out_dir, formats):
     return dict(curves=curves, last_stage_zoom=zoom)
 
 
+def task_axes(tasks, width):
+    """A figure with a row per task and a panel per score (task_columns); a row's unused panels are hidden."""
+    ncols = max(len(columns) for columns in tasks.values())
+    fig, axes = plt.subplots(len(tasks), ncols, figsize=(width * ncols, 4.5 * len(tasks)), squeeze=False)
+    for row_axes, columns in zip(axes, tasks.values()):
+        for ax in row_axes[len(columns):]:
+            ax.set_visible(False)
+    return fig, axes
+
+
 def plot_accuracy(rows, out_dir, formats):
-    """Final acc and acc_norm of each task against ρ, as replay_vs_loss draws the loss: mean over seeds, bars
-    min–max."""
-    names = task_names(rows)
-    if not names:
+    """Each task's final scores (acc and acc_norm, or exact_match per filter) against ρ, as replay_vs_loss draws
+    the loss: mean over seeds, bars min–max."""
+    tasks = task_columns(rows)
+    if not tasks:
         raise Skip("results.csv has no task accuracy (no acc_<task> column: no run had `tasks`)")
-    fig, axes = plt.subplots(len(names), 2, figsize=(13, 4.5 * len(names)), squeeze=False)
+    fig, axes = task_axes(tasks, 6.5)
     plotted = {}
-    for row_axes, name in zip(axes, names):
-        for ax, metric in zip(row_axes, ACC_METRICS):
-            series = plotted[f'{metric}_{name}'] = series_against_rho(rows, f'{metric}_{name}')
+    for row_axes, (name, columns) in zip(axes, tasks.items()):
+        for ax, (column, metric, _) in zip(row_axes, columns):
+            series = plotted[column] = series_against_rho(rows, column)
             draw_series(ax, series, zero_as_line=False)
             ax.set_ylabel(f'final {metric} on {name}')
             ax.set_title(f"Task accuracy against replay fraction: {name}, {metric}")
@@ -243,30 +254,31 @@ def plot_accuracy(rows, out_dir, formats):
 
 
 def plot_task_curves(rows, out_dir, formats):
-    """acc and acc_norm of each task over the steps, one line per setting (seed mean; band: min–max over seeds), every
-    stage start marked (results.jsonl: task_evals and stage_table)."""
-    names = task_names(rows)
-    if not names:
+    """Each task's scores (acc and acc_norm, or exact_match per filter) over the steps, one line per setting (seed
+    mean; band: min–max over seeds), every stage start marked (results.jsonl: task_evals and stage_table)."""
+    tasks = task_columns(rows)
+    if not tasks:
         raise Skip("results.csv has no task accuracy (no acc_<task> column: no run had `tasks`)")
     rows_by_name = {row['run']: row for row in rows}
     entries_by_task = {}  # every task's settings, before the figure: a task without evals skips the whole plot
-    for name in names:
+    for name, columns in tasks.items():
         entries_by_task[name] = seed_average([r for r in rows if r['task_evals'].get(name) and r.get('reference') != 1],
-                                             f'acc_{name}')
+                                             columns[0][0])
         if not entries_by_task[name]:
             raise Skip(f"no non-reference run has task evals of {name} in results.jsonl")
-    fig, axes = plt.subplots(len(names), 2, figsize=(14, 4.5 * len(names)), squeeze=False)
+    fig, axes = task_axes(tasks, 7)
     plotted = {}
-    for row_axes, name in zip(axes, names):
+    for row_axes, (name, columns) in zip(axes, tasks.items()):
         entries = entries_by_task[name]
         varying = varying_keys([e['settings'] for e in entries])
         labels = [setting_label(e, varying, rows) for e in entries]
         starts = [stage_boundaries(rows_by_name[e['runs'][0]]['stage_table']) for e in entries]
-        for ax, (column, metric) in zip(row_axes, enumerate(ACC_METRICS, 1)):
-            curves = plotted[f'{metric}_{name}'] = []
+        for ax, (column, metric, key) in zip(row_axes, columns):
+            curves = plotted[column] = []
             for entry, label, stage_starts in zip(entries, labels, starts):
                 runs = entry['runs']
-                band = seed_band([{e[0]: e[column] for e in rows_by_name[run]['task_evals'][name]} for run in runs])
+                band = seed_band([{e[0]: task_score(e, key) for e in rows_by_name[run]['task_evals'][name]}
+                                  for run in runs])
                 curves.append(dict(label=label, runs=runs, stage_starts=stage_starts,
                                    **draw_curve(ax, band, label, stage_starts)))
             ax.set_xlabel('step (dotted: a stage starts)')

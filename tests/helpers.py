@@ -187,3 +187,22 @@ def run_row(name, seed, target_tokens, loss, reference, replay_fraction=None, st
 def reference_rows(losses_per_seed):
     return [run_row(f"ref_{int(b)}_s{seed}", seed, int(b * BASE_TOKENS), float(loss), 1)
             for seed, losses in enumerate(losses_per_seed) for b, loss in zip(BUDGETS, losses)]
+
+
+def write_run(out_dir, name, seed, replay_fraction, records, final, N=100, gamma=0.1):
+    """A finished mid-training run (α = 1, δ = γ/(1 − ρ)) as analysis.gather reads it: summary.json (config, plan,
+    final) and log.jsonl (records), no started.json. Returns the run as sweep.py passes it to gather."""
+    delta = gamma / (1 - replay_fraction)
+    start = round(N * (1 - delta))
+    config = dict(seed=seed, data_seed=seed, mode='midtrain', lr_schedule='cosine', cooldown_fraction=0.1,
+                  target_tokens=BASE_TOKENS, target_epochs=32, out_dir=str(out_dir))
+    stages = [dict(start=0, steps=start, lr='restart', reset_optimizer=False),
+              dict(start=start, steps=N - start, lr='continue', reset_optimizer=False)]
+    plan = dict(N=N, gamma=gamma, rho=replay_fraction, rho_realised=replay_fraction, replay_share=replay_fraction,
+                alpha=1.0, delta=delta, stage2_start=start, stages=stages)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, 'summary.json'), 'w') as f:
+        json.dump(dict(config=config, plan=plan, final=final), f)
+    with open(os.path.join(out_dir, 'log.jsonl'), 'w') as f:
+        f.writelines(json.dumps(record) + '\n' for record in records)
+    return dict(name=name, labels=dict(protocol='replay', reference=0), config=config, swept=set())

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import BASE_TOKENS, BUDGETS, ROOT, law, reference_rows, run_row, write_sweep
+from helpers import BASE_TOKENS, BUDGETS, ROOT, law, reference_rows, run_row, write_run, write_sweep
 from analysis import spike_stats, write_report
 from efficiency import load_sweep
 from plot import PLOT_NAMES
@@ -350,3 +350,86 @@ def test_per_seed_pairs_runs_by_data_seed_too():
     assert line == "per seed, ρ = 0.5 minus ρ = 0: data_seed 1: -0.5000, data_seed 2: +0.2000 (replay better in 1 of 2)"
     demo = [dict(r, seed=r['data_seed'], data_seed=1337) for r in rows]  # the demo's shape: seed varies
     assert analysis.per_seed_line(demo, 0.0, 0.5).startswith("per seed, ρ = 0.5 minus ρ = 0: seed 1: -0.5000, seed 2:")
+
+
+# ---- generation tasks: exact_match per filter, as acc ------------------------------------------------------------
+
+def generation_scores(rho, seed, step):
+    """A run's task scores at a step: GSM8K's two filters (strict-match higher with replay, flexible-extract not),
+    a one-filter generation task and a multiple-choice one."""
+    grow = step / 100
+    return dict(gsm8k={'strict-match': round(0.3 + (0.2 * rho + 0.01 * seed) * grow, 6),
+                       'flexible-extract': round(0.4 + 0.01 * seed * grow, 6)},
+                short_answer={'none': round(0.1 + 0.1 * rho * grow + 0.02 * seed, 6)},
+                choices=dict(acc=round(0.5 + 0.1 * rho * grow + 0.01 * seed, 6), acc_norm=0.5))
+
+
+@pytest.fixture(scope='module')
+def generation_sweep(tmp_path_factory):
+    """Runs at ρ = 0 and 0.5, two seeds, as train.py leaves them (log.jsonl's task records: exact_match by filter
+    for generation tasks), gathered as sweep.py gathers them, then plot.py --report."""
+    import analysis
+    directory = tmp_path_factory.mktemp('generation')
+    runs = []
+    for rho in (0.0, 0.5):
+        for seed in SEEDS:
+            records = []
+            for step in (0, 50, 100):
+                records.append(dict(kind='eval', step=step, val_loss_target=4.0 - (1 + rho) * step / 100 + 0.001 * seed,
+                                    val_loss_generic=4.0))
+                for task, scores in generation_scores(rho, seed, step).items():
+                    numbers = scores if task == 'choices' else dict(exact_match=scores)
+                    records.append(dict(kind='task', task=task, step=step, **numbers, n=8, eval_s=0.1))
+            final = dict(val_loss_target=records[-4]['val_loss_target'], val_loss_generic=4.0,
+                         tasks={r['task']: {k: r[k] for k in ('acc', 'acc_norm', 'exact_match', 'n') if k in r}
+                                for r in records[-3:]})
+            runs.append(write_run(directory / 'runs' / f"r{rho}_s{seed}", f"r{rho}_s{seed}", seed, rho, records,
+                                  final))
+    assert analysis.gather(runs, str(directory)) == 4
+    result = run_plot(directory, '--report')
+    assert result.returncode == 0, result.stderr
+    with open(directory / 'plots' / 'plotted.json') as f:
+        return directory, json.load(f)
+
+
+GENERATION_COLUMNS = ('exact_match_gsm8k_flexible-extract', 'exact_match_gsm8k_strict-match',
+                      'exact_match_short_answer_none')
+
+
+def test_generation_tasks_are_plotted_as_accuracy(generation_sweep):
+    """accuracy.png and task_curves.png draw exact_match per filter as they draw acc: seed means of results.csv
+    against ρ, and of results.jsonl's task evals (exact_match by filter) over the steps."""
+    directory, data = generation_sweep
+    assert list(data['accuracy']) == ['acc_choices', 'acc_norm_choices', *GENERATION_COLUMNS]
+    assert list(data['task_curves']) == list(data['accuracy'])
+    for column in data['accuracy']:
+        assert_same_stats(series_stats(data['accuracy'][column]), csv_stats(directory, column))
+    rows = {row['run']: row for row in load_sweep(str(directory))}
+    assert rows['r0.5_s1']['task_evals']['gsm8k'][-1] == [100, generation_scores(0.5, 1, 100)['gsm8k']]
+    for column in GENERATION_COLUMNS:
+        task, _, name = column[len('exact_match_'):].rpartition('_')
+        curves = data['task_curves'][column]
+        assert len(curves) == 2  # ρ = 0 and 0.5, each the mean of two seeds
+        for curve in curves:
+            assert len(curve['runs']) == len(SEEDS) and curve['step'] == [0, 50, 100]
+            values = [[e[1][name] for e in rows[run]['task_evals'][task]] for run in curve['runs']]
+            assert curve['mean'] == pytest.approx(np.mean(values, axis=0).tolist())
+            assert curve['min'] == pytest.approx(np.min(values, axis=0).tolist())
+
+
+def test_report_compares_exact_match_per_filter_against_the_seed_spread(generation_sweep):
+    """Per generation task and filter, ρ = 0.5 against ρ = 0 as for acc: mean ± seed spread, the verdict, the paired
+    per-seed line, higher being better."""
+    directory, _ = generation_sweep
+    lines = (directory / 'report.txt').read_text().splitlines()
+    column = 'exact_match_gsm8k_strict-match'
+    assert f"{column}, no replay  (ρ = 0): 0.3150 ± 0.0050 (min 0.3100, max 0.3200, 2 seeds)" in lines
+    assert f"{column}, replay     (ρ = 0.5): 0.4150 ± 0.0050 (min 0.4100, max 0.4200, 2 seeds)" in lines
+    verdict = lines.index(f"replay at ρ = 0.5 raises {column} by 0.1000: beyond the seed spread (0.0100)")
+    assert lines[verdict + 1] == ("per seed, ρ = 0.5 minus ρ = 0: seed 1: +0.1000, seed 2: +0.1000 "
+                                  "(replay better in 2 of 2)")
+    assert f"{column} by ρ: ρ=0: 0.3150, ρ=0.5: 0.4150" in lines
+    assert any(line.startswith("replay at ρ = 0.5 lowers exact_match_gsm8k_flexible-extract by 0.0000: within noise")
+               for line in lines)
+    assert "replay at ρ = 0.5 raises exact_match_short_answer_none by 0.0500: beyond the seed spread (0.0200)" in lines
+    assert "replay at ρ = 0.5 raises acc_choices by 0.0500: beyond the seed spread (0.0100)" in lines
