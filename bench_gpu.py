@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from configurator import UserError, parse_options, run_main
+from configurator import UserError, check_rule, parse_options, run_main
 
 OPTIONS = dict(
     device='cuda',                   # 'cuda' (the real rows) or 'cpu' (toy sizes: checks the whole path)
@@ -27,6 +27,7 @@ OPTIONS = dict(
     out='out/bench_gpu',             # each row's log and JSON
     timeout_s=300,                   # per row
 )
+RULES = dict(device=('cuda', 'cpu'), data_dir='an output directory', out='an output directory', timeout_s='at least 1')
 VOCAB = 50257
 # the rows of docs/benchmarks.md: (name, bench.py arguments, under torchrun). 65,536 tokens per step each; timed
 # steps from the plan's stage 2 (both sources mixed), after 3 untimed ones (torch.compile, the allocator)
@@ -88,15 +89,17 @@ def table(rows):
 
 
 def main(argv):
-    if '--help' in argv or '-h' in argv:
-        print(__doc__.strip())
-        return
-    options = parse_options(argv, OPTIONS, usage="python bench_gpu.py [--device=cuda|cpu] [--data_dir=DIR]")
-    if options['device'] not in ('cuda', 'cpu'):
-        raise UserError(f"device={options['device']!r} must be 'cuda' or 'cpu'")
+    options = parse_options(argv, OPTIONS, usage="python bench_gpu.py [--device=cuda|cpu] [--data_dir=DIR]",
+                            rules=RULES, doc=__doc__)
     cpu = options['device'] == 'cpu'
-    begin = time.time()
     generic, target = (os.path.join(options['data_dir'], name) for name in ('generic', 'target'))
+    for path in (generic, target):  # the sources' own directories, made below
+        check_rule('--data_dir', path, 'an output directory')
+    if not cpu:
+        import torch  # here: --help and a refused option need none
+        if not torch.cuda.is_available():
+            raise UserError("--device='cuda' but no CUDA GPU is visible: use --device=cpu for the rows at toy sizes")
+    begin = time.time()
     # enough for 40 steps of 65,536 tokens without repeating, and the target's 131,072 tokens
     write_random_source(generic, 40 * 65536 + 4097, 65537, seed=0)
     write_random_source(target, 131072 + 4097, 65537, seed=1)

@@ -198,13 +198,6 @@ def job_spec(seg, runs, procs_per_node, nodes):
                 nodes=nodes, procs_per_node=procs_per_node, cwd=os.getcwd())
 
 
-def intended_resume(spec):
-    """What resume_args will say when the job starts, if the jobs before it did their part."""
-    if spec['fork']:
-        return ["--init_from='resume'", f"--resume_from={spec['fork_checkpoint']!r}"]
-    return ["--init_from='resume'"] if spec['start'] > 0 else []
-
-
 def command_text(command):
     """A command as a person reads it and a shell runs it: train.py's quoted string values stay as they are (the
     shell drops the quotes, and train.py reads the same string)."""
@@ -212,9 +205,14 @@ def command_text(command):
 
 
 def shown_command(spec):
-    """The command a job will run, with python and paths relative to the working directory."""
+    """The command a job will run, with python and paths relative to the working directory, and the resume
+    arguments layout.start_args will give when the job starts, if the jobs before it did their part."""
+    if spec['fork']:
+        resume = ["--init_from='resume'", f"--resume_from={spec['fork_checkpoint']!r}"]
+    else:
+        resume = ["--init_from='resume'"] if spec['start'] > 0 else []
     root = os.path.relpath(layout.ROOT, spec['cwd'])
-    return command_text(train_command(spec, intended_resume(spec), python='python', root='' if root == '.' else root))
+    return command_text(train_command(spec, resume, python='python', root='' if root == '.' else root))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -249,9 +247,7 @@ def job_parameters(options, runs):
         params['gpus_per_node'] = gpus_per_node or per_node
     if options['cpus_per_task'] or per_node:
         params['cpus_per_task'] = options['cpus_per_task'] or 8 * per_node
-    for key in ('partition', 'account'):
-        if options[key]:
-            params[key] = options[key]
+    params.update({key: options[key] for key in ('partition', 'account') if options[key]})
     if options['mem_gb']:
         params['mem'] = f"{options['mem_gb']}G"
     return procs, params
@@ -360,9 +356,8 @@ def submit(runs, order, sweep_dir, options):
     counts = {state: sum(current[s['key']][0] == state for s in segs) for state in ('done', 'pending', 'running')}
     print(f"{len(segs)} jobs in the sweep's tree: {counts['done']} done, {counts['pending']} pending, "
           f"{counts['running']} running; {'would submit' if dry_run else 'submitting'} {len(todo)}")
-    if not todo or dry_run:
-        executor = None
-    else:
+    executor = None
+    if todo and not dry_run:
         stale = [current[s['key']][1]['job_id'] for s in todo if current[s['key']][2] in ACTIVE]
         if stale:  # queued behind a failed job: it never runs as submitted, so it is replaced
             call(['scancel', *stale])
@@ -389,8 +384,7 @@ def submit(runs, order, sweep_dir, options):
                 raise UserError(f"sbatch refused the job for {title} ({message}); {number - 1} jobs submitted "
                                 f"before it are in {registry_path(sweep_dir)}") from None
             registry['jobs'].append(dict(job_id=job_id, run=spec['run'], start=seg['start'], stop=seg['stop'],
-                                         after=[wait] if wait else [], resources=resources,
-                                         command=command,
+                                         after=[wait] if wait else [], resources=resources, command=command,
                                          submitted=datetime.datetime.now().isoformat(timespec='seconds')))
             layout.write_json_atomic(registry_path(sweep_dir), registry)
         new_ids[seg['key']] = job_id
@@ -452,9 +446,8 @@ def status(runs, order, sweep_dir):
         logged += min(step or 0, run['steps'])
         detail = f"steps {seg['start']}..{seg['stop']}" if len(mine) > 1 and job else ''
         if state == 'failed':
-            detail += f" {slurm_state or 'state unknown'}: " + (last_error(run['config']['out_dir'], job['job_id'],
-                                                                           os.path.join(sweep_dir, 'slurm'))
-                                                                or 'no error line in its logs')
+            error = last_error(run['config']['out_dir'], job['job_id'], os.path.join(sweep_dir, 'slurm'))
+            detail += f" {slurm_state or 'state unknown'}: {error or 'no error line in its logs'}"
         elif state == 'blocked':
             up = seg
             while up['after'] and current[up['key']][0] == 'blocked':

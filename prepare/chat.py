@@ -23,9 +23,9 @@ import time
 
 import numpy as np
 
-from common import UserError, command_line, read_meta, token_dtype, warn  # first: it puts the repo root on sys.path
+# common first: it puts the repo root on sys.path
+from common import UserError, command_line, commit, is_prepared, read_meta, token_dtype, warn
 import chat_template as chat_templates  # noqa: E402
-import layout  # noqa: E402
 
 SHAREGPT_ROLES = {'human': 'user', 'gpt': 'assistant', 'system': 'system'}
 OPEN_WINDOWS = 64
@@ -171,18 +171,8 @@ def fill_chat_splits(examples, packers, val_tokens, max_tokens, val_examples=Non
     for split, part in (('val', held[:cut]), ('train', held[cut:])):
         for example in part:
             packers[split].add(*example)
-    return notes + [f'the source has only {held_tokens:,} example tokens, not more than --val_tokens {val_tokens:,}: val '
-            f'is its first {k} example(s) ({int(ends[k - 1]):,} tokens, ~10%), train the rest']
-
-
-def is_chat_prepared(out, settings):
-    meta = read_meta(out)
-    if meta is None or meta.get('settings') != settings or meta.get('format') != 'chat':
-        return False
-    itemsize = np.dtype(meta['dtype']).itemsize
-    return all(os.path.isfile(os.path.join(out, f'{s}.{f}')) and
-               os.path.getsize(os.path.join(out, f'{s}.{f}')) == meta[s]['tokens'] * (itemsize if f == 'bin' else 1)
-               for s in ('train', 'val') for f in FILES)
+    return notes + [f'the source has only {held_tokens:,} example tokens, not more than --val_tokens {val_tokens:,}: '
+                    f'val is its first {k} example(s) ({int(ends[k - 1]):,} tokens, ~10%), train the rest']
 
 
 def prepare_chat_source(records, out, source, script, argv, tokenizer, block_size, loss_on='assistant',
@@ -206,7 +196,7 @@ def prepare_chat_source(records, out, source, script, argv, tokenizer, block_siz
         loss_on=loss_on, messages_field=messages_field, chat_template_sha256=chat['template_sha256'], date=date,
         end_of_turn=chat['end_of_turn'], special_tokens=chat['special_tokens'], pad_token_id=chat['pad_token_id'],
         max_tokens=max_tokens, val_tokens=val_tokens)))
-    if not force and is_chat_prepared(out, settings):
+    if not force and is_prepared(out, settings, FILES):  # chat settings: a text source's never match
         print(f'{out}: already prepared with these settings (meta.json matches); nothing to do (--force rebuilds)')
         return read_meta(out)
     dtype = token_dtype(chat['vocab_size'])
@@ -248,11 +238,7 @@ def prepare_chat_source(records, out, source, script, argv, tokenizer, block_siz
             val_rule=VAL_RULE, source=source, max_tokens=max_tokens, val_tokens=val_tokens,
             utf8_replaced=report.get('utf8_replaced', 0), notes=notes, command=command_line(script, argv),
             seconds=round(seconds, 2), settings=settings)
-        if os.path.exists(os.path.join(out, 'meta.json')):
-            os.remove(os.path.join(out, 'meta.json'))  # never a meta.json beside files it does not describe
-        for (split, f), path in partial.items():
-            os.replace(path, os.path.join(out, f'{split}.{f}'))
-        layout.write_json_atomic(os.path.join(out, 'meta.json'), meta, indent=2, newline=True)
+        commit(out, partial.values(), meta)
     finally:
         for packer in packers.values():
             for f in packer.files.values():

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root (see above)
 import layout  # noqa: E402
-from configurator import UserError, check_rule, run_main  # noqa: E402
+from configurator import BOOLEAN_WORDS, UserError, check_rule, run_main  # noqa: E402
 from tokenizer import get_tokenizer, is_model_dir_tokenizer  # noqa: E402
 VAL_RULE = ('by document: the first documents of the val stream (the dataset\'s validation split when it has one, '
             'else the start of the document stream), whole, until val_tokens is reached; train is the documents '
@@ -64,9 +64,9 @@ def parse_count(text):
 
 
 def parse_bool(text):
-    if text not in ('True', 'False', 'true', 'false'):
+    if text not in BOOLEAN_WORDS:
         raise argparse.ArgumentTypeError(f"'{text}' is not True or False")
-    return text in ('True', 'true')
+    return BOOLEAN_WORDS[text]
 
 
 def at_least_1(text):
@@ -75,23 +75,28 @@ def at_least_1(text):
     return int(text)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse under the project's command-line convention (configurator.py): --help, --key value or --key=value,
-    a boolean bare or with a value (--force, --force=True), "did you mean" for an unknown option, and an --out
-    (or --*_out) that must be a directory that can be made. No abbreviations: a typo is an error, not a guess."""
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, allow_abbrev=False, **kwargs)
+class Parser(argparse.ArgumentParser):
+    """argparse under the project's command-line convention (configurator.py): --help prints `doc`, --key value or
+    --key=value, a boolean bare or with a value (--force, --force=True), "did you mean" for an unknown option, and
+    an option's rule (add_argument(..., rule=R), a configurator.check_rule rule) checked once all are parsed; an
+    --out (or --*_out) is 'an output directory' unless it names another rule. No abbreviations: a typo is an error,
+    not a guess."""
+    def __init__(self, doc):
+        super().__init__(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
 
-    def add_argument(self, *names, **kwargs):
+    def add_argument(self, *names, rule=None, **kwargs):
         if kwargs.get('action') == 'store_true':  # a bare --flag, or --flag=True/False
             kwargs.update(action='store', nargs='?', const=True, default=False, type=parse_bool)
-        return super().add_argument(*names, **kwargs)
+        action = super().add_argument(*names, **kwargs)
+        action.rule = rule or ('an output directory' if action.dest == 'out' or action.dest.endswith('_out') else None)
+        return action
 
     def parse_args(self, args=None, namespace=None):
         parsed = super().parse_args(args, namespace)
-        for dest, value in vars(parsed).items():
-            if (dest == 'out' or dest.endswith('_out')) and value:
-                check_rule(f'--{dest}', value, 'an output directory')
+        for action in self._actions:
+            value = getattr(parsed, action.dest, None)
+            if action.rule and value is not None:
+                check_rule(f'--{action.dest}', value, action.rule)
         return parsed
 
     def error(self, message):  # argparse's own mistakes exit 2 too, but with one line, like every other error
@@ -104,7 +109,7 @@ class _Parser(argparse.ArgumentParser):
 
 def base_parser(doc, tokenizer='gpt2', max_tokens='0', val_tokens='1048576', out=None):
     """The options every prepare script shares; scripts add their own."""
-    p = _Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(doc)
     if out is not None:  # local.py has no sensible default and requires --out itself
         p.add_argument('--out', default=out, help='output directory (default: %(default)s)')
     p.add_argument('--tokenizer', default=tokenizer,
@@ -131,13 +136,11 @@ def command_line(script, argv):
 # Encoding in worker processes (the tokenizers themselves: tokenizer.py)
 # ---------------------------------------------------------------------------------------------------------------
 
-_worker_tokenizers = {}
+_worker_tokenizer = functools.lru_cache(maxsize=None)(get_tokenizer)  # loaded once per worker process
 
 
 def _encode_in_worker(name, texts):
-    if name not in _worker_tokenizers:
-        _worker_tokenizers[name] = get_tokenizer(name)
-    return _worker_tokenizers[name]['encode'](texts)
+    return _worker_tokenizer(name)['encode'](texts)
 
 
 def encode_batches(tok, text_batches, workers):
@@ -168,14 +171,15 @@ def token_dtype(vocab_size):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Text in: UTF-8 with invalid bytes replaced and counted (the datasets builders replace but cannot count)
+# Text in: UTF-8 with invalid bytes replaced and counted (the datasets builders replace but cannot count), by the
+# 'prepare.count' error handler (local.count_invalid_utf8 decodes a whole input file through it)
 # ---------------------------------------------------------------------------------------------------------------
 
-_invalid_utf8 = [0]
+INVALID_UTF8 = [0]  # the invalid sequences 'prepare.count' has replaced in this process
 
 
 def _count_and_replace(err):
-    _invalid_utf8[0] += 1
+    INVALID_UTF8[0] += 1
     return '\ufffd', err.end  # exactly what errors='replace' does: one U+FFFD per invalid sequence
 
 
@@ -184,20 +188,8 @@ codecs.register_error('prepare.count', _count_and_replace)
 
 def decode_utf8(raw):
     """bytes -> (str, number of invalid UTF-8 sequences replaced by U+FFFD)."""
-    before = _invalid_utf8[0]
-    return raw.decode('utf-8', 'prepare.count'), _invalid_utf8[0] - before
-
-
-def count_invalid_utf8(path, opener=open, chunk=1 << 24):
-    """Invalid UTF-8 sequences in a (possibly compressed) file, read in chunks; also its decoded size in bytes."""
-    decoder, before, size = codecs.getincrementaldecoder('utf-8')('prepare.count'), _invalid_utf8[0], 0
-    with opener(path, 'rb') as f:
-        while True:
-            block = f.read(chunk)
-            size += len(block)
-            decoder.decode(block, final=not block)
-            if not block:
-                return _invalid_utf8[0] - before, size
+    before = INVALID_UTF8[0]
+    return raw.decode('utf-8', 'prepare.count'), INVALID_UTF8[0] - before
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -212,23 +204,15 @@ def read_meta(out):
         return json.load(f)
 
 
-def load_tokens(out, split):
-    """A split's tokens as a read-only memmap, dtype from meta.json."""
-    meta = read_meta(out)
-    path = os.path.join(out, f'{split}.bin')
-    if not os.path.getsize(path):
-        return np.zeros(0, dtype=meta['dtype'])
-    return np.memmap(path, dtype=meta['dtype'], mode='r')
-
-
-def is_prepared(out, settings):
-    """meta.json exists, was made with these settings, and both token files have the sizes it records."""
+def is_prepared(out, settings, files=('bin',)):
+    """meta.json exists, was made with these settings, and each split's files ({split}.bin: tokens; a chat
+    source's byte-per-token masks too) have the sizes it records."""
     meta = read_meta(out)
     if meta is None or meta.get('settings') != settings:
         return False
     itemsize = np.dtype(meta['dtype']).itemsize
-    return all(os.path.isfile(p) and os.path.getsize(p) == meta[s]['tokens'] * itemsize
-               for s in ('train', 'val') for p in [os.path.join(out, f'{s}.bin')])
+    return all(os.path.isfile(p) and os.path.getsize(p) == meta[s]['tokens'] * (itemsize if f == 'bin' else 1)
+               for s in ('train', 'val') for f in files for p in [os.path.join(out, f'{s}.{f}')])
 
 
 def document_batches(docs, stats, sizes=None, max_chars=1 << 20, max_docs=512):
@@ -270,12 +254,12 @@ def take_documents(lengths, need):
 
 
 def commit(out, partial, meta):
-    """Move finished token files into place, meta.json last. The old meta.json goes first, so there is no moment
-    at which a meta.json describes token files other than the ones beside it."""
+    """Move finished files into place (each path NAME.partial to NAME), meta.json last. The old meta.json goes
+    first, so there is no moment at which a meta.json describes files other than the ones beside it."""
     if os.path.exists(os.path.join(out, 'meta.json')):
         os.remove(os.path.join(out, 'meta.json'))
-    for split, path in partial.items():
-        os.replace(path, os.path.join(out, f'{split}.bin'))
+    for path in partial:
+        os.replace(path, path.removesuffix('.partial'))
     layout.write_json_atomic(os.path.join(out, 'meta.json'), meta, indent=2, newline=True)  # bytes data.py hashes
 
 
@@ -444,7 +428,7 @@ def prepare_source(docs, out, source, script, argv, tokenizer='gpt2', max_tokens
                     val_tokens=val_tokens, skipped_empty_documents=stats['skipped_empty'],
                     utf8_replaced=report.get('utf8_replaced', 0), notes=notes, command=command_line(script, argv),
                     seconds=round(seconds, 2), settings=settings)
-        commit(out, partial, meta)
+        commit(out, partial.values(), meta)
         writer.close(finished=True)
     finally:
         if writer is not None:

@@ -15,13 +15,12 @@ Deterministic for a given Python version. Then, e.g.:
     python prepare/local.py --format=chat --input data/demo_chat_target.jsonl --tokenizer models/tiny-llama \\
         --block_size 256 --val_tokens 8192 --out data/chat_target
 """
-import argparse
 import ast
 import json
 import os
 import sysconfig
 
-from common import UserError, _Parser, decode_utf8, run_main
+from common import UserError, Parser, decode_utf8, run_main
 from demo import stdlib_files, target_documents
 
 SYSTEM = 'You answer questions about Python concisely, quoting its documentation.'
@@ -90,10 +89,14 @@ def write_jsonl(path, records):
 
 
 def main(argv):
-    p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--target_out', default='data/demo_chat_target.jsonl', help='default: %(default)s')
-    p.add_argument('--generic_out', default='data/demo_chat_generic.jsonl', help='default: %(default)s')
+    p = Parser(__doc__)
+    p.add_argument('--target_out', default='data/demo_chat_target.jsonl', rule='an output file',
+                   help='default: %(default)s')
+    p.add_argument('--generic_out', default='data/demo_chat_generic.jsonl', rule='an output file',
+                   help='default: %(default)s')
     args = p.parse_args(argv)
+    if os.path.abspath(args.target_out) == os.path.abspath(args.generic_out):
+        raise UserError(f'--target_out and --generic_out are the same file ({args.target_out}): give two')
     target, generic = target_conversations(), generic_conversations()
     if not generic:
         raise UserError('found no standard-library module with a docstring')

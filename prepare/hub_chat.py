@@ -52,7 +52,7 @@ def main(argv):
                    help="which tokens are labels: every assistant turn's (default), the last one's, or all")
     p.add_argument('--messages_field', default='messages',
                    help='the field with the turns (default: messages; records with "conversations" are ShareGPT)')
-    p.add_argument('--chat_template', default=None,
+    p.add_argument('--chat_template', default=None, rule='an existing file',
                    help="a jinja file to use instead of the model directory's chat template")
     p.add_argument('--date', default=chat.chat_templates.CHAT_DATE,
                    help="the date the template's strftime_now sees (default: %(default)s)")

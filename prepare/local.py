@@ -22,6 +22,7 @@ into windows of block_size + 1 tokens (prepare/chat.py says how):
         --out data/mychat [--loss_on assistant|last_assistant|all] [--messages_field NAME] [--chat_template FILE]
 """
 import bz2
+import codecs
 import concurrent.futures
 import glob
 import gzip
@@ -34,7 +35,7 @@ import sys
 from tqdm import tqdm
 
 import chat
-from common import UserError, base_parser, count_invalid_utf8, decode_utf8, prepare_source, run_main
+from common import INVALID_UTF8, UserError, base_parser, decode_utf8, prepare_source, run_main
 from hub import dataset_texts, import_datasets
 
 BUILDERS = {'.txt': 'text', '.text': 'text', '.md': 'text', '.jsonl': 'json', '.ndjson': 'json', '.json': 'json',
@@ -79,6 +80,19 @@ def expand_inputs(patterns):
         if os.path.getsize(f) == 0:
             raise UserError(f'{f} is empty')
     return files
+
+
+def count_invalid_utf8(path, opener=open, chunk=1 << 24):
+    """Invalid UTF-8 sequences in a (possibly compressed) file, read in chunks through common's counting error
+    handler; also its decoded size in bytes."""
+    decoder, before, size = codecs.getincrementaldecoder('utf-8')('prepare.count'), INVALID_UTF8[0], 0
+    with opener(path, 'rb') as f:
+        while True:
+            block = f.read(chunk)
+            size += len(block)
+            decoder.decode(block, final=not block)
+            if not block:
+                return INVALID_UTF8[0] - before, size
 
 
 def check_file(path, text_field):
@@ -234,7 +248,7 @@ def main(argv):
                         "turn's, or all")
     p.add_argument('--messages_field', default=None, help='chat: the field with the turns (default: messages; '
                                                           'records with "conversations" instead are ShareGPT)')
-    p.add_argument('--chat_template', default=None,
+    p.add_argument('--chat_template', default=None, rule='an existing file',
                    help="chat: a jinja file to use instead of the model directory's chat template")
     p.add_argument('--date', default=None, help=f"chat: the date the template's strftime_now sees (default: "
                                                 f"{chat.chat_templates.CHAT_DATE})")

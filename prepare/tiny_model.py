@@ -16,11 +16,10 @@ token, as in Llama 3). The directory's chat_template.jinja is a small Llama-3-st
 tags (CHAT_TEMPLATE: BOS, then each turn as a role header, the trimmed content and <|eot_id|>). The weights are
 transformers' random init (std 0.02), or drawn again with --std.
 """
-import argparse
 import json
 import os
 
-from common import UserError, _Parser, run_main
+from common import UserError, Parser, run_main
 
 SPECIAL = {'llama': dict(bos='<|begin_of_text|>', eos='<|end_of_text|>'), 'gpt2': dict(bos=None, eos='<|endoftext|>')}
 CHAT_TOKENS = ('<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>')
@@ -123,11 +122,12 @@ def save_tokenizer(out, tokenizer, tokenizer_config):
 
 
 def main(argv):
-    p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(__doc__)
     p.add_argument('--arch', choices=['llama', 'gpt2'], default='llama')
     p.add_argument('--out', required=True, help='the model directory to write, e.g. models/tiny-llama')
     p.add_argument('--tied', action='store_true', help='llama: tie the head to the token embedding (Llama 3.2)')
-    p.add_argument('--std', type=float, default=None, help='draw every matrix again with this std')
+    p.add_argument('--std', type=float, default=None, rule='a positive number',
+                   help='draw every matrix again with this std')
     args = p.parse_args(argv)
     if os.path.exists(args.out) and os.listdir(args.out):
         raise UserError(f'{args.out} exists and is not empty: choose a new --out')

@@ -1,21 +1,24 @@
 """Bad input at every script's command line (issue 20), and the one command-line convention (issue 19 item 4):
-- every option of every script's option table (train.RULES and config/default.py, bench.BENCH_KEYS, schedule's,
-  sweep's, plot's, efficiency's, sample's, eval's, export's, prepare's argparse parsers) gets bad values generated
-  from its type and rule: the wrong type, empty, out of range, a missing path, a file where a directory belongs
-  and the reverse, garbage bytes where a checkpoint / JSON / safetensors file belongs. Each must exit 2 with one
-  `error:` line naming the option or the file, no traceback, and leave everything beside it (one finished run
-  with its checkpoint, log, summary.json and task results, its data, a model directory) byte for byte as it was;
+- every option of every script's option table (train.RULES and config/default.py, bench.BENCH_KEYS, bench_gpu's,
+  schedule's, sweep's, plot's, efficiency's, sample's, eval's, export's, prepare's argparse parsers with their
+  rules, hub_chat's free-text options) gets bad values generated from its type and rule: the wrong type, empty,
+  out of range, a missing path, a file where a directory belongs and the reverse, garbage bytes where a
+  checkpoint / JSON / safetensors file belongs. Each must exit 2 with one `error:` line naming the option or the
+  file, no traceback, and leave everything beside it (one finished run with its checkpoint, log, summary.json and
+  task results, its data, a model directory) byte for byte as it was;
 - the four classes of issue 20's "Why", each as a test that fails on the code before it: a check after a change,
   options passed through unchecked, paths of the wrong kind, devices and files not validated;
 - issue 21: a finished out_dir is refused in one line, --overwrite=True replaces it; eval.py writes into a run
   directory and never into a model directory unless asked; train.py says what it will run before it reads data.
 Scripts run in this process (their main under configurator.run_main), so torch is imported once; every case but
 the overwrite run fails before any data is read or model built."""
+import ast
 import contextlib
 import hashlib
 import io
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -24,6 +27,7 @@ import pytest
 import torch
 
 import bench
+import bench_gpu
 import configurator
 import efficiency
 import eval as eval_script
@@ -39,12 +43,14 @@ from helpers import ROOT, write_random_source
 
 sys.path.insert(0, os.path.join(ROOT, 'prepare'))
 import common  # noqa: E402
-import hub  # noqa: E402
 import demo  # noqa: E402
+import demo_chat  # noqa: E402
+import hub_chat  # noqa: E402
 import local  # noqa: E402
 import tiny_model  # noqa: E402
 
 BLOCK = 32
+HUB_SCRIPTS = ('basque', 'c4', 'finemath', 'flan', 'slimpajama', 'starcoder')  # each a run_hub_script call
 BYTES = dict(tokenizer='bytes', vocab_size=257, eot_token=256)  # random ids < 256 read as bytes: tasks can encode
 
 
@@ -63,6 +69,25 @@ def call(main, argv):
     return code, out.getvalue(), err.getvalue()
 
 
+def scripts_with_a_command_line():
+    """Every script at the root and in prepare/ that runs as `python X.py`: what the tables below must cover."""
+    return {prefix + name[:-3] for folder, prefix in ((ROOT, ''), (os.path.join(ROOT, 'prepare'), 'prepare/'))
+            for name in os.listdir(folder) if name.endswith('.py')
+            and "if __name__ == '__main__':" in open(os.path.join(folder, name)).read()}
+
+
+def hub_script(name):
+    """A Hub script's main: the file run as `python prepare/NAME.py ARGV` (its pins live under __main__)."""
+    def main(argv):
+        saved = sys.argv
+        sys.argv = [f'prepare/{name}.py', *argv]
+        try:
+            runpy.run_path(os.path.join(ROOT, 'prepare', f'{name}.py'), run_name='__main__')
+        finally:
+            sys.argv = saved
+    return main
+
+
 def snapshot(root):
     """Every file under root and its bytes' hash: what a refused command must leave as it was."""
     state = {}
@@ -77,8 +102,9 @@ def snapshot(root):
 @pytest.fixture(scope='session')
 def world(tmp_path_factory):
     """One finished run (trained once per session, with a task), its data, an export of it as a model directory,
-    and the wrong things to pass: a file, a missing path, an empty directory, garbage where a checkpoint, JSON or
-    safetensors file belongs."""
+    a chat tokenizer's model directory (tiny_model's tokenizer and template, no weights), and the wrong things to
+    pass: a file, a missing path, an empty directory, garbage where a checkpoint, JSON or safetensors file
+    belongs."""
     root = tmp_path_factory.mktemp('options')
     w = dict(root=str(root),
              generic=write_random_source(root / 'generic', BLOCK * 200, seed=0, **BYTES),
@@ -86,7 +112,9 @@ def world(tmp_path_factory):
              run=str(root / 'run'), file=str(root / 'a_file.txt'), missing=str(root / 'missing'),
              empty_dir=str(root / 'empty_dir'), garbage=str(root / 'garbage.pt'), new=str(root / 'never_made'),
              task=str(root / 'task.jsonl'), model=str(root / 'model'), garbage_model=str(root / 'garbage_model'),
-             bad_weights_model=str(root / 'bad_weights_model'))
+             bad_weights_model=str(root / 'bad_weights_model'), chat_model=str(root / 'chat_model'))
+    tiny_model.save_tokenizer(w['chat_model'], *tiny_model.make_tokenizer('llama', vocab_size=300,
+                                                                          texts=tiny_model.training_texts()[:12]))
     with open(w['task'], 'w') as f:
         f.writelines(json.dumps(dict(context=f"ab{i}", choices=["cd", "efg"], label=i % 2)) + '\n' for i in range(4))
     with open(w['file'], 'w') as f:
@@ -172,6 +200,8 @@ def script_tables(w):
     return dict(
         train=(train.main, DEFAULTS, train.RULES, (), lambda key: train_base),
         bench=(bench.main, bench.BENCH_KEYS, bench.BENCH_RULES, (), lambda key: train_base),
+        bench_gpu=(bench_gpu.main, bench_gpu.OPTIONS, bench_gpu.RULES, (),
+                   lambda key: [f"--data_dir={w['new']}_data", f"--out={w['new']}_out", '--device=cpu']),
         schedule=(schedule.main, schedule.OPTIONS, schedule.RULES, (), lambda key: ['config/tiny.py', *data]),
         sweep=(sweep.main, sweep.OPTIONS, sweep.RULES, (),
                lambda key: [w['sweep_file'], '--dry_run'] + (['--launcher=slurm'] if key in slurm_only else [])),
@@ -204,23 +234,30 @@ def prepare_parsers(w):
     class Caught(Exception):
         pass
     scripts = dict(demo=(demo.main, [f"--generic_out={w['new']}_g", f"--target_out={w['new']}_t"]),
+                   demo_chat=(demo_chat.main, [f"--generic_out={w['new']}_g.jsonl",
+                                               f"--target_out={w['new']}_t.jsonl"]),
                    local=(local.main, [f"--input={w['task']}", f"--out={w['new']}"]),
                    tiny_model=(tiny_model.main, [f"--out={w['new']}"]),
-                   c4=(lambda argv: hub.hub_main('c4', 'allenai/c4', 'main', doc='c4', argv=argv),
-                       [f"--out={w['new']}"]))
-    parsers, original = {}, common._Parser.parse_args
+                   hub_chat=(hub_chat.main, hub_chat_argv(w)),
+                   **{name: (hub_script(name), [f"--out={w['new']}"]) for name in HUB_SCRIPTS})
+    parsers, original = {}, common.Parser.parse_args
 
     def catch(self, args=None, namespace=None):
         parsers[name] = self
         raise Caught
-    common._Parser.parse_args = catch
+    common.Parser.parse_args = catch
     try:
         for name, (main, argv) in scripts.items():
             with pytest.raises(Caught):
                 main(argv)
     finally:
-        common._Parser.parse_args = original
+        common.Parser.parse_args = original
     return {name: (main, argv, parsers[name]) for name, (main, argv) in scripts.items()}
+
+
+def hub_chat_argv(w):
+    """hub_chat.py's valid command but for the network: the chat model directory, a block_size, a new --out."""
+    return [f"--tokenizer={w['chat_model']}", '--block_size=32', f"--out={w['new']}"]
 
 
 def prepare_cases(w):
@@ -230,21 +267,25 @@ def prepare_cases(w):
             option = next((o for o in action.option_strings if o.startswith('--')), None)
             if option is None or option == '--help':
                 continue
-            if action.dest == 'out' or action.dest.endswith('_out'):
-                values = [w['file'], os.path.join(w['file'], 'sub')]
-            elif action.choices:
-                values = ['nonsense']
+            values = bad_values(action.default, action.rule, w) if action.rule else []  # --out's: an output dir
+            if action.choices:
+                values += ['nonsense']
             elif action.type is common.parse_count:
-                values = ['abc', '', '-5']
+                values += ['abc', '', '-5']
             elif action.type is common.at_least_1:
-                values = ['0', '-1', 'abc', '']
+                values += ['0', '-1', 'abc', '']
             elif action.type is common.parse_bool:
-                values = ['maybe', '2']
+                values += ['maybe', '2']
             elif action.type in (int, float):
-                values = ['abc', '']
-            else:
-                continue  # free text (a dataset id, a field name)
+                values += ['abc', '']
+            # free text (a dataset id, a field name) has no bad values
             cases += [(f'prepare/{script}', option[2:], value, main, [*base, f'{option}={value}']) for value in values]
+    # what the tables cannot say: free text a chat script checks, and a range prepare/chat.py checks
+    tokenizer_file = os.path.join(w['chat_model'], 'tokenizer.json')
+    for key, values in (('block_size', ['0', '-1']), ('tokenizer', [w['missing'], tokenizer_file, w['empty_dir']]),
+                        ('date', ['2024-13-45', 'today']), ('end_of_turn', ['<|no_such_token|>'])):
+        cases += [('prepare/hub_chat', key, value, hub_chat.main, [*hub_chat_argv(w), f'--{key}={value}'])
+                  for value in values]
     return cases
 
 
@@ -252,8 +293,10 @@ def test_every_option_of_every_script_refuses_bad_values(world):
     before = snapshot(world['root'])
     cases = option_cases(world) + prepare_cases(world)
     scripts = {c[0] for c in cases}
-    assert {'train', 'bench', 'schedule', 'sweep', 'plot', 'efficiency', 'sample', 'eval', 'export',
-            'prepare/demo', 'prepare/local', 'prepare/tiny_model', 'prepare/c4'} <= scripts
+    assert {'train', 'bench', 'bench_gpu', 'schedule', 'sweep', 'plot', 'efficiency', 'sample', 'eval', 'export',
+            'prepare/demo', 'prepare/demo_chat', 'prepare/local', 'prepare/tiny_model', 'prepare/c4',
+            'prepare/hub_chat'} <= scripts
+    assert scripts_with_a_command_line() <= scripts, scripts_with_a_command_line() - scripts
     assert len(cases) > 300
     failures = []
     for script, key, value, main, argv in cases:
@@ -271,7 +314,8 @@ def test_every_option_of_every_script_refuses_bad_values(world):
 
 def test_every_number_option_declares_its_range():
     """A number option without a rule could take any value: every int/float option of a script's table has one."""
-    tables = dict(bench=(bench.BENCH_KEYS, bench.BENCH_RULES), schedule=(schedule.OPTIONS, schedule.RULES),
+    tables = dict(bench=(bench.BENCH_KEYS, bench.BENCH_RULES), bench_gpu=(bench_gpu.OPTIONS, bench_gpu.RULES),
+                  schedule=(schedule.OPTIONS, schedule.RULES),
                   sweep=(sweep.OPTIONS, sweep.RULES), sample=(sample.OPTIONS, sample.RULES),
                   eval=(eval_script.OPTIONS, eval_script.RULES), export=(export.OPTIONS, export.RULES))
     missing = [f"{script}: {key}" for script, (table, rules) in tables.items() for key, default in table.items()
@@ -282,15 +326,21 @@ def test_every_number_option_declares_its_range():
 # ---- the convention -------------------------------------------------------------------------------------------------
 
 def test_help_prints_each_scripts_usage_and_exits_0(world):
-    mains = dict(train=train.main, bench=bench.main, schedule=schedule.main, sweep=sweep.main, plot=plot.main,
-                 efficiency=efficiency.main, sample=sample.main, eval=eval_script.main, export=export.main,
-                 demo=demo.main, local=local.main, tiny_model=tiny_model.main)
-    docs = dict(train=train, bench=bench, schedule=schedule, sweep=sweep, plot=plot, efficiency=efficiency,
-                sample=sample, eval=eval_script, export=export, demo=demo, local=local, tiny_model=tiny_model)
+    mains = dict(train=train.main, bench=bench.main, bench_gpu=bench_gpu.main, schedule=schedule.main,
+                 sweep=sweep.main, plot=plot.main, efficiency=efficiency.main, sample=sample.main,
+                 eval=eval_script.main, export=export.main, demo=demo.main, demo_chat=demo_chat.main,
+                 local=local.main, tiny_model=tiny_model.main, hub_chat=hub_chat.main,
+                 **{name: hub_script(name) for name in HUB_SCRIPTS})
+    docs = dict(train=train, bench=bench, bench_gpu=bench_gpu, schedule=schedule, sweep=sweep, plot=plot,
+                efficiency=efficiency, sample=sample, eval=eval_script, export=export, demo=demo, demo_chat=demo_chat,
+                local=local, tiny_model=tiny_model, hub_chat=hub_chat)
+    assert {name.split('/')[-1] for name in scripts_with_a_command_line()} <= set(mains)
     for name, main in mains.items():
         for flag in ('--help', '-h'):
             code, stdout, stderr = call(main, [flag])
-            first = docs[name].__doc__.strip().splitlines()[0]
+            doc = docs[name].__doc__ if name in docs else \
+                ast.get_docstring(ast.parse(open(os.path.join(ROOT, 'prepare', f'{name}.py')).read()))
+            first = doc.strip().splitlines()[0]
             assert code == 0 and first.split()[0] in stdout and not stderr, (name, flag, code, stderr)
 
 
@@ -396,9 +446,12 @@ def test_devices_and_registries_are_validated(world, tmp_path):
              (sample.main, [world['run'], '--device=tpu'], "--device='tpu' is not a torch device")]
     if not torch.cuda.is_available():
         cases.append((sample.main, [world['run'], '--device=cuda'], "--device='cuda' but no CUDA GPU is visible"))
+        cases.append((bench_gpu.main, [f"--data_dir={tmp_path / 'data'}", f"--out={tmp_path / 'out'}"],
+                      "--device='cuda' but no CUDA GPU is visible"))  # before its rows fail one by one
     for main, argv, piece in cases:
         code, _, stderr = call(main, argv)
         assert code == 2 and len(stderr.splitlines()) == 1 and piece in stderr, (argv, stderr)
+    assert not os.listdir(tmp_path)
     sweep_dir = tmp_path / 'sweep'
     sweep_dir.mkdir()
     for text in ('[1, 2]', '{"jobs": 3}', '{"jobs": [1]}'):
@@ -406,6 +459,24 @@ def test_devices_and_registries_are_validated(world, tmp_path):
         code, _, stderr = call(sweep.main, [world['sweep_file'], f'--sweep_dir={sweep_dir}', '--status'])
         assert code == 2 and len(stderr.splitlines()) == 1 and "is JSON but not a sweep's job registry" in stderr, \
             stderr
+
+
+def test_hub_chat_checks_everything_before_it_reaches_the_hub(world, monkeypatch):
+    """A valid hub_chat.py command gets as far as the Hub (here: offline) and no further: one line, and --out is
+    not left behind."""
+    import datasets
+    calls = []
+
+    def offline(path, **kwargs):
+        calls.append(path)
+        raise ConnectionError('no network here')
+    monkeypatch.setattr(datasets, 'load_dataset', offline)
+    monkeypatch.setattr(datasets.config, 'HF_UPDATE_DOWNLOAD_COUNTS', datasets.config.HF_UPDATE_DOWNLOAD_COUNTS)
+    before = snapshot(world['root'])
+    code, _, stderr = call(hub_chat.main, hub_chat_argv(world))
+    assert code == 2 and len(stderr.splitlines()) == 1 and 'cannot reach the Hugging Face Hub' in stderr, stderr
+    assert calls == ['teknium/OpenHermes-2.5'] and snapshot(world['root']) == before
+    assert not os.path.exists(world['new'])
 
 
 def test_eval_writes_into_the_run_never_into_a_model_directory(world):

@@ -43,9 +43,18 @@ def run(script, *args, cwd=ROOT, env=None):
                           text=True, env={**os.environ, **(env or {})}, timeout=120)
 
 
+def load_tokens(out, split):
+    """A split's tokens as a read-only memmap, dtype from meta.json (an empty split as an empty array)."""
+    meta = common.read_meta(out)
+    path = os.path.join(out, f'{split}.bin')
+    if not os.path.getsize(path):
+        return np.zeros(0, dtype=meta['dtype'])
+    return np.memmap(path, dtype=meta['dtype'], mode='r')
+
+
 def decoded(out, split):
     meta = common.read_meta(out)
-    return tokenizer.get_tokenizer(meta['tokenizer'])['decode'](common.load_tokens(out, split))
+    return tokenizer.get_tokenizer(meta['tokenizer'])['decode'](load_tokens(out, split))
 
 
 def joined(docs):
@@ -97,6 +106,23 @@ def test_demo_takes_gpt2(tmp_path):
     meta = common.read_meta(tmp_path / 'g')
     assert meta['vocab_size'] == 50257 and 100_000 <= meta['train']['tokens'] < 200_000
     assert meta['val']['tokens'] >= 16384 and common.read_meta(tmp_path / 't')['val']['tokens'] >= 16384
+
+
+def test_demo_chat_writes_both_files_and_reruns_over_them(tmp_path):
+    """Its outputs are files: a re-run replaces them (it was refused: '--target_out ... is a file, not a
+    directory'), and a directory in their place is refused before anything is written."""
+    for _ in range(2):
+        r = run('demo_chat.py', cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    files = {name: (tmp_path / 'data' / f'demo_chat_{name}.jsonl').read_text().splitlines() for name in
+             ('target', 'generic')}
+    assert 'messages' in json.loads(files['target'][0]) and 'conversations' in json.loads(files['generic'][0])
+    assert f"{len(files['target'])} conversations" in r.stdout and sorted(os.listdir(tmp_path / 'data')) == \
+        ['demo_chat_generic.jsonl', 'demo_chat_target.jsonl']
+    (tmp_path / 'dir').mkdir()
+    r = run('demo_chat.py', '--target_out', 'dir', '--generic_out', 'g.jsonl', cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr == "error: --target_out='dir' is a directory, not a file\n", r.stderr
+    assert sorted(os.listdir(tmp_path)) == ['data', 'dir'] and not os.listdir(tmp_path / 'dir')
 
 
 def test_demo_target_text_is_not_in_the_generic_source():
@@ -238,7 +264,7 @@ def test_large_vocabularies_use_uint32_and_ids_that_do_not_fit_are_an_error(tmp_
     monkeypatch.setattr(common, 'get_tokenizer', lambda name: fake_tokenizer(128256, 70000))
     meta = prepare(['abc', 'de'], tmp_path / 'big', val_tokens=1)
     assert meta['dtype'] == 'uint32' and os.path.getsize(tmp_path / 'big' / 'train.bin') == 3 * 4
-    assert common.load_tokens(tmp_path / 'big', 'train').tolist() == [ord('d') + 70000, ord('e') + 70000, 70256]
+    assert load_tokens(tmp_path / 'big', 'train').tolist() == [ord('d') + 70000, ord('e') + 70000, 70256]
     monkeypatch.setattr(common, 'get_tokenizer', lambda name: fake_tokenizer(50000, 70000))  # lies about its size
     with pytest.raises(UserError, match='does not fit uint16'):
         prepare(['abc', 'de'], tmp_path / 'bad', val_tokens=1)
