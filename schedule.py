@@ -319,7 +319,7 @@ def step_batch(plan, t):
     S, U, W, seed = plan['S'], plan['U'], plan['generic_windows'], plan['data_seed']
     first_target = targets_before(plan, t)
     n_target = targets_before(plan, t + 1) - first_target
-    first_generic, n_generic = plan['generic_offset'] + t * S - first_target, S - n_target
+    first_generic, n_generic = generic_cursor(plan, t), S - n_target
     is_target = spread(n_target, S, np.arange(S)) == 1
     ids = np.empty(S, dtype=np.int64)
     ids[is_target] = in_permutations(seed, 1, U, first_target, n_target)
@@ -417,9 +417,10 @@ def evals_at(plan, k):
     initial loss spike)."""
     if k == plan['N'] or (plan['eval_interval'] > 0 and k % plan['eval_interval'] == 0):
         return True
-    if plan['spike_eval_steps'] <= 0:
+    after = plan['spike_eval_steps']
+    if after <= 0:
         return False
-    return any(s['spike_evals'] and s['steps'] > 0 and s['start'] > 0 and 0 <= k - s['start'] <= plan['spike_eval_steps']
+    return any(s['spike_evals'] and s['steps'] > 0 and s['start'] > 0 and 0 <= k - s['start'] <= after
                and (k - s['start']) % max(1, plan['spike_eval_interval']) == 0 for s in plan['stages'])
 
 
@@ -428,8 +429,8 @@ def evals_at(plan, k):
 # Keys whose whole effect on training is captured by the per-step records below (composition, ids, LR, optimizer
 # reset, evals, stage starts) or that only say where things go. Every OTHER key must match for two runs to share a
 # prefix.
-PER_STEP_KEYS = {'max_iters', 'target_tokens', 'target_epochs', 'replay_fraction', 'stage2_allocation', 'stage2_fraction',
-                 'mode', 'reset_optimizer', 'stage2_schedule', 'lr_schedule', 'learning_rate',
+PER_STEP_KEYS = {'max_iters', 'target_tokens', 'target_epochs', 'replay_fraction', 'stage2_allocation',
+                 'stage2_fraction', 'mode', 'reset_optimizer', 'stage2_schedule', 'lr_schedule', 'learning_rate',
                  'stage2_learning_rate', 'min_lr', 'warmup_fraction', 'cooldown_fraction', 'eval_interval',
                  'spike_eval_interval', 'spike_eval_steps', 'stages'}
 IO_KEYS = {'out_dir', 'checkpoint_interval', 'checkpoint_steps', 'init_from', 'resume_from', 'force_resume',
@@ -517,7 +518,6 @@ STAGE_CHECKS = {
     # fresh AdamW moments at its start (default False); the dense evals of spike_eval_* after its start (default:
     # when it resets or restarts)
     'reset_optimizer': TRUE_FALSE, 'spike_evals': TRUE_FALSE}
-STAGE_KEYS = tuple(STAGE_CHECKS)
 
 
 def check_keys(values, checks, where='', skip=()):
@@ -562,11 +562,10 @@ def check_stage_spec(spec, i, restart):
     schedule starts."""
     for key in spec:
         if key not in STAGE_CHECKS:
-            close = difflib.get_close_matches(str(key), STAGE_KEYS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(STAGE_KEYS)})"
+            close = difflib.get_close_matches(str(key), list(STAGE_CHECKS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(STAGE_CHECKS)})"
             raise UserError(f"stages[{i}] has an unknown key {key!r}{hint}")
-    if 'steps' in spec and 'fraction' in spec or sum(k in spec for k in ('target', 'allocation',
-                                                                        'replay_fraction')) > 1:
+    if 'steps' in spec and 'fraction' in spec or len(spec.keys() & {'target', 'allocation', 'replay_fraction'}) > 1:
         raise UserError(f"stages[{i}] gives its length or its target twice: use one of steps/fraction and one "
                         f"of target/allocation/replay_fraction")
     check_keys(spec, STAGE_CHECKS, f"stages[{i}] ")
