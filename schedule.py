@@ -212,11 +212,7 @@ def mixed_steps(c, S, T):
 def stages_from_list(c, N, S, T):
     """`stages`: a list of dicts, each giving a stage's length, its target sequences, and optionally a ramp, an LR
     schedule of its own, an optimizer reset and spike evals (STAGE_CHECKS lists each key and what it means)."""
-    specs = c['stages']
-    check_stage_list(c)
-    restarts = [i == 0 or spec.get('schedule') == 'restart' for i, spec in enumerate(specs)]
-    for i, spec in enumerate(specs):
-        check_stage_spec(spec, i, restarts[i])
+    specs, restarts = c['stages'], check_stage_list(c)
     lengths = [spec['steps'] if 'steps' in spec else round_half_up(spec['fraction'] * N) if 'fraction' in spec
                else None for spec in specs]
     fill_the_rest(lengths, N, 'steps', 'steps or fraction', f"max_iters={N}")
@@ -547,7 +543,9 @@ def check_splits(c, plan):
 
 
 def check_stage_list(c):
-    """`stages` is a non-empty list of dicts, and the paper's keys that a list replaces are not given."""
+    """`stages` is a non-empty list of dicts and the paper's keys that a list replaces are not given; each dict has
+    known keys, each given once, each value as STAGE_CHECKS wants, LR keys only where a schedule starts. Returns
+    whether each stage starts an LR schedule (the first always does)."""
     given = [k for k in ('replay_fraction', 'stage2_allocation', 'stage2_fraction') if c[k] is not None]
     if given:
         raise UserError(f"stages is set, and so is {', '.join(given)}: a stage list gives each stage's target "
@@ -555,24 +553,22 @@ def check_stage_list(c):
     specs = c['stages']
     if not isinstance(specs, (list, tuple)) or not specs or not all(isinstance(s, dict) for s in specs):
         raise UserError(f"stages={specs!r} must be a non-empty list of dicts (see config/default.py)")
-
-
-def check_stage_spec(spec, i, restart):
-    """One dict of `stages`: known keys, each given once, each value as STAGE_CHECKS wants, LR keys only where a
-    schedule starts."""
-    for key in spec:
-        if key not in STAGE_CHECKS:
-            close = difflib.get_close_matches(str(key), list(STAGE_CHECKS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(STAGE_CHECKS)})"
-            raise UserError(f"stages[{i}] has an unknown key {key!r}{hint}")
-    if 'steps' in spec and 'fraction' in spec or len(spec.keys() & {'target', 'allocation', 'replay_fraction'}) > 1:
-        raise UserError(f"stages[{i}] gives its length or its target twice: use one of steps/fraction and one "
-                        f"of target/allocation/replay_fraction")
-    check_keys(spec, STAGE_CHECKS, f"stages[{i}] ")
-    lr_given = [k for k in LR_KEYS if k in spec]
-    if lr_given and not restart:
-        raise UserError(f"stages[{i}] sets {', '.join(lr_given)} but continues the previous LR schedule: add "
-                        f"schedule='restart' to it")
+    restarts = [i == 0 or spec.get('schedule') == 'restart' for i, spec in enumerate(specs)]
+    for i, spec in enumerate(specs):
+        for key in spec:
+            if key not in STAGE_CHECKS:
+                close = difflib.get_close_matches(str(key), list(STAGE_CHECKS), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(STAGE_CHECKS)})"
+                raise UserError(f"stages[{i}] has an unknown key {key!r}{hint}")
+        if 'steps' in spec and 'fraction' in spec or len(spec.keys() & {'target', 'allocation', 'replay_fraction'}) > 1:
+            raise UserError(f"stages[{i}] gives its length or its target twice: use one of steps/fraction and one "
+                            f"of target/allocation/replay_fraction")
+        check_keys(spec, STAGE_CHECKS, f"stages[{i}] ")
+        lr_given = [k for k in LR_KEYS if k in spec]
+        if lr_given and not restarts[i]:
+            raise UserError(f"stages[{i}] sets {', '.join(lr_given)} but continues the previous LR schedule: add "
+                            f"schedule='restart' to it")
+    return restarts
 
 
 def check_mixed(c, N, S, T, gamma):
@@ -738,13 +734,10 @@ def print_text(p):
     print(f"{p['N']} steps x {p['S']} sequences x {p['block_size']} tokens = {p['N'] * p['tokens_per_step']:,} "
           f"tokens; mode {p['mode']}")
     symbols = f"; ρ={p['rho']:.4g} α={p['alpha']:.4g} δ={p['delta']:.4g}" if p['rho'] is not None else ""
-    print(f"target: U={p['U']} unique sequences x e={p['e']} epochs = {p['T']} sequences, γ={p['gamma']:.6g}"
-          + symbols)
+    print(f"target: U={p['U']} unique sequences x e={p['e']} epochs = {p['T']} sequences, γ={p['gamma']:.6g}{symbols}")
     print(f"{'stage':<17} {'steps':<14} {'target seqs':>11} {'target share':>12} {'replay ρ':>12}  {'LR':<26} "
-          f"optimizer")
-    for r in p['stages']:
-        if not r['steps']:
-            continue
+          "optimizer")
+    for r in (r for r in p['stages'] if r['steps']):  # a stage of 0 steps has no row
         ends = (r['share_start'], r['share_end']) if r['ramp'] else (r['target_share'],)
         shares = ['..'.join(f"{x:.4g}" for x in ends), '..'.join(f"{1 - x:.4g}" for x in ends)]
         lr = (f"{r['lr_schedule']} from {r['learning_rate']:.3g}" if r['lr'] == 'restart' else
