@@ -75,7 +75,7 @@ from configurator import UserError, load_config, run_main
 #   rho, alpha, delta (ρ, α, δ as given or derived), rho_realised (stage 2's generic share after rounding),
 #   stage1_steps, stage2_steps, stage2_start, stage1_target, stage2_target (L1, L2, L1, K1, K2), restart_schedule,
 #   reset_optimizer (whether stage 2 restarts the LR schedule, resets the optimizer)
-# A STAGE, built by stage() (place() adds the last three):
+# A STAGE, built once by stage() (place() fills in the last three):
 #   steps, target            L steps holding exactly K target sequences
 #   ramp                     None, or integers (a, b): the target share moves linearly from a to b (a ratio)
 #   lr                       the LR schedule it starts (lr_settings), or None: it continues the previous one
@@ -85,7 +85,6 @@ from configurator import UserError, load_config, run_main
 #   schedule                 the LR schedule it runs in: lr_settings + the schedule's start and length
 TWO_STAGE_KEYS = ('rho', 'alpha', 'delta', 'rho_realised', 'stage1_steps', 'stage2_steps', 'stage2_start',
                   'stage1_target', 'stage2_target', 'restart_schedule', 'reset_optimizer')
-
 LR_KEYS = ('lr_schedule', 'learning_rate', 'min_lr', 'warmup_fraction', 'cooldown_fraction')
 LR_KINDS = ('cosine', 'wsd', 'constant')
 
@@ -106,9 +105,7 @@ def spread(total, slots, index):
     return (index + 1) * total // slots - index * total // slots
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# 1. The stages: from the paper's (ρ, α, δ), one mixed stage, or a list; exact integer steps and target counts
-# ---------------------------------------------------------------------------------------------------------------
+# ---- 1. The stages: from the paper's (ρ, α, δ), one mixed stage, or a list; exact integer steps and targets ----
 
 def make_plan(config, target_windows=None, generic_windows=None, generic_offset=None):
     """Check the schedule keys and return the plan: a dict of plain numbers that fixes every step.
@@ -119,7 +116,6 @@ def make_plan(config, target_windows=None, generic_windows=None, generic_offset=
     c = config
     derive_steps = c['stages'] is None and c['mode'] == 'mixed' and c['max_iters'] == 0
     check_keys(c, CONFIG_CHECKS, skip=('max_iters',) if derive_steps else ())
-    generic_offset = c['generic_offset'] if generic_offset is None else generic_offset
     S = c['batch_size'] * c['gradient_accumulation_steps']
     U = c['target_tokens'] // c['block_size']
     check_target_data(c, U)
@@ -129,32 +125,32 @@ def make_plan(config, target_windows=None, generic_windows=None, generic_offset=
     if T > N * S:
         raise UserError(f"target_tokens//block_size * target_epochs = {T} target sequences do not fit in "
                         f"max_iters * batch_size * gradient_accumulation_steps = {N * S} slots")
-    gamma = T / (N * S)
-    if c['stages'] is not None:
-        stages = stages_from_list(c, N, S, T)
-        summary = dict(dict.fromkeys(TWO_STAGE_KEYS), warnings=[], mode='stages')  # no single ρ, α, δ
-    else:
-        stages, summary = paper_stages(c, N, S, T, gamma)
-    place(stages, N, S)
     generic_total = N * S - T
-    plan = dict(N=N, S=S, U=U, e=e, T=T, gamma=gamma, stages=stages, generic_total=generic_total,
-                eval_interval=c['eval_interval'], spike_eval_interval=c['spike_eval_interval'],
-                spike_eval_steps=c['spike_eval_steps'], data_seed=c['data_seed'], generic_offset=generic_offset,
-                block_size=c['block_size'], target_windows=target_windows, generic_windows=generic_windows, **summary)
-    check_splits(c, U, generic_total, target_windows, generic_windows)
+    if generic_offset is None:
+        generic_offset = c['generic_offset']
+    plan = dict(N=N, S=S, U=U, e=e, T=T, gamma=T / (N * S), generic_total=generic_total, generic_offset=generic_offset,
+                target_windows=target_windows, generic_windows=generic_windows,
+                **{k: c[k] for k in ('eval_interval', 'spike_eval_interval', 'spike_eval_steps', 'data_seed',
+                                     'block_size')})
+    if c['stages'] is None:
+        stages, summary = paper_stages(c, N, S, T, plan['gamma'])
+    else:  # no single ρ, α, δ
+        stages, summary = stages_from_list(c, N, S, T), dict(dict.fromkeys(TWO_STAGE_KEYS), warnings=[], mode='stages')
+    plan.update(stages=place(stages, N, S), **summary)
+    check_splits(c, plan)
     if generic_windows is not None and generic_total > 0:
-        plan['generic_epochs'] = (generic_offset + generic_total) / generic_windows
-        if plan['generic_epochs'] > 1:
+        plan['generic_epochs'] = epochs = (generic_offset + generic_total) / generic_windows
+        if epochs > 1:
             plan['warnings'].append(f"the generic train split repeats: this run needs {generic_total} generic "
                                     f"windows after generic_offset={generic_offset}, the split has {generic_windows}"
-                                    f" ({plan['generic_epochs']:.2f} epochs; the paper never repeats generic data)")
+                                    f" ({epochs:.2f} epochs; the paper never repeats generic data)")
     return plan
 
 
 def stage(steps, target, lr=None, reset_optimizer=False, spike_evals=False, ramp=None):
-    """One stage (the fields above; place() adds where it is). lr: the LR schedule it starts, None continues."""
+    """A stage, with the fields above (place() fills in where it is and its LR schedule)."""
     return dict(steps=steps, target=target, ramp=ramp, lr=lr, reset_optimizer=reset_optimizer,
-                spike_evals=spike_evals)
+                spike_evals=spike_evals, start=None, targets_before=None, schedule=None)
 
 
 def lr_settings(config, overrides=None):
@@ -166,7 +162,7 @@ def paper_stages(c, N, S, T, gamma):
     """The paper's two stages from (ρ, α, δ), mode and the ablation keys, or mode='mixed''s one stage; and the
     plan's two-stage summary of them."""
     check_keys(c, PAPER_CHECKS)
-    mixed = c['mode'] == 'mixed'
+    mixed, finetune = c['mode'] == 'mixed', c['mode'] == 'finetune'
     if mixed:
         rho, alpha, delta = check_mixed(c, N, S, T, gamma), 1.0, 1.0
     else:
@@ -181,28 +177,22 @@ def paper_stages(c, N, S, T, gamma):
         raise UserError(f"stage 1 needs {K1} target sequences but has only {L1 * S} slots after rounding "
                         f"(stage2_fraction={delta:.6g}, stage2_allocation={alpha:.6g}): lower stage2_fraction "
                         f"or raise stage2_allocation")
-    warnings = []
     rho_realised = 1 - K2 / (L2 * S) if L2 > 0 else None
-    if L2 > 0 and abs(rho_realised - rho) > 0.01:
-        warnings.append(f"rounding moved ρ (replay_fraction) from {rho:.4f} to {rho_realised:.4f}: "
-                        f"{'the stage' if mixed else 'stage 2'} has {L2} steps x {S} sequences for {K2} target "
-                        f"sequences")
-    finetune = c['mode'] == 'finetune'
+    warnings = [f"rounding moved ρ (replay_fraction) from {rho:.4f} to {rho_realised:.4f}: "
+                f"{'the stage' if mixed else 'stage 2'} has {L2} steps x {S} sequences for {K2} target sequences"
+                ] if L2 > 0 and abs(rho_realised - rho) > 0.01 else []
     # 'restart' gives stage 2 its own schedule at stage2_learning_rate; with no stage 1 (δ = 1, e.g. fine-tuning
     # from another run's checkpoint) that is the whole run
     restart = L2 > 0 and (c['stage2_schedule'] or ('restart' if finetune else 'continue')) == 'restart'
     reset = L1 > 0 and L2 > 0 and (finetune if c['reset_optimizer'] is None else c['reset_optimizer'])
     if mixed:
         stages = [stage(N, T, lr_settings(c))]
-    else:
-        stages = [stage(L1, K1, lr_settings(c)),
-                  # the spike evals follow stage 2's start whatever the mode: the paper studies the spike there
-                  stage(L2, K2, lr_settings(c, dict(learning_rate=c['stage2_learning_rate'])) if restart else None,
-                        reset_optimizer=reset, spike_evals=True)]
-    summary = dict(rho=rho, alpha=alpha, delta=delta, rho_realised=rho_realised, stage1_steps=L1, stage2_steps=L2,
-                   stage2_start=L1, stage1_target=K1, stage2_target=K2, restart_schedule=restart,
-                   reset_optimizer=reset)
-    return stages, dict(summary, warnings=warnings, mode=c['mode'])  # LR settings live in each stage's schedule
+    else:  # the spike evals follow stage 2's start whatever the mode: the paper studies the spike there
+        stage2_lr = lr_settings(c, dict(learning_rate=c['stage2_learning_rate'])) if restart else None
+        stages = [stage(L1, K1, lr_settings(c)), stage(L2, K2, stage2_lr, reset_optimizer=reset, spike_evals=True)]
+    return stages, dict(rho=rho, alpha=alpha, delta=delta, rho_realised=rho_realised, stage1_steps=L1,
+                        stage2_steps=L2, stage2_start=L1, stage1_target=K1, stage2_target=K2,
+                        restart_schedule=restart, reset_optimizer=reset, warnings=warnings, mode=c['mode'])
 
 
 def mixed_steps(c, S, T):
@@ -220,37 +210,21 @@ def mixed_steps(c, S, T):
 
 
 def stages_from_list(c, N, S, T):
-    """`stages`: a list of dicts, each with
-      steps (int) or fraction (of max_iters; rounded half up): its length; at most one stage gives neither and
-        takes the steps the others leave;
-      target (exact count), allocation (share of the U·e target sequences, rounded half up) or replay_fraction
-        (ρ: target = round((1 − ρ)·steps·S), or a pair (ρ at its first step, ρ at its last) for a linear ramp): its
-        target sequences; at most one stage gives none and takes the rest; all of them sum to U·e;
-      ramp: (share at the first step, share at the last), a ratio (only the ratio matters), for target/allocation;
-      schedule: 'restart' (a new LR schedule starts here; the first stage always starts one) or 'continue'
-        (default): the previous stage's schedule runs on over this one;
-      lr_schedule, learning_rate, min_lr, warmup_fraction, cooldown_fraction: the new schedule's, on a stage that
-        starts one (default: the config's keys);
-      reset_optimizer: fresh AdamW moments at its start (default False);
-      spike_evals: the dense evals of spike_eval_* after its start (default: when it resets or restarts)."""
-    specs = c['stages']
-    check_stage_list(c)
-    restarts = [i == 0 or spec.get('schedule') == 'restart' for i, spec in enumerate(specs)]
-    for i, spec in enumerate(specs):
-        check_stage_spec(spec, i, restarts[i])
+    """`stages`: a list of dicts, each giving a stage's length, its target sequences, and optionally a ramp, an LR
+    schedule of its own, an optimizer reset and spike evals (STAGE_CHECKS lists each key and what it means)."""
+    specs, restarts = c['stages'], check_stage_list(c)
     lengths = [spec['steps'] if 'steps' in spec else round_half_up(spec['fraction'] * N) if 'fraction' in spec
                else None for spec in specs]
     fill_the_rest(lengths, N, 'steps', 'steps or fraction', f"max_iters={N}")
-    targets, ramps = zip(*[stage_target(spec, i, steps, S, T) for i, (spec, steps) in enumerate(zip(specs, lengths))])
-    targets = list(targets)
+    targets, ramps = map(list, zip(*[stage_target(spec, i, lengths[i], S, T) for i, spec in enumerate(specs)]))
     fill_the_rest(targets, T, 'target sequences', 'target, allocation or replay_fraction',
                   f"target_tokens//block_size * target_epochs = {T}")
     stages = []
-    for i, spec in enumerate(specs):
+    for i, (spec, restart) in enumerate(zip(specs, restarts)):
         reset = spec.get('reset_optimizer', False)
-        lr = lr_settings(c, {k: spec[k] for k in LR_KEYS if k in spec}) if restarts[i] else None
-        spike = spec.get('spike_evals', i > 0 and (reset or spec.get('schedule') == 'restart'))
-        stages.append(stage(lengths[i], targets[i], lr, reset, spike, ramps[i]))
+        lr = lr_settings(c, {k: spec[k] for k in LR_KEYS if k in spec}) if restart else None
+        stages.append(stage(lengths[i], targets[i], lr, reset, spec.get('spike_evals', i > 0 and (reset or restart)),
+                            ramps[i]))
     return stages
 
 
@@ -272,14 +246,12 @@ def stage_target(spec, i, steps, S, T):
             raise UserError(f"stages[{i}] gives replay_fraction but takes the rest of the steps: give it steps or "
                             f"a fraction")
         return round_half_up((1 - rho) * steps * S), ramp
-    if 'allocation' in spec:
-        return round_half_up(spec['allocation'] * T), ramp
-    return spec.get('target'), ramp
+    return (round_half_up(spec['allocation'] * T) if 'allocation' in spec else spec.get('target')), ramp
 
 
 def place(stages, N, S):
-    """Each stage's first step, the target sequences before it, and the LR schedule it runs in (start, length,
-    settings); checks that every step's target sequences fit in S slots."""
+    """Fills in each stage's first step, the target sequences before it, and the LR schedule it runs in (its
+    settings, start and length); checks that every step's target sequences fit in S slots."""
     start, before, schedule = 0, 0, None
     for i, s in enumerate(stages):
         if s['target'] > s['steps'] * S:
@@ -294,11 +266,10 @@ def place(stages, N, S):
         s.update(start=start, targets_before=before, schedule=schedule)
         start, before = start + s['steps'], before + s['target']
     assert start == N
+    return stages
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# 2. What step t sees
-# ---------------------------------------------------------------------------------------------------------------
+# ---- 2. What step t sees --------------------------------------------------------------------------------------
 
 def stage_index(plan, t):
     """The index in plan['stages'] of the stage that holds step t (for t = N: the last stage)."""
@@ -340,52 +311,35 @@ def generic_cursor(plan, t):
 
 def step_batch(plan, t):
     """The global batch of step t: (is_target, ids), two arrays of S. ids are target pool ids (0..U-1) where
-    is_target, else generic window indices (or generic stream positions when the plan has no data sizes)."""
-    S = plan['S']
+    is_target, else generic window indices (the stream positions themselves when the plan has no split size)."""
+    S, U, W, seed = plan['S'], plan['U'], plan['generic_windows'], plan['data_seed']
     first_target = targets_before(plan, t)
     n_target = targets_before(plan, t + 1) - first_target
+    first_generic, n_generic = generic_cursor(plan, t), S - n_target
     is_target = spread(n_target, S, np.arange(S)) == 1
     ids = np.empty(S, dtype=np.int64)
-    ids[is_target] = target_pool_ids(plan, first_target, n_target)
-    first_generic = plan['generic_offset'] + t * S - first_target
-    ids[~is_target] = generic_windows(plan, first_generic, S - n_target)
+    ids[is_target] = in_permutations(seed, 1, U, first_target, n_target)
+    ids[~is_target] = (np.arange(first_generic, first_generic + n_generic) if W is None else
+                       in_permutations(seed, 2, W, first_generic, n_generic))
     return is_target, ids
 
 
-def in_permutations(order, first, count, size):
-    """order(epoch)[c % size] for the counters c = first..first+count-1: each epoch its own permutation."""
+def in_permutations(data_seed, stream, size, first, count):
+    """epoch_order(c // size)[c % size] for the counters c = first..first+count-1: every epoch visits the target
+    pool (stream 1) or the generic split (stream 2, reshuffled when it runs out) once, in its own order."""
     if count and first // size == (first + count - 1) // size:  # one epoch (nearly always): a slice
-        return order(first // size)[first % size:first % size + count].astype(np.int64)
+        return epoch_order(data_seed, stream, size, first // size)[first % size:first % size + count].astype(np.int64)
     counters = np.arange(first, first + count)
     out = np.empty(count, dtype=np.int64)
     for epoch in np.unique(counters // size) if count else []:
         here = counters // size == epoch
-        out[here] = order(int(epoch))[counters[here] % size]
+        out[here] = epoch_order(data_seed, stream, size, int(epoch))[counters[here] % size]
     return out
 
 
-def target_pool_ids(plan, first, count):
-    """Pool ids for target counter values first..first+count-1; epoch c//U visits the pool in its own order."""
-    return in_permutations(lambda epoch: epoch_order(plan['data_seed'], plan['U'], epoch), first, count, plan['U'])
-
-
-def generic_windows(plan, first, count):
-    """Generic windows for stream positions first..first+count-1: a data_seed permutation of the split,
-    reshuffled if the split runs out. Without a known split size, the stream positions themselves."""
-    W = plan['generic_windows']
-    if W is None:
-        return np.arange(first, first + count)
-    return in_permutations(lambda epoch: generic_order(plan['data_seed'], W, epoch), first, count, W)
-
-
 @functools.lru_cache(maxsize=8)
-def epoch_order(data_seed, U, epoch):
-    return np.random.default_rng([data_seed, 1, epoch]).permutation(U)
-
-
-@functools.lru_cache(maxsize=4)
-def generic_order(data_seed, W, epoch):
-    return np.random.default_rng([data_seed, 2, epoch]).permutation(W)
+def epoch_order(data_seed, stream, size, epoch):
+    return np.random.default_rng([data_seed, stream, epoch]).permutation(size)
 
 
 @functools.lru_cache(maxsize=4)
@@ -399,13 +353,14 @@ def pool_of(plan):
     return target_pool(plan['data_seed'], plan['target_windows'], plan['U']) if plan['U'] else np.zeros(0, int)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# 3. Learning rate, optimizer resets, evaluations, stage starts
-# ---------------------------------------------------------------------------------------------------------------
+# ---- 3. Learning rate, optimizer resets, evaluations, stage starts --------------------------------------------
 
-def schedule_lr(kind, i, length, peak, min_lr, warmup_fraction, cooldown_fraction):
-    """LR at step i of one schedule of `length` steps: linear warmup, then constant / cosine / WSD."""
-    warmup = min(length, max(1, round_half_up(warmup_fraction * length)))
+def lr_at(plan, t):
+    """The learning rate of step t, step i of the LR schedule its stage runs in (of `length` steps, started by it
+    or by an earlier stage): linear warmup, then constant / cosine / WSD."""
+    s = plan['stages'][stage_index(plan, t)]['schedule']
+    kind, i, length, peak, min_lr = s['lr_schedule'], t - s['start'], s['length'], s['learning_rate'], s['min_lr']
+    warmup = min(length, max(1, round_half_up(s['warmup_fraction'] * length)))
     if i < warmup:
         return peak * (i + 1) / warmup
     if kind == 'constant':
@@ -413,17 +368,10 @@ def schedule_lr(kind, i, length, peak, min_lr, warmup_fraction, cooldown_fractio
     if kind == 'cosine':
         progress = (i - warmup) / max(1, length - warmup)
         return min_lr + (peak - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
-    decay_start = max(warmup, length - round_half_up(cooldown_fraction * length))  # wsd
+    decay_start = max(warmup, length - round_half_up(s['cooldown_fraction'] * length))  # wsd
     if i < decay_start:
         return peak
     return peak + (min_lr - peak) * (i - decay_start) / max(1, length - decay_start)
-
-
-def lr_at(plan, t):
-    """The learning rate of step t: the schedule of its stage (started by it or by an earlier stage)."""
-    sched = plan['stages'][stage_index(plan, t)]['schedule']
-    return schedule_lr(sched['lr_schedule'], t - sched['start'], sched['length'], sched['learning_rate'],
-                       sched['min_lr'], sched['warmup_fraction'], sched['cooldown_fraction'])
 
 
 def starting_stage(plan, t):
@@ -465,21 +413,20 @@ def evals_at(plan, k):
     initial loss spike)."""
     if k == plan['N'] or (plan['eval_interval'] > 0 and k % plan['eval_interval'] == 0):
         return True
-    if plan['spike_eval_steps'] <= 0:
+    after = plan['spike_eval_steps']
+    if after <= 0:
         return False
-    return any(s['spike_evals'] and s['steps'] > 0 and s['start'] > 0 and 0 <= k - s['start'] <= plan['spike_eval_steps']
+    return any(s['spike_evals'] and s['steps'] > 0 and s['start'] > 0 and 0 <= k - s['start'] <= after
                and (k - s['start']) % max(1, plan['spike_eval_interval']) == 0 for s in plan['stages'])
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# 4. Prefix hashes: two runs whose hashes agree at k reach the same state after k steps (sweep.py forks on this)
-# ---------------------------------------------------------------------------------------------------------------
+# ---- 4. Prefix hashes: two runs whose hashes agree at k reach the same state after k steps (sweep.py forks) ----
 
 # Keys whose whole effect on training is captured by the per-step records below (composition, ids, LR, optimizer
 # reset, evals, stage starts) or that only say where things go. Every OTHER key must match for two runs to share a
 # prefix.
-PER_STEP_KEYS = {'max_iters', 'target_tokens', 'target_epochs', 'replay_fraction', 'stage2_allocation', 'stage2_fraction',
-                 'mode', 'reset_optimizer', 'stage2_schedule', 'lr_schedule', 'learning_rate',
+PER_STEP_KEYS = {'max_iters', 'target_tokens', 'target_epochs', 'replay_fraction', 'stage2_allocation',
+                 'stage2_fraction', 'mode', 'reset_optimizer', 'stage2_schedule', 'lr_schedule', 'learning_rate',
                  'stage2_learning_rate', 'min_lr', 'warmup_fraction', 'cooldown_fraction', 'eval_interval',
                  'spike_eval_interval', 'spike_eval_steps', 'stages'}
 IO_KEYS = {'out_dir', 'checkpoint_interval', 'checkpoint_steps', 'init_from', 'resume_from', 'force_resume',
@@ -505,20 +452,14 @@ def prefix_hashes(config, plan, upto=None):
             record = stage_record(plan, t)
             running.update(f"{t}|{stage_of(plan, t)}|{lr_at(plan, t)!r}|{resets_optimizer_at(plan, t)}|"
                            f"{evals_at(plan, t)}|{json.dumps(record, sort_keys=True) if record else ''}|".encode())
-            running.update(is_target.tobytes())
-            running.update(ids[~is_target].tobytes())
+            running.update(is_target.tobytes() + ids[~is_target].tobytes())
             if is_target.any():  # the target windows themselves, so runs with other pool sizes can share a prefix
-                if plan['target_windows'] is None:
-                    running.update(f"U={plan['U']}|".encode())
-                    running.update(ids[is_target].tobytes())
-                else:
-                    running.update(pool_of(plan)[ids[is_target]].tobytes())
+                running.update(f"U={plan['U']}|".encode() + ids[is_target].tobytes() if plan['target_windows'] is None
+                               else pool_of(plan)[ids[is_target]].tobytes())
     return hashes
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# 5. Checks: each key's own range from a table (key -> test, what it must be), then the ones across keys
-# ---------------------------------------------------------------------------------------------------------------
+# ---- 5. Checks: each key's own range from a table (key -> test, what it must be), then the ones across keys ----
 
 def number(lowest=0, highest=math.inf, whole=False):
     """A test: a number in [lowest, highest] and finite (never a bool), an int if whole. NaN fails it."""
@@ -530,20 +471,16 @@ def one_of(*choices):  # `is` or same type and equal: True is not 1 here
     return lambda v: any(v is c or (type(v) is type(c) and v == c) for c in choices)
 
 
-def or_none(test):
-    return lambda v: v is None or test(v)
-
-
 def pair_of(test):
     return lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(test(x) for x in v)
 
 
 is_fraction = number(0, 1)
 FRACTION = (is_fraction, 'a number between 0 and 1')
-OPTIONAL_FRACTION = (or_none(is_fraction), FRACTION[1])
-AT_LEAST_1, COUNT, WHOLE = (number(1, whole=True), 'at least 1'), (number(whole=True), '0 or more'), \
-    (number(whole=True), 'a whole number, 0 or more')
-NON_NEGATIVE, TRUE_FALSE = (number(), 'a number, 0 or more'), (one_of(True, False), 'True or False')
+OPTIONAL_FRACTION = (lambda v: v is None or is_fraction(v), FRACTION[1])
+AT_LEAST_1, COUNT = (number(1, whole=True), 'at least 1'), (number(whole=True), '0 or more')
+WHOLE, NON_NEGATIVE = (number(whole=True), 'a whole number, 0 or more'), (number(), 'a number, 0 or more')
+TRUE_FALSE = (one_of(True, False), 'True or False')
 LR_KIND = (one_of(*LR_KINDS), f"one of {', '.join(map(repr, LR_KINDS))}")
 # config keys, in the order make_plan checks them: key -> (test, what the value must be)
 CONFIG_CHECKS = {'max_iters': AT_LEAST_1, 'batch_size': AT_LEAST_1, 'gradient_accumulation_steps': AT_LEAST_1,
@@ -556,17 +493,27 @@ PAPER_CHECKS = {'mode': (one_of('midtrain', 'finetune', 'mixed'),
                          "'midtrain' or 'finetune' (two stages), or 'mixed' (one stage of target and replay)"),
                 'stage2_schedule': (one_of(None, 'restart', 'continue'), "'restart', 'continue' or None"),
                 'reset_optimizer': (one_of(None, True, False), 'True, False or None')}
-# what a dict in `stages` may set (stages_from_list documents each key, config/default.py lists them)
-STAGE_CHECKS = {'steps': WHOLE, 'fraction': FRACTION, 'target': WHOLE, 'allocation': FRACTION,
-                'replay_fraction': (or_none(lambda v: is_fraction(v) or pair_of(is_fraction)(v)),
-                                    lambda v: 'a number or a pair of numbers in [0, 1]' if isinstance(v, (list, tuple))
-                                    else 'a number between 0 and 1'),
-                'ramp': (or_none(lambda v: pair_of(number())(v) and sum(v) > 0), "two numbers >= 0, not both 0: "
-                         "the target share at the stage's first and last step, as a ratio"),
-                'schedule': (one_of('restart', 'continue'), "'restart' or 'continue'"), 'lr_schedule': LR_KIND,
-                'learning_rate': NON_NEGATIVE, 'min_lr': NON_NEGATIVE, 'warmup_fraction': FRACTION,
-                'cooldown_fraction': FRACTION, 'reset_optimizer': TRUE_FALSE, 'spike_evals': TRUE_FALSE}
-STAGE_KEYS = tuple(STAGE_CHECKS)
+# What a dict in `stages` may set, and what each key means (config/default.py lists them):
+STAGE_CHECKS = {
+    # its length: steps, or a fraction of max_iters (rounded half up); one stage may give neither and take the rest
+    'steps': WHOLE, 'fraction': FRACTION,
+    # its target sequences: an exact count, an allocation (share of the U·e, rounded half up), or replay_fraction
+    # (ρ: target = round((1 − ρ)·steps·S), or a pair: ρ at its first step and at its last, a linear ramp); one
+    # stage may give none and take the rest; together they are U·e
+    'target': WHOLE, 'allocation': FRACTION,
+    'replay_fraction': (lambda v: v is None or is_fraction(v) or pair_of(is_fraction)(v),
+                        lambda v: 'a number or a pair of numbers in [0, 1]' if isinstance(v, (list, tuple))
+                        else 'a number between 0 and 1'),
+    # with target or allocation: the target share at its first and last step, as a ratio
+    'ramp': (lambda v: v is None or pair_of(number())(v) and sum(v) > 0, "two numbers >= 0, not both 0: "
+             "the target share at the stage's first and last step, as a ratio"),
+    # 'restart': a new LR schedule starts here (the first stage always starts one), with the keys below (default:
+    # the config's); 'continue' (default): the previous stage's schedule runs on over this one
+    'schedule': (one_of('restart', 'continue'), "'restart' or 'continue'"), 'lr_schedule': LR_KIND,
+    'learning_rate': NON_NEGATIVE, 'min_lr': NON_NEGATIVE, 'warmup_fraction': FRACTION, 'cooldown_fraction': FRACTION,
+    # fresh AdamW moments at its start (default False); the dense evals of spike_eval_* after its start (default:
+    # when it resets or restarts)
+    'reset_optimizer': TRUE_FALSE, 'spike_evals': TRUE_FALSE}
 
 
 def check_keys(values, checks, where='', skip=()):
@@ -585,8 +532,20 @@ def check_target_data(c, U):
         raise UserError(f"target_epochs={c['target_epochs']} must be at least 1")
 
 
+def check_splits(c, plan):
+    """The data holds the run: the target pool fits the target split, the generic split has a window."""
+    if plan['target_windows'] is not None and plan['U'] > plan['target_windows']:
+        raise UserError(f"target_tokens={c['target_tokens']} asks for {plan['U']} unique target sequences but the "
+                        f"target train split holds only {plan['target_windows']} windows of "
+                        f"block_size={c['block_size']}")
+    if plan['generic_windows'] is not None and plan['generic_total'] > 0 and plan['generic_windows'] < 1:
+        raise UserError(f"the generic train split is shorter than one window of block_size={c['block_size']}")
+
+
 def check_stage_list(c):
-    """`stages` is a non-empty list of dicts, and the paper's keys that a list replaces are not given."""
+    """`stages` is a non-empty list of dicts and the paper's keys that a list replaces are not given; each dict has
+    known keys, each given once, each value as STAGE_CHECKS wants, LR keys only where a schedule starts. Returns
+    whether each stage starts an LR schedule (the first always does)."""
     given = [k for k in ('replay_fraction', 'stage2_allocation', 'stage2_fraction') if c[k] is not None]
     if given:
         raise UserError(f"stages is set, and so is {', '.join(given)}: a stage list gives each stage's target "
@@ -594,34 +553,22 @@ def check_stage_list(c):
     specs = c['stages']
     if not isinstance(specs, (list, tuple)) or not specs or not all(isinstance(s, dict) for s in specs):
         raise UserError(f"stages={specs!r} must be a non-empty list of dicts (see config/default.py)")
-
-
-def check_splits(c, U, generic_total, target_windows, generic_windows):
-    """The data holds the run: the target pool fits the target split, the generic split has a window."""
-    if target_windows is not None and U > target_windows:
-        raise UserError(f"target_tokens={c['target_tokens']} asks for {U} unique target sequences but the target "
-                        f"train split holds only {target_windows} windows of block_size={c['block_size']}")
-    if generic_windows is not None and generic_total > 0 and generic_windows < 1:
-        raise UserError(f"the generic train split is shorter than one window of block_size={c['block_size']}")
-
-
-def check_stage_spec(spec, i, restart):
-    """One dict of `stages`: known keys, each given once, each value as STAGE_CHECKS wants, LR keys only where a
-    schedule starts."""
-    for key in spec:
-        if key not in STAGE_CHECKS:
-            close = difflib.get_close_matches(str(key), STAGE_KEYS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(STAGE_KEYS)})"
-            raise UserError(f"stages[{i}] has an unknown key {key!r}{hint}")
-    if 'steps' in spec and 'fraction' in spec or sum(k in spec for k in ('target', 'allocation',
-                                                                        'replay_fraction')) > 1:
-        raise UserError(f"stages[{i}] gives its length or its target twice: use one of steps/fraction and one "
-                        f"of target/allocation/replay_fraction")
-    check_keys(spec, STAGE_CHECKS, f"stages[{i}] ")
-    lr_given = [k for k in LR_KEYS if k in spec]
-    if lr_given and not restart:
-        raise UserError(f"stages[{i}] sets {', '.join(lr_given)} but continues the previous LR schedule: add "
-                        f"schedule='restart' to it")
+    restarts = [i == 0 or spec.get('schedule') == 'restart' for i, spec in enumerate(specs)]
+    for i, spec in enumerate(specs):
+        for key in spec:
+            if key not in STAGE_CHECKS:
+                close = difflib.get_close_matches(str(key), list(STAGE_CHECKS), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(STAGE_CHECKS)})"
+                raise UserError(f"stages[{i}] has an unknown key {key!r}{hint}")
+        if 'steps' in spec and 'fraction' in spec or len(spec.keys() & {'target', 'allocation', 'replay_fraction'}) > 1:
+            raise UserError(f"stages[{i}] gives its length or its target twice: use one of steps/fraction and one "
+                            f"of target/allocation/replay_fraction")
+        check_keys(spec, STAGE_CHECKS, f"stages[{i}] ")
+        lr_given = [k for k in LR_KEYS if k in spec]
+        if lr_given and not restarts[i]:
+            raise UserError(f"stages[{i}] sets {', '.join(lr_given)} but continues the previous LR schedule: add "
+                            f"schedule='restart' to it")
+    return restarts
 
 
 def check_mixed(c, N, S, T, gamma):
@@ -656,13 +603,10 @@ def resolve_rho_alpha_delta(rho, alpha, delta, gamma):
                             f"inconsistent: δ(1−ρ) = {delta * (1 - rho):.6g} but γα = {gamma * alpha:.6g} "
                             f"(γ={gamma:.6g}); give only two")
     elif delta is None:
-        if rho == 1:
-            if alpha > 0:
-                raise UserError(f"replay_fraction=1 leaves no room for the target data that stage2_allocation="
-                                f"{alpha} puts in stage 2")
+        if rho == 1 and alpha == 0:
             raise UserError("replay_fraction=1 with stage2_allocation=0 does not fix the stage-2 length: "
                             "give stage2_fraction")
-        delta = gamma * alpha / (1 - rho)
+        delta = gamma * alpha / (1 - rho) if rho < 1 else 0.0  # ρ = 1 with α > 0: refused below
     elif alpha is None:
         alpha = delta * (1 - rho) / gamma
         if alpha > 1 + 1e-9:
@@ -709,9 +653,7 @@ def fill_the_rest(values, total, what, keys, total_name):
                         f"{keys} to take the rest")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# 6. The command line: print the plan, or one step
-# ---------------------------------------------------------------------------------------------------------------
+# ---- 6. The command line: print the plan, or one step ---------------------------------------------------------
 
 def count_windows(n_tokens, block_size):
     """Whole windows of block_size inputs + 1 label token in a split of n_tokens tokens (consecutive windows share
@@ -731,47 +673,48 @@ def split_windows(data_dir, block_size):
     return n_tokens // (block_size + 1) if meta.get('format') == 'chat' else count_windows(n_tokens, block_size)
 
 
+def share(target, steps, S):
+    """The target share of `steps` steps of S slots holding `target` target sequences (None without steps)."""
+    return target / (steps * S) if steps else None
+
+
 def stage_table(plan):
     """Each stage as a row: where it is, what it holds, its target sequences, target and replay (ρ) share (at its
     first and last step, for a ramp), its LR."""
     rows, S = [], plan['S']
     for i, s in enumerate(plan['stages']):
-        L, K = s['steps'], s['target']
-        share = lambda j: stage_step_targets(s, j) / S if L else None  # noqa: E731  (the realised share)
+        L, K, lr = s['steps'], s['target'], s['schedule']
         name = 'generic only' if K == 0 else 'target only' if K == L * S else 'target + replay'
-        rows.append(dict(stage=i + 1, name=name, start=s['start'], steps=L, target=K,
-                         target_share=K / (L * S) if L else None, replay_share=1 - K / (L * S) if L else None,
-                         share_start=share(0), share_end=share(L - 1), ramp=list(s['ramp']) if s['ramp'] else None,
-                         lr_schedule=s['schedule']['lr_schedule'], learning_rate=s['schedule']['learning_rate'],
-                         lr='restart' if starts_schedule(s) else 'continue', reset_optimizer=s['reset_optimizer']
-                         and s['start'] > 0 and L > 0, spike_evals=s['spike_evals']))
+        rows.append(dict(stage=i + 1, name=name, start=s['start'], steps=L, target=K, target_share=share(K, L, S),
+                         replay_share=1 - share(K, L, S) if L else None,
+                         share_start=share(stage_step_targets(s, 0), 1, S) if L else None,
+                         share_end=share(stage_step_targets(s, L - 1), 1, S) if L else None,
+                         ramp=list(s['ramp']) if s['ramp'] else None, lr_schedule=lr['lr_schedule'],
+                         learning_rate=lr['learning_rate'], lr='restart' if starts_schedule(s) else 'continue',
+                         reset_optimizer=s['reset_optimizer'] and s['start'] > 0 and L > 0,
+                         spike_evals=s['spike_evals']))
     return rows
 
 
-def replay_share(plan):
-    """The generic share of the sequence slots of the stages that hold target data: ρ of any stage list (for the
-    paper's α = 1 plans, stage 2's realised ρ). None without target data."""
-    mixed = [s for s in plan['stages'] if s['target']]
-    slots = sum(s['steps'] for s in mixed) * plan['S']
-    return 1 - sum(s['target'] for s in mixed) / slots if slots else None
-
-
 def summarize(config, plan):
-    """The plan as one JSON-able dict: what the CLI prints and train.py writes to summary.json."""
-    N = plan['N']
+    """The plan as one JSON-able dict: what the CLI prints and train.py writes to summary.json. replay_share: the
+    generic share of the slots of the stages that hold target data, ρ of any stage list (for the paper's α = 1
+    plans, stage 2's realised ρ); None without target data."""
+    N, S, mixed = plan['N'], plan['S'], [s for s in plan['stages'] if s['target']]
     key_steps = sorted({0, N - 1} | {t for s in stage_starts(plan) for t in (s - 1, s)})
     out = {k: plan[k] for k in ('N', 'S', 'U', 'e', 'T', 'gamma', 'rho', 'alpha', 'delta', 'rho_realised',
                                 'stage1_steps', 'stage2_steps', 'stage2_start', 'stage1_target', 'stage2_target',
                                 'generic_total', 'restart_schedule', 'reset_optimizer', 'warnings')}
-    shares = {f'stage{i}_target_share': (plan[f'stage{i}_target'] / (plan[f'stage{i}_steps'] * plan['S'])
-                                         if plan[f'stage{i}_steps'] else None) for i in (1, 2)}
-    out.update(block_size=plan['block_size'], tokens_per_step=plan['S'] * plan['block_size'],
-               target_tokens_unique=plan['U'] * plan['block_size'], **shares,
+    replay = share(sum(s['target'] for s in mixed), sum(s['steps'] for s in mixed), S)
+    out.update(block_size=plan['block_size'], tokens_per_step=S * plan['block_size'],
+               target_tokens_unique=plan['U'] * plan['block_size'],
+               **{f'stage{i}_target_share': share(plan[f'stage{i}_target'], plan[f'stage{i}_steps'], S)
+                  for i in (1, 2)},
                generic_epochs=plan.get('generic_epochs'), mode=plan['mode'],
                lr_schedule=plan['stages'][0]['schedule']['lr_schedule'],
                lr_at_key_steps={t: lr_at(plan, t) for t in key_steps},
                eval_steps=[k for k in range(N + 1) if evals_at(plan, k)], stages=stage_table(plan),
-               replay_share=replay_share(plan))
+               replay_share=None if replay is None else 1 - replay)
     return out
 
 
@@ -786,18 +729,15 @@ def describe_step(plan, t):
                 slots_target=np.flatnonzero(is_target).tolist())
 
 
-def print_text(summary):
-    p = summary
+def print_text(p):
+    """The summary as the CLI's plan table."""
     print(f"{p['N']} steps x {p['S']} sequences x {p['block_size']} tokens = {p['N'] * p['tokens_per_step']:,} "
           f"tokens; mode {p['mode']}")
-    symbols = (f"; ρ={p['rho']:.4g} α={p['alpha']:.4g} δ={p['delta']:.4g}" if p['rho'] is not None else "")
-    print(f"target: U={p['U']} unique sequences x e={p['e']} epochs = {p['T']} sequences, γ={p['gamma']:.6g}"
-          + symbols)
+    symbols = f"; ρ={p['rho']:.4g} α={p['alpha']:.4g} δ={p['delta']:.4g}" if p['rho'] is not None else ""
+    print(f"target: U={p['U']} unique sequences x e={p['e']} epochs = {p['T']} sequences, γ={p['gamma']:.6g}{symbols}")
     print(f"{'stage':<17} {'steps':<14} {'target seqs':>11} {'target share':>12} {'replay ρ':>12}  {'LR':<26} "
-          f"optimizer")
-    for r in p['stages']:
-        if not r['steps']:
-            continue
+          "optimizer")
+    for r in (r for r in p['stages'] if r['steps']):  # a stage of 0 steps has no row
         ends = (r['share_start'], r['share_end']) if r['ramp'] else (r['target_share'],)
         shares = ['..'.join(f"{x:.4g}" for x in ends), '..'.join(f"{1 - x:.4g}" for x in ends)]
         lr = (f"{r['lr_schedule']} from {r['learning_rate']:.3g}" if r['lr'] == 'restart' else
@@ -826,15 +766,13 @@ def main(argv):
                         f"model directory or checkpoint there, or add --init_from=scratch to see the plan alone")
     plan = make_plan(config, split_windows(config['target_dir'], config['block_size']),
                      split_windows(config['generic_dir'], config['block_size']))
-    if config['show_step'] >= 0:
-        if config['show_step'] >= plan['N']:
-            raise UserError(f"show_step={config['show_step']} is past the last step {plan['N'] - 1}")
-        out = describe_step(plan, config['show_step'])
-    else:
-        out = summarize(config, plan)
+    step = config['show_step']
+    if step >= plan['N']:
+        raise UserError(f"show_step={step} is past the last step {plan['N'] - 1}")
+    out = describe_step(plan, step) if step >= 0 else summarize(config, plan)
     if config['format'] == 'json':
         print(json.dumps(out))
-    elif config['show_step'] >= 0:
+    elif step >= 0:
         for key, value in out.items():
             print(f"{key}: {value}")
     else:

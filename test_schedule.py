@@ -557,7 +557,7 @@ def test_step_batch_is_pure():
     plan = schedule.make_plan(config, target_windows=40, generic_windows=500)
     steps = [39, 0, plan['stage2_start'], 17, plan['stage2_start'] - 1, 17]
     first = [schedule.step_batch(plan, t) for t in steps]
-    for cache in (schedule.epoch_order, schedule.generic_order, schedule.target_pool):
+    for cache in (schedule.epoch_order, schedule.target_pool):
         cache.cache_clear()  # no hidden state: caches only memoise
     fresh = schedule.make_plan(config, target_windows=40, generic_windows=500)
     for t, (a_mask, a_ids) in zip(reversed(steps), reversed(first)):
