@@ -1,8 +1,8 @@
 """
 checkpoint.py: everything train.py keeps on disk besides the log lines it writes: how a run starts (from scratch,
 resuming itself, forking another run's checkpoint, another run's weights, or a Hugging Face model), checkpoints
-(atomic saves, loads that run no code), the fingerprint a resume must match, the log kept from before a
-checkpoint, summary.json.
+(when they are due, the run's state in them, atomic saves, loads that run no code), the fingerprint a resume must
+match, summary.json. (The log and what a resume keeps of it: runlog.py.)
 
 A checkpoint holds the model, optimizer and GradScaler state, the CPU (and CUDA) RNG state, the step, the run's
 config, its fingerprint and prefix hash, the generic offset and cursor, and the open train-loss window
@@ -15,14 +15,16 @@ config, its fingerprint and prefix hash, the generic offset and cursor, and the 
         between the renames leaves <name>.old, which is then the newest checkpoint (layout.latest()). DCP reshards
         on load, so such a run resumes on any number of ranks, with fsdp or ddp.
 """
+import dataclasses
 import hashlib
-import json
 import os
+import platform
 import shutil
 import subprocess
 import warnings
 from collections import namedtuple
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -32,6 +34,7 @@ import layout
 import schedule
 from configurator import DEFAULTS, UserError
 from model import GPT, checkpoint_model_config
+from tokenizer import tokenizer_meta
 
 # keys that fix the data order and LR; a resume that changes one is refused (unless force_resume=True)
 FINGERPRINT_KEYS = sorted(schedule.PER_STEP_KEYS | {'batch_size', 'gradient_accumulation_steps', 'block_size',
@@ -357,47 +360,71 @@ def fsync_dir(directory):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the log and the summary
+# a run's state, and the summary
 # ---------------------------------------------------------------------------------------------------------------
 
-def kept_log_records(path, step):
-    """Log lines written before the state after `step` completed steps was checkpointed: evals and task evals at
-    <= step, train and batch records of steps < step. A torn last line (a kill mid-write) is dropped."""
-    kept = []
-    if os.path.isfile(path):
-        with open(path) as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                if record['step'] < step or (record['kind'] in ('eval', 'task') and record['step'] == step):
-                    kept.append(line if line.endswith('\n') else line + '\n')
-    return kept
+def due(plan, step, config):
+    """The run's latest checkpoint after `step` steps: every checkpoint_interval steps, at every stage start, at the
+    end, and where the run stops early (stop_after: a sweep segment on a cluster)."""
+    interval = config['checkpoint_interval']
+    return (bool(interval and step % interval == 0) or step in (plan['N'], config['stop_after'])
+            or step in schedule.stage_starts(plan))
 
 
-def restore_log(out_dir, run_start):
-    """out_dir/log.jsonl as it stood at the checkpoint this run starts from (a fork: its parent's log up to the
-    fork), atomically; empty for a run that starts at step 0. Returns its path."""
-    log_path = os.path.join(out_dir, 'log.jsonl')
-    kept = []
-    if run_start.kind in ('resume', 'fork'):
-        kept = kept_log_records(os.path.join(os.path.dirname(os.path.abspath(run_start.path)), 'log.jsonl'),
-                                run_start.step)
-    layout.write_atomic(log_path, ''.join(kept))
-    return log_path
+def save_run(run, step, names):
+    """Write the state of train.py's run after `step` steps as each of `names` in out_dir (sharded: every rank
+    writes its part), unless the open loss window or the weights are non-finite: a diverged model never replaces
+    the last good checkpoint. Returns whether it wrote."""
+    config, plan, system, raw_model, meta = run.config, run.plan, run.system, run.raw_model, run.generic['meta']
+    # a tensor's sum is non-finite iff an element is (short of ~1e38 weights): one reduce carries both checks;
+    # under FSDP2 each rank sums its shards
+    weights = torch.stack([(p.to_local() if hasattr(p, 'to_local') else p).detach().sum().double()
+                           for p in raw_model.parameters()]).sum()
+    health = torch.cat([run.window.sums, weights.view(1)])
+    if system.world > 1:
+        dist.all_reduce(health)
+    health = health.cpu()
+    if not torch.isfinite(health).all():
+        if system.rank == 0:
+            print(f"warning: not checkpointing after {step} steps: non-finite loss or weights", flush=True)
+        return False
+    state = dict(scaler=run.scaler.state_dict(), step=step, config=config, fingerprint=run.fingerprint,
+                 prefix_hash=schedule.prefix_hashes(config, plan, upto=step)[-1],
+                 generic_offset=plan['generic_offset'], generic_cursor=schedule.generic_cursor(plan, step),
+                 rng_cpu=torch.get_rng_state(), log_sums=health[:5].clone(), last_log_step=run.last_log_step,
+                 tokenizer=meta.get('tokenizer'), vocab_size=meta['vocab_size'],
+                 # what export.py and sample.py need: the shape, the Hugging Face origin, the data's tokenizer
+                 model_config=dataclasses.asdict(raw_model.config), hf_source=run.start.hf_source,
+                 tokenizer_meta=tokenizer_meta(meta))
+    if system.device_type == 'cuda':
+        state['rng_cuda'] = torch.cuda.get_rng_state(system.device)
+    for name in names:
+        path = os.path.join(config['out_dir'], name)
+        if config['parallel'] == 'fsdp':
+            save_sharded(path, raw_model, run.optimizer, state, system.rank)
+        elif system.rank == 0:
+            save_checkpoint(path, dict(model=raw_model.state_dict(), optimizer=run.optimizer.state_dict(), **state))
+        if system.rank == 0 and name.startswith('ckpt.'):
+            drop_other_latest(path)
+    return True
 
 
-def final_evals(log_path):
-    """The last eval record's validation losses, and under 'tasks' the task records of its step (a run resumed
-    after its final eval has none of its own)."""
-    with open(log_path) as f:
-        records = [json.loads(line) for line in f]
-    last = [r for r in records if r['kind'] == 'eval'][-1]
-    final = {k: v for k, v in last.items() if k.startswith('val_loss')}
-    tasks = {r['task']: {k: r[k] for k in ('acc', 'acc_norm', 'n')} for r in records
-             if r['kind'] == 'task' and r['step'] == last['step']}
-    return dict(final, tasks=tasks) if tasks else final
+def write_summary(run, final, wall_s, compiled):
+    """out_dir/summary.json of train.py's finished run (compiled: runtime.compile_counts()), and its last line."""
+    config, plan, block_size = run.config, run.plan, run.config['block_size']
+    summary = dict(config=config, plan=schedule.summarize(config, plan), final=dict(step=plan['N'], **final),
+                   sequences=dict(target=plan['T'], generic=plan['generic_total']),
+                   tokens=dict(target=plan['T'] * block_size, generic=plan['generic_total'] * block_size),
+                   generic_offset=plan['generic_offset'],
+                   generic_cursor_end=plan['generic_offset'] + plan['generic_total'],
+                   git_commit=git_commit(), versions=dict(python=platform.python_version(), torch=torch.__version__,
+                                                          numpy=np.__version__),
+                   device=run.system.device_name, world_size=run.system.world,
+                   sources={s['name']: source_summary(s) for s in (run.generic, run.target)}, wall_s=wall_s,
+                   model=hf.model_summary(run.model_config, run.start.hf_source), compile=compiled)
+    layout.write_json_atomic(os.path.join(config['out_dir'], 'summary.json'), summary)
+    print(f"done: final val loss target {final.get('val_loss_target', float('nan')):.4f}, generic "
+          f"{final.get('val_loss_generic', float('nan')):.4f}; {config['out_dir']}/summary.json", flush=True)
 
 
 def git_commit():

@@ -1,7 +1,8 @@
 """
 runtime.py: the setup every script that builds a model shares (train.py, bench.py, sample.py): ranks and device,
-precision (autocast and GradScaler), the model from a config or a checkpoint, the optimizer, activation
-checkpointing and torch.compile, and the parallelism: the DDP wrapper or FSDP2 sharding (parallel='ddp' | 'fsdp').
+precision (autocast and GradScaler), the model from a config or a checkpoint, the optimizer (and what a resume
+restores besides the weights), activation checkpointing and torch.compile, and the parallelism: the DDP wrapper or
+FSDP2 sharding (parallel='ddp' | 'fsdp').
 
 The order is torchtitan's: activation checkpointing inside each block, then torch.compile of each block (and of the
 head and loss), then FSDP2's sharding or the DDP wrapper. So FSDP2's hooks, which run around each block, stay out
@@ -169,8 +170,8 @@ def load_model(model_config, config, system, dtype, start):
     Under FSDP2 a run that does not start from scratch is built on the meta device and sharded first, so each rank
     materialises only its part: a Hugging Face model is read tensor by tensor (one whole tensor at a time), a
     sharded checkpoint shard by shard. (From scratch the whole model is initialised on every rank, exactly as in
-    one process, then sharded.) A resume or fork from a sharded checkpoint gets its weights in train.restore(),
-    with the optimizer, in one read."""
+    one process, then sharded.) A resume or fork from a sharded checkpoint gets its weights in restore(), with
+    the optimizer, in one read."""
     saved, fsdp = start.checkpoint or {}, config['parallel'] == 'fsdp'
     if fsdp and start.kind != 'scratch':
         model = prepare_blocks(build_model(model_config, 'meta', config['seed']), config, system.device_type)
@@ -217,6 +218,24 @@ def shard(model, dtype):
         fully_shard(block, mp_policy=policy)
     fully_shard(model, mp_policy=policy)  # the embeddings, final norm and head (tied or not) as one more group
     return model
+
+
+def restore(run):
+    """What a resume or fork (run: train.py's Run) continues from its checkpoint besides the weights, which a
+    sharded checkpoint brings here too: optimizer moments, loss scale, RNG states, and the log window open at the
+    checkpoint (kept reduced, so rank 0 alone holds it). Returns the step of the last train record."""
+    saved = run.start.checkpoint
+    if 'sharded' in saved:
+        checkpoint.load_sharded(saved['sharded'], run.raw_model, run.optimizer)
+    else:
+        run.optimizer.load_state_dict(saved['optimizer'])
+    run.scaler.load_state_dict(saved['scaler'])
+    torch.set_rng_state(saved['rng_cpu'])
+    if run.system.device_type == 'cuda' and 'rng_cuda' in saved:
+        torch.cuda.set_rng_state(saved['rng_cuda'])
+    if run.system.rank == 0:
+        run.window.sums.copy_(saved['log_sums'])
+    return saved['last_log_step']
 
 
 def wrap_ddp(model, config, system):

@@ -65,6 +65,7 @@ import slurm
 from analysis import gather, replay_of, rho_text
 from configurator import (DEFAULTS, UserError, check_rules, check_value, load_config, parse_value, print_help_if_asked,
                           read_config_file, run_main, split_argv)
+from runlog import duration
 
 SWEEP_FILE_KEYS = {'base': [], 'overrides': {}, 'grid': {}, 'runs': [{}], 'sweep_dir': 'out/sweep'}
 OPTIONS = {'gpus': '', 'gpus_per_run': 1, 'jobs': 1, 'dry_run': False, 'share': True, 'sweep_dir': '',
@@ -339,16 +340,6 @@ def progress_text(done, total, start):
     elapsed = time.time() - start
     eta = duration(elapsed * (total - done) / done) if done else 'unknown'
     return f"{done}/{total} steps ({100 * done / max(total, 1):.0f}%), {duration(elapsed)} elapsed, ETA {eta}"
-
-
-def duration(seconds):
-    """'45s', '12m05s', '3h20m'."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def rho_note(run):

@@ -10,17 +10,15 @@ global batch over ranks and micro-steps, forward/backward, clip, step. Nothing h
 Outputs in out_dir: log.jsonl (one JSON record per line; keys in README "Log format"), summary.json at the end,
 ckpt.pt (latest, replaced atomically), ckpt_<step>.pt for checkpoint_steps (parallel='fsdp': the sharded ckpt.dcp/,
 ckpt_<step>.dcp/). The plumbing lives beside this file:
-data.py (sources, loader), checkpoint.py (how a run starts, checkpoints, fingerprints, the kept log),
-runtime.py (device, precision, model, optimizer, DDP).
+data.py (sources, loader), checkpoint.py (how a run starts, checkpoints, fingerprints, summary.json), runlog.py (the
+log's records and lines, the log a resume keeps), runtime.py (device, precision, model, optimizer, DDP).
 """
 import dataclasses
 import importlib.util
-import json
 import math
 import os
-import platform
-import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -31,12 +29,12 @@ import checkpoint
 import data
 import hf
 import layout
+import runlog
 import runtime
 import schedule
 import tasks
 from configurator import DEFAULTS, UserError, check_rules, load_config, run_main, split_argv
 from model import GPT, document_positions_and_mask, model_config_from
-from tokenizer import tokenizer_meta
 
 
 class LossWindow:
@@ -57,21 +55,12 @@ class LossWindow:
                                       (loss * (1 - target)).sum(), (weight * (1 - target)).sum()])
 
     def reduced(self, world):
-        """The sums over every rank's sequences, on the host (one all-reduce: it also carries the NaN check)."""
+        """The sums over every rank's sequences, on the host (one all-reduce: it also carries the NaN check); their
+        means: runlog.loss_means."""
         sums = self.sums.clone()
         if world > 1:
             dist.all_reduce(sums)
         return sums.tolist()
-
-    @staticmethod
-    def means(sums, tokens_per_count=1):
-        """Mean loss over all, target and generic loss tokens (None for a source with none) of reduced() sums, and
-        how many loss tokens each source had. tokens_per_count: block_size where the sums count text sequences."""
-        total, target, n_target, generic, n_generic = sums
-        return dict(loss=total / (n_target + n_generic), loss_target=target / n_target if n_target else None,
-                    loss_generic=generic / n_generic if n_generic else None,
-                    loss_tokens_target=round(n_target * tokens_per_count),
-                    loss_tokens_generic=round(n_generic * tokens_per_count))
 
     def reset(self):
         self.sums.zero_()
@@ -141,44 +130,29 @@ def evaluate(model, source, config, ctx, system):
     """Token-averaged cross entropy over the fixed held-out set: every window of the first val_tokens tokens of
     val.bin, once, in order (not random batches), so final numbers are reproducible. Ranks split the windows.
     A chat source: over its val loss tokens, each packed example on its own (chat_forward)."""
-    n, batch_size = data.val_windows(source, config), config['batch_size']
-    if data.is_chat(source):
-        return evaluate_chat(model, source, config, ctx, system, n)
+    n, batch_size, block_size = data.val_windows(source, config), config['batch_size'], config['block_size']
+    views = data.split_views(source, 'val', block_size) if data.is_chat(source) else None
     mine = np.arange(system.rank, n, system.world)
-    total = torch.zeros(2, device=system.device, dtype=torch.float64)  # loss sum, sequence count
+    total = torch.zeros(2, device=system.device, dtype=torch.float64)  # loss sum, loss tokens (text: sequences)
     model.eval()
     # every rank runs as many batches as the busiest one (FSDP2 gathers weights collectively in each forward): a
     # rank out of windows computes window 0 and drops it
     for i in range(0, -(-n // system.world), batch_size):
         windows = mine[i:i + batch_size]
-        rows = torch.from_numpy(data.read_windows(source['val'], windows if len(windows) else [0],
-                                                  config['block_size'])).to(system.device)
-        with ctx:
-            _, loss = model(rows[:, :-1], rows[:, 1:])
-        if len(windows):
-            total[0] += loss.double().sum()
-            total[1] += loss.numel()
-    model.train()
-    if system.world > 1:
-        dist.all_reduce(total)
-    return (total[0] / total[1]).item()  # every window has block_size tokens: sequence mean == token mean
-
-
-def evaluate_chat(model, source, config, ctx, system, n):
-    """evaluate() for a chat source: its n val windows, the loss summed over their loss tokens / their count."""
-    views, batch_size = data.split_views(source, 'val', config['block_size']), config['batch_size']
-    mine = np.arange(system.rank, n, system.world)
-    total = torch.zeros(2, device=system.device, dtype=torch.float64)  # loss sum, loss-token count
-    model.eval()
-    for i in range(0, -(-n // system.world), batch_size):  # as many batches on every rank (evaluate())
-        windows = mine[i:i + batch_size]
         picked = windows if len(windows) else np.zeros(1, dtype=np.int64)
-        loss_mask, starts = (torch.from_numpy(a).to(system.device) for a in data.chat_rows(views, picked))
-        rows = torch.from_numpy(views[0][picked].astype(np.int64)).to(system.device)
-        loss, loss_tokens = chat_forward(model, ctx, rows, loss_mask, starts, True)
+        if views is None:  # every window has block_size tokens: the sequence mean is the token mean
+            rows = torch.from_numpy(data.read_windows(source['val'], picked, block_size)).to(system.device)
+            with ctx:
+                _, loss = model(rows[:, :-1], rows[:, 1:])
+            loss_sum, count = loss.double().sum(), loss.numel()
+        else:
+            loss_mask, starts = (torch.from_numpy(a).to(system.device) for a in data.chat_rows(views, picked))
+            rows = torch.from_numpy(views[0][picked].astype(np.int64)).to(system.device)
+            loss, loss_tokens = chat_forward(model, ctx, rows, loss_mask, starts, True)
+            loss_sum, count = (loss.double() * loss_tokens).sum(), loss_tokens.sum()
         if len(windows):
-            total[0] += (loss.double() * loss_tokens).sum()
-            total[1] += loss_tokens.sum()
+            total[0] += loss_sum
+            total[1] += count
     model.train()
     if system.world > 1:
         dist.all_reduce(total)
@@ -241,39 +215,6 @@ def check_config(config, world):
         raise UserError("wandb_log=True but wandb is not installed: pip install wandb, or --wandb_log=False")
 
 
-def logger(log_path, master, config):
-    """log(record, line=None): appends a record to log.jsonl (and wandb), prints `line`; rank 0 only."""
-    log_file = open(log_path, 'a') if master else None
-    if master and config['wandb_log']:
-        import wandb
-        wandb.init(project=config['wandb_project'], name=config['wandb_run_name'] or None, config=config)
-
-    def log(record, line=None):
-        if master:
-            log_file.write(json.dumps(record) + '\n')
-            log_file.flush()
-            if line:
-                print(line, flush=True)
-            if config['wandb_log']:  # a task's numbers under its name, so that tasks logged at one step do not clash
-                prefix = f"{record['task']}/" if 'task' in record else ''
-                wandb.log({prefix + k: v for k, v in record.items() if isinstance(v, (int, float))},
-                          step=record['step'])
-    return log
-
-
-def train_log_due(plan, t, log_interval):
-    """A train record after step t: every log_interval steps, at the last step before a stage starts, at the end."""
-    return (t + 1) % log_interval == 0 or t == plan['N'] - 1 or t + 1 in schedule.stage_starts(plan)
-
-
-def checkpoint_due(plan, step, config):
-    """The run's latest checkpoint after `step` steps: every checkpoint_interval steps, at every stage start, at the
-    end, and where the run stops early (stop_after: a sweep segment on a cluster)."""
-    interval = config['checkpoint_interval']
-    return (bool(interval and step % interval == 0) or step in (plan['N'], config['stop_after'])
-            or step in schedule.stage_starts(plan))
-
-
 def batch_record(t, fed, world):
     """Tests only (log_batch_ids): the first token of every sequence step t fed, in global order."""
     fed = torch.cat(fed).tolist()
@@ -282,33 +223,6 @@ def batch_record(t, fed, world):
         dist.all_gather_object(gathered, fed)
         fed = [row for part in gathered for row in part]
     return dict(kind='batch', step=t, first_tokens=[r[0] for r in fed], is_target=[r[1] for r in fed])
-
-
-def duration(seconds):
-    """12s, 3m05s, 2h07m: elapsed times and ETAs in the train lines."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def train_record(plan, t, lr, means, steps, ms, mfu, elapsed, eta):
-    """The train log record after step t (README "Log format"), with its one-line print (which adds the elapsed
-    time and the ETA, the remaining steps at this process's mean pace so far, evals included)."""
-    done_target = schedule.targets_before(plan, t + 1)
-    S, block_size = plan['S'], plan['block_size']
-    record = dict(kind='train', step=t, stage=schedule.stage_of(plan, t), lr=lr, **means, steps=steps,
-                  target_seqs=done_target, generic_seqs=(t + 1) * S - done_target,
-                  tokens_target=done_target * block_size, tokens_generic=((t + 1) * S - done_target) * block_size,
-                  ms_per_step=ms, mfu=mfu, elapsed_s=elapsed)
-    by_source = ', '.join(f"{name} {means['loss_' + name]:.4f}" for name in ('target', 'generic')
-                          if means['loss_' + name] is not None)
-    line = (f"step {t + 1}/{plan['N']} | stage {record['stage']} | loss {means['loss']:.4f} ({by_source}) | lr "
-            f"{lr:.3g} | {ms:.1f} ms/step" + (f" | mfu {100 * mfu:.1f}%" if mfu is not None else "")
-            + f" | {duration(elapsed)} elapsed, ETA {duration(eta)}")
-    return record, line
 
 
 def compile_plan(config, device_type, n_layer):
@@ -338,42 +252,16 @@ def print_intent(config, argv):
           f"init_from={config['init_from']!r}", flush=True)
 
 
-def print_start(config, plan, raw_model, start, system, dtype):
+def print_start(run):
+    config, plan, raw_model, system = run.config, run.plan, run.raw_model, run.system
     print(f"run {config['out_dir']}: {plan['N']} steps x {plan['S']} sequences x {config['block_size']} tokens, "
           f"U={plan['U']} target sequences x e={plan['e']}, stages from steps {[0] + schedule.stage_starts(plan)}, "
-          f"{raw_model.get_num_params() / 1e6:.2f}M non-embedding params, device {system.device_name}, dtype {dtype}, "
-          f"{config['parallel']} x {system.world}, {compile_plan(config, system.device_type, raw_model.config.n_layer)}"
-          + (f", resuming at step {start.step}" if start.step else ""), flush=True)
-    if start.hf_source:
-        print(f"model from {start.hf_source['dir']}: {hf.describe(raw_model.config)}", flush=True)
-
-
-def run_evals(t, model, sources, task_set, config, plan, ctx, system, log):
-    """The evals after t steps: the validation loss of each source (an `eval` record) and each task's accuracy
-    (`task` records). Returns (losses, task results, seconds spent)."""
-    begin = time.time()
-    losses = {f'val_loss_{source["name"]}': evaluate(model, source, config, ctx, system) for source in sources}
-    log(dict(kind='eval', step=t, stage=schedule.stage_of(plan, max(t - 1, 0)), **losses),
-        f"eval after {t} steps: target {losses['val_loss_target']:.4f}, generic {losses['val_loss_generic']:.4f}")
-    results = tasks.evaluate_and_log(task_set, model, t, ctx, system, log)
-    return losses, results, time.time() - begin
-
-
-def write_summary(config, plan, final_val, generic, target, system, wall_s, model):
-    block_size = config['block_size']
-    summary = dict(config=config, plan=schedule.summarize(config, plan), final=dict(step=plan['N'], **final_val),
-                   sequences=dict(target=plan['T'], generic=plan['generic_total']),
-                   tokens=dict(target=plan['T'] * block_size, generic=plan['generic_total'] * block_size),
-                   generic_offset=plan['generic_offset'],
-                   generic_cursor_end=plan['generic_offset'] + plan['generic_total'],
-                   git_commit=checkpoint.git_commit(), versions=dict(python=platform.python_version(),
-                                                                     torch=torch.__version__, numpy=np.__version__),
-                   device=system.device_name, world_size=system.world,
-                   sources={s['name']: checkpoint.source_summary(s) for s in (generic, target)}, wall_s=wall_s,
-                   model=model, compile=runtime.compile_counts())
-    layout.write_json_atomic(os.path.join(config['out_dir'], 'summary.json'), summary)
-    print(f"done: final val loss target {final_val.get('val_loss_target', float('nan')):.4f}, generic "
-          f"{final_val.get('val_loss_generic', float('nan')):.4f}; {config['out_dir']}/summary.json", flush=True)
+          f"{raw_model.get_num_params() / 1e6:.2f}M non-embedding params, device {system.device_name}, dtype "
+          f"{run.dtype}, {config['parallel']} x {system.world}, "
+          f"{compile_plan(config, system.device_type, raw_model.config.n_layer)}"
+          + (f", resuming at step {run.start.step}" if run.start.step else ""), flush=True)
+    if run.start.hf_source:
+        print(f"model from {run.start.hf_source['dir']}: {hf.describe(raw_model.config)}", flush=True)
 
 
 def model_shape(config, start, generic, target, device_type):
@@ -398,7 +286,8 @@ def open_run(config, system, task_files):
     """Every check that can fail on the user's input, then out_dir made ready: data, how the run starts (resume
     compatibility included), the model's shape, the plan, the tasks in the model's tokenizer and the finished-run
     refusal all run before prepare_out_dir, the first thing that changes out_dir (it removes summary.json), so a
-    refused run loses nothing. Returns (generic, target, start, model_config, plan, pool, fingerprint, task_set)."""
+    refused run loses nothing. Returns the Run: config, system, master (rank 0), generic, target, start
+    (checkpoint.Start), model_config, plan, pool, fingerprint, task_set; build() adds the rest."""
     block_size, out_dir = config['block_size'], config['out_dir']
     generic, target = data.open_sources(config)
     start = checkpoint.start(config, generic['meta'])
@@ -420,70 +309,118 @@ def open_run(config, system, task_files):
         checkpoint.prepare_out_dir(out_dir)
         for warning in plan['warnings']:
             print(f"warning: {warning}")
-    return generic, target, start, model_config, plan, pool, fingerprint, task_set
+    return SimpleNamespace(config=config, system=system, master=system.rank == 0, generic=generic, target=target,
+                           start=start, model_config=model_config, plan=plan, pool=pool, fingerprint=fingerprint,
+                           task_set=task_set)
 
 
-def restore(saved, model, optimizer, scaler, window, system):
-    """What a resume or fork continues besides the weights (which a sharded checkpoint brings here too):
-    optimizer moments, loss scale, RNG states, and the log window open at the checkpoint (kept reduced, so rank 0
-    alone holds it). Returns the step of the last train record."""
-    if 'sharded' in saved:
-        checkpoint.load_sharded(saved['sharded'], model, optimizer)
-    else:
-        optimizer.load_state_dict(saved['optimizer'])
-    scaler.load_state_dict(saved['scaler'])
-    torch.set_rng_state(saved['rng_cpu'])
-    if system.device_type == 'cuda' and 'rng_cuda' in saved:
-        torch.cuda.set_rng_state(saved['rng_cuda'])
-    if system.rank == 0:
-        window.sums.copy_(saved['log_sums'])
-    return saved['last_log_step']
+def build(run):
+    """The rest of the Run: dtype, ctx, scaler (runtime.precision), raw_model (state dicts, parameters, generation)
+    and model (what the loop calls: DDP's wrapper, or raw_model), the optimizer (a stage may replace it), the loss
+    window, last_log_step (the last train record's step) and the log, restored where the run continues a checkpoint;
+    last_good (the step of this run's last good checkpoint in out_dir, or None), latest (that checkpoint's name),
+    chat (the window counts loss tokens, not sequences), the last evals' numbers."""
+    config, system, start = run.config, run.system, run.start
+    run.dtype, run.ctx, run.scaler = runtime.precision(config['dtype'], system.device_type, config['parallel'])
+    run.raw_model = runtime.load_model(run.model_config, config, system, run.dtype, start)
+    run.optimizer = runtime.make_optimizer(run.raw_model, config, system.device_type)
+    run.window = LossWindow(system.device)
+    run.last_log_step = runtime.restore(run) if start.kind in ('resume', 'fork') else -1
+    run.model = runtime.wrap_ddp(run.raw_model, config, system)
+    run.log_path = runlog.restore_log(config['out_dir'], start) if run.master else None
+    run.log = runlog.logger(run.log_path, run.master, config)
+    run.last_good = start.step if start.kind == 'resume' else None  # out_dir's checkpoint holds a good state
+    run.latest = 'ckpt' + layout.suffix(config['parallel'])  # ckpt.pt, or sharded the directory ckpt.dcp
+    run.chat = data.is_chat(run.generic) or data.is_chat(run.target)
+    run.final_val, run.final_tasks = {}, {}
 
 
-def save_checkpoints(step, names, raw_model, optimizer, scaler, window, last_log_step, config, plan, fingerprint,
-                     meta, start, system):
-    """Write the run's state after `step` steps as each of `names` in out_dir (sharded: every rank writes its part),
-    unless the open loss window or the weights are non-finite: a diverged model never replaces the last good
-    checkpoint. Returns whether it wrote."""
-    # a tensor's sum is non-finite iff an element is (short of ~1e38 weights): one reduce carries both checks;
-    # under FSDP2 each rank sums its shards
-    weights = torch.stack([(p.to_local() if hasattr(p, 'to_local') else p).detach().sum().double()
-                           for p in raw_model.parameters()]).sum()
-    health = torch.cat([window.sums, weights.view(1)])
-    if system.world > 1:
-        dist.all_reduce(health)
-    health = health.cpu()
-    if not torch.isfinite(health).all():
-        if system.rank == 0:
-            print(f"warning: not checkpointing after {step} steps: non-finite loss or weights", flush=True)
-        return False
-    state = dict(scaler=scaler.state_dict(), step=step, config=config, fingerprint=fingerprint,
-                 prefix_hash=schedule.prefix_hashes(config, plan, upto=step)[-1],
-                 generic_offset=plan['generic_offset'], generic_cursor=schedule.generic_cursor(plan, step),
-                 rng_cpu=torch.get_rng_state(), log_sums=health[:5].clone(), last_log_step=last_log_step,
-                 tokenizer=meta.get('tokenizer'), vocab_size=meta['vocab_size'],
-                 # what export.py and sample.py need: the shape, the Hugging Face origin, the data's tokenizer
-                 model_config=dataclasses.asdict(raw_model.config), hf_source=start.hf_source,
-                 tokenizer_meta=tokenizer_meta(meta))
-    if system.device_type == 'cuda':
-        state['rng_cuda'] = torch.cuda.get_rng_state(system.device)
-    for name in names:
-        path = os.path.join(config['out_dir'], name)
-        if config['parallel'] == 'fsdp':
-            checkpoint.save_sharded(path, raw_model, optimizer, state, system.rank)
-        elif system.rank == 0:
-            checkpoint.save_checkpoint(path, dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(),
-                                                  **state))
-        if system.rank == 0 and name.startswith('ckpt.'):
-            checkpoint.drop_other_latest(path)
-    return True
-
-
-def diverged(what, out_dir, last_good):
-    kept = (f"{layout.latest(out_dir)} (after {last_good} steps) is the last good checkpoint: resume from it "
-            f"with a lower learning rate and --force_resume=True" if last_good is not None
+def diverged(what, run):
+    kept = (f"{layout.latest(run.config['out_dir'])} (after {run.last_good} steps) is the last good checkpoint: "
+            f"resume from it with a lower learning rate and --force_resume=True" if run.last_good is not None
             else "no checkpoint was saved before it")
     return UserError(f"{what}; stopping. {kept}")
+
+
+def evals_and_checkpoints(run, t):
+    """After t completed steps: the evals due (each source's validation loss, then each task's accuracy; a
+    non-finite loss stops the run), then the checkpoints due."""
+    if schedule.evals_at(run.plan, t):
+        begin = time.time()
+        val = run.final_val = {f'val_loss_{s["name"]}': evaluate(run.model, s, run.config, run.ctx, run.system)
+                               for s in (run.target, run.generic)}
+        run.log(*runlog.eval_record(run.plan, t, val))
+        run.final_tasks = tasks.evaluate_and_log(run.task_set, run.model, t, run.ctx, run.system, run.log)
+        run.window_start += time.time() - begin  # ms/step counts training only
+        if not all(map(math.isfinite, val.values())):  # reduced in evaluate(): all ranks stop
+            raise diverged(f"the validation loss is {val['val_loss_target']} (target), {val['val_loss_generic']} "
+                           f"(generic) after {t} steps", run)
+    names = [name for name, due in ((run.latest, checkpoint.due(run.plan, t, run.config)),
+                                    (layout.kept_name(t, run.config['parallel']), t in run.config['checkpoint_steps']))
+             if due]
+    if t > 0 and names and checkpoint.save_run(run, t, names):
+        run.last_good = t if run.latest in names else run.last_good
+
+
+def log_train(run, t, lr):
+    """The train record after step t, of the loss window since the last one (a non-finite loss stops the run);
+    after this process's first, its estimated total time and what compiled."""
+    plan, system, block_size = run.plan, run.system, run.config['block_size']
+    first = run.last_log_step < run.start.step  # this process's first train record
+    sums = run.window.reduced(system.world)  # every rank has them: a NaN stops all ranks here together
+    if not math.isfinite(sums[0]):
+        raise diverged(f"the training loss is {sums[0]} at step {t + 1}/{plan['N']} (the mean over steps "
+                       f"{run.last_log_step + 2}..{t + 1})", run)
+    now = time.time()
+    ms = (now - run.window_start) * 1000 / (t - run.last_log_step)
+    per_device = plan['S'] * block_size * 1000 / ms / system.world  # tokens per second
+    mfu = run.raw_model.estimate_mfu(per_device, system.device_name)
+    eta = (now - run.t0) / (t + 1 - run.start.step) * (plan['N'] - t - 1)
+    means = runlog.loss_means(sums, tokens_per_count=1 if run.chat else block_size)
+    run.log(*runlog.train_record(plan, t, lr, means, t - run.last_log_step, ms, mfu, now - run.t0, eta))
+    if run.master and first:
+        print(f"estimated total: {runlog.duration(now - run.t0 + eta)} for steps {run.start.step + 1}..{plan['N']} "
+              f"({runlog.duration(now - run.t0)} for the first {t + 1 - run.start.step})", flush=True)
+        if runtime.use_compile(run.config, system.device_type):
+            print(f"compiled: {runtime.compile_counts()} (dynamo's counters)", flush=True)
+    run.window.reset()
+    run.last_log_step, run.window_start = t, time.time()
+
+
+def loop(run):
+    """The plan's steps from the run's start: after t completed steps the evals and checkpoints due (a resume at t
+    starts right here, past both), then step t at the plan's LR, with its stage record and optimizer reset, and a
+    train record where one is due. Returns the steps done: N, or fewer where stop_after stops it."""
+    config, plan, system, N = run.config, run.plan, run.system, run.plan['N']
+    cuda = system.device_type == 'cuda'
+    load = data.loader(plan, run.pool, run.generic, run.target, config, system.rank, system.world, cuda)
+    prefetch = data.prefetcher(cuda)  # cuda: reads step t+1's windows while t computes
+    upcoming = prefetch.submit(load, run.start.step) if run.start.step < N else None
+    run.t0 = run.window_start = time.time()  # the loop's clock; the open log window's, evals excluded
+    if run.master:
+        print_start(run)
+    for t in range(run.start.step, N + 1):
+        if t > run.start.step or t == 0:
+            evals_and_checkpoints(run, t)
+        if t == N or (config['stop_after'] and t >= config['stop_after']):
+            break
+        batch = upcoming.result()
+        upcoming = prefetch.submit(load, t + 1) if t + 1 < N else None
+        if schedule.stage_record(plan, t):  # a stage starts: say where, with its LR schedule and optimizer reset
+            run.log(schedule.stage_record(plan, t))
+        if schedule.resets_optimizer_at(plan, t):  # e.g. fine-tuning: stage 2 starts with fresh AdamW moments
+            run.optimizer = runtime.make_optimizer(run.raw_model, config, system.device_type)
+        lr = schedule.lr_at(plan, t)
+        for group in run.optimizer.param_groups:
+            group['lr'] = lr
+        fed = train_step(run.model, run.optimizer, run.scaler, run.ctx, batch, run.window, config['grad_clip'],
+                         config['log_batch_ids'], config['loss_average'])
+        if config['log_batch_ids']:
+            run.log(batch_record(t, fed, system.world))
+        if runlog.train_log_due(plan, t, config['log_interval']):
+            log_train(run, t, lr)
+    prefetch.shutdown()
+    return t
 
 
 def main(argv):
@@ -492,96 +429,17 @@ def main(argv):
     if int(os.environ.get('RANK', 0)) == 0:
         print_intent(config, argv)
     task_files = tasks.read_tasks(config['tasks'], config['block_size'])  # every task file checked before anything else
-    system = runtime.init_system(config)
-    master, out_dir, block_size = system.rank == 0, config['out_dir'], config['block_size']
-    generic, target, start, model_config, plan, pool, fingerprint, task_set = open_run(config, system, task_files)
-
-    # --- model and optimizer, restored where the run continues a checkpoint ---
-    dtype, ctx, scaler = runtime.precision(config['dtype'], system.device_type, config['parallel'])
-    raw_model = runtime.load_model(model_config, config, system, dtype, start)
-    optimizer = runtime.make_optimizer(raw_model, config, system.device_type)
-    window = LossWindow(system.device)
-    last_log_step = (restore(start.checkpoint, raw_model, optimizer, scaler, window, system)
-                     if start.kind in ('resume', 'fork') else -1)
-    model = runtime.wrap_ddp(raw_model, config, system)
-    log_path = checkpoint.restore_log(out_dir, start) if master else None
-    log = logger(log_path, master, config)
-    last_good = start.step if start.kind == 'resume' else None  # out_dir's checkpoint holds a good state of this run
-    latest = 'ckpt' + layout.suffix(config['parallel'])  # ckpt.pt, or sharded the directory ckpt.dcp
-
-    # --- the loop ---
-    N, S = plan['N'], plan['S']
-    chat = data.is_chat(generic) or data.is_chat(target)  # the sums in `window` count loss tokens, not sequences
-    load = data.loader(plan, pool, generic, target, config, system.rank, system.world, system.device_type == 'cuda')
-    prefetch = data.prefetcher(system.device_type == 'cuda')  # cuda: reads step t+1's windows while t computes
-    upcoming = prefetch.submit(load, start.step) if start.step < N else None
-    final_val, final_tasks, t0, first_log = {}, {}, time.time(), True
-    window_start = t0
-    if master:
-        print_start(config, plan, raw_model, start, system, dtype)
-    for t in range(start.step, N + 1):
-        # after t completed steps: evaluate, then checkpoint (a resume at t starts right here, past both)
-        if t > start.step or t == 0:
-            if schedule.evals_at(plan, t):
-                final_val, final_tasks, seconds = run_evals(t, model, (target, generic), task_set, config, plan, ctx,
-                                                            system, log)
-                window_start += seconds  # ms/step counts training only
-                if not all(map(math.isfinite, final_val.values())):  # reduced in evaluate(): all ranks stop
-                    raise diverged(f"the validation loss is {final_val['val_loss_target']} (target), "
-                                   f"{final_val['val_loss_generic']} (generic) after {t} steps", out_dir, last_good)
-            names = [name for name, due in ((latest, checkpoint_due(plan, t, config)),
-                                            (layout.kept_name(t, config['parallel']), t in config['checkpoint_steps']))
-                     if due]
-            if t > 0 and names and save_checkpoints(t, names, raw_model, optimizer, scaler, window, last_log_step,
-                                                    config, plan, fingerprint, generic['meta'], start, system):
-                last_good = t if latest in names else last_good
-        if t == N or (config['stop_after'] and t >= config['stop_after']):
-            break
-
-        batch = upcoming.result()
-        upcoming = prefetch.submit(load, t + 1) if t + 1 < N else None
-        if schedule.stage_record(plan, t):  # a stage starts: say where, with its LR schedule and optimizer reset
-            log(schedule.stage_record(plan, t))
-        if schedule.resets_optimizer_at(plan, t):  # e.g. fine-tuning: stage 2 starts with fresh AdamW moments
-            optimizer = runtime.make_optimizer(raw_model, config, system.device_type)
-        lr = schedule.lr_at(plan, t)
-        for group in optimizer.param_groups:
-            group['lr'] = lr
-        fed = train_step(model, optimizer, scaler, ctx, batch, window, config['grad_clip'], config['log_batch_ids'],
-                         config['loss_average'])
-        if config['log_batch_ids']:
-            log(batch_record(t, fed, system.world))
-
-        if train_log_due(plan, t, config['log_interval']):
-            sums = window.reduced(system.world)  # every rank has them: a NaN stops all ranks here together
-            if not math.isfinite(sums[0]):
-                raise diverged(f"the training loss is {sums[0]} at step {t + 1}/{N} (the mean over steps "
-                               f"{last_log_step + 2}..{t + 1})", out_dir, last_good)
-            now = time.time()
-            ms = (now - window_start) * 1000 / (t - last_log_step)
-            mfu = raw_model.estimate_mfu(S * block_size * 1000 / ms / system.world, system.device_name)  # per device
-            eta = (now - t0) / (t + 1 - start.step) * (N - t - 1)
-            means = LossWindow.means(sums, tokens_per_count=1 if chat else block_size)
-            log(*train_record(plan, t, lr, means, t - last_log_step, ms, mfu, now - t0, eta))
-            if master and first_log:
-                print(f"estimated total: {duration(now - t0 + eta)} for steps {start.step + 1}..{N} "
-                      f"({duration(now - t0)} for the first {t + 1 - start.step})", flush=True)
-                first_log = False
-            if master and last_log_step < start.step and runtime.use_compile(config, system.device_type):
-                print(f"compiled: {runtime.compile_counts()} (dynamo's counters)", flush=True)
-            window.reset()
-            last_log_step, window_start = t, time.time()
-    prefetch.shutdown()
-
-    if t < N:  # stop_after: the checkpoint is written; no summary.json, the run is not finished
-        if master:
+    run = open_run(config, runtime.init_system(config), task_files)
+    build(run)
+    t = loop(run)
+    if t < run.plan['N']:  # stop_after: the checkpoint is written; no summary.json, the run is not finished
+        if run.master:
             print(f"stopped after {t} steps (stop_after={config['stop_after']}); continue with --init_from=resume",
                   flush=True)
-    elif master:
+    elif run.master:
         # resumed after the final eval: from the log
-        final_val = {**final_val, **final_tasks} if final_val else checkpoint.final_evals(log_path)
-        write_summary(config, plan, final_val, generic, target, system, time.time() - t0,
-                      hf.model_summary(model_config, start.hf_source))
+        final = {**run.final_val, **run.final_tasks} if run.final_val else runlog.final_evals(run.log_path)
+        checkpoint.write_summary(run, final, time.time() - run.t0, runtime.compile_counts())
     if dist.is_initialized():
         dist.destroy_process_group()
 

@@ -432,7 +432,7 @@ def test_changed_schedule_resume_is_refused_then_forced(bad_inputs, reference):
 def test_rank_count_and_torn_log_line(tmp_path):
     """In-process: a rank count that does not divide the accumulation (needs torchrun otherwise), and a log line
     torn by a kill mid-write, dropped on resume with everything after the checkpoint."""
-    import checkpoint
+    import runlog
     import train
     from configurator import UserError, load_config
     with pytest.raises(UserError, match=r"gradient_accumulation_steps=2 must be divisible by .* ranks \(3\)"):
@@ -441,4 +441,4 @@ def test_rank_count_and_torn_log_line(tmp_path):
     records = [dict(kind='batch', step=0), dict(kind='train', step=0), dict(kind='eval', step=1),
                dict(kind='batch', step=1)]
     log.write_text(''.join(json.dumps(r) + '\n' for r in records) + '{"kind": "eval", "st')
-    assert [json.loads(line) for line in checkpoint.kept_log_records(str(log), 1)] == records[:3]
+    assert [json.loads(line) for line in runlog.kept_log_records(str(log), 1)] == records[:3]
