@@ -289,9 +289,9 @@ class GPT(nn.Module):
         vocabulary (config.vocab_size), also where the embedding is padded.
         positions: (B, T) int64, each token's position (None: 0..T-1 in every row); attn_mask: (B, 1, T, T) bool,
         True where a query may attend (None: causal). Both None is the fast path every text window takes.
-        cache: decoding with a KV cache, a list of one dict per block (new_cache()) that holds the keys and values of
-        the tokens fed before; idx are the tokens after them, positions (None: past..past+T-1) and attn_mask
-        (B, 1, T, past + T) cover the cached tokens too."""
+        cache: decoding with a KV cache (generate.py), a list of one dict per block (generate.new_cache) that
+        holds the keys and values of the tokens fed before; idx are the tokens after them, positions (None:
+        past..past+T-1) and attn_mask (B, 1, T, past + T) cover the cached tokens too."""
         B, T = idx.shape
         past = cache[0]['k'].shape[2] if cache and 'k' in cache[0] else 0
         assert past + T <= self.config.block_size, \
@@ -390,79 +390,6 @@ class GPT(nn.Module):
         ranks), as a fraction of its dense bf16 peak; None where the peak is unknown (CPU, other GPUs)."""
         peak = peak_flops(device_name)
         return None if peak is None else self.estimate_flops_per_token() * tokens_per_second / peak
-
-    def new_cache(self):
-        """An empty KV cache for forward(cache=...): one dict per block, which holds its keys and values."""
-        return [{} for _ in self.blocks]
-
-    @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
-        """Append max_new_tokens sampled tokens to idx (B, T) (temperature 0: greedy); once the sequence is longer
-        than block_size the model reads its last block_size tokens."""
-        new = self.generate_rows(idx.tolist(), max_new_tokens, temperature, top_k)
-        return torch.cat((idx, torch.tensor(new, dtype=idx.dtype, device=idx.device).view(len(new), -1)), dim=1)
-
-    @torch.no_grad()
-    def generate_rows(self, prompts, max_new_tokens, temperature=0.0, top_k=None, eos_ids=(), stop=None,
-                      use_cache=True):
-        """Continue each prompt (a list of token ids) by up to max_new_tokens tokens, all rows in one batch: greedy
-        (argmax, the first of equal logits) at temperature 0, else sampled from the top_k likeliest at that
-        temperature. Rows of different lengths are left-padded; each reads its own positions (0 at its first token)
-        and a mask that hides the padding, so it computes what it computes alone. A row ends after a token in eos_ids
-        (kept in its output) or when stop(row index, its new ids) returns True; ended rows leave the batch.
-        Returns each row's new ids. With the KV cache each step feeds one token per row; without it
-        (use_cache=False, the reference the cache is tested against) every step reads the whole context again, as
-        it must once a row is longer than block_size (the model then reads its last block_size tokens)."""
-        device, block = self.wte.weight.device, self.config.block_size
-        width = max(len(p) for p in prompts)
-        tokens = torch.zeros(len(prompts), width, dtype=torch.long, device=device)
-        valid = torch.zeros(len(prompts), width, dtype=torch.bool, device=device)  # False: left padding
-        for i, p in enumerate(prompts):
-            tokens[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            valid[i, width - len(p):] = True
-        rows, out, cache = list(range(len(prompts))), [[] for _ in prompts], None
-        for _ in range(max_new_tokens):
-            if cache is not None and tokens.shape[1] <= block:  # the newest token, after the cached ones
-                positions = valid.sum(1, keepdim=True) - 1
-                mask = None if valid.all() else valid[:, None, None, :]
-                logits, _ = self(tokens[:, -1:], positions=positions, attn_mask=mask, cache=cache)
-            else:  # the whole context, or its last block_size tokens
-                window, seen = tokens[:, -block:], valid[:, -block:]
-                cache = self.new_cache() if use_cache and tokens.shape[1] < block else None
-                positions = mask = None  # no padding: the fast path
-                if not seen.all():
-                    positions = (seen.cumsum(1) - 1).clamp(min=0)
-                    T = window.shape[1]
-                    causal = torch.ones(T, T, dtype=torch.bool, device=device).tril()
-                    # padding queries see themselves, so no row of the mask is empty (their outputs are unused)
-                    mask = (causal & (seen[:, None, :] | torch.eye(T, dtype=torch.bool, device=device)))[:, None]
-                logits, _ = self(window, positions=positions, attn_mask=mask, cache=cache)
-            logits = logits[:, -1].float()
-            if temperature == 0:
-                next_token = logits.argmax(dim=-1)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                    logits = logits.masked_fill(logits < kth, float('-inf'))
-                next_token = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)[:, 0]
-            tokens = torch.cat((tokens, next_token[:, None]), dim=1)
-            valid = F.pad(valid, (0, 1), value=True)
-            ended = []
-            for row, token in zip(rows, next_token.tolist()):
-                out[row].append(token)
-                ended.append(token in eos_ids or (stop is not None and stop(row, out[row])))
-            if all(ended):
-                break
-            if any(ended):  # drop ended rows, then the padding columns no remaining row needs
-                keep = torch.tensor([not e for e in ended], device=device)
-                rows = [row for row, e in zip(rows, ended) if not e]
-                tokens, valid = tokens[keep], valid[keep]
-                lead = int(valid.any(0).int().argmax())
-                tokens, valid = tokens[:, lead:], valid[:, lead:]
-                for layer in cache or []:
-                    layer['k'], layer['v'] = layer['k'][keep, :, lead:], layer['v'][keep, :, lead:]
-        return out
 
 
 LOSS_CHUNK_LOGITS = 2 ** 25  # logits per chunk of the training loss: 128 MiB in float32 (GPT-2's vocabulary: 667

@@ -21,6 +21,7 @@ import checkpoint
 import layout
 import runtime
 from configurator import UserError, check_rule, parse_options, run_main
+from generate import generate
 from model import checkpoint_model_config
 from tokenizer import get_tokenizer
 
@@ -87,9 +88,9 @@ def main(argv):
         ids = ids[:-1]  # drop the end-of-text that ends every encoded document (a BOS in front stays)
     prompt = torch.tensor(ids.astype('int64'), device=device)[None]
     torch.manual_seed(options['seed'])
-    # every sample in one batch, decoded with the KV cache (model.generate_rows)
-    out = model.generate(prompt.expand(options['num_samples'], -1), options['max_new_tokens'],
-                         temperature=options['temperature'], top_k=options['top_k'] or None)
+    # every sample in one batch, decoded with the KV cache (generate.generate_rows)
+    out = generate(model, prompt.expand(options['num_samples'], -1), options['max_new_tokens'],
+                   temperature=options['temperature'], top_k=options['top_k'] or None)
     for row in out.tolist():
         if options['chat']:  # the reply alone, up to its end of turn
             reply = row[prompt.shape[1]:]

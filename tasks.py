@@ -5,21 +5,9 @@ generation and exact match. train.py evaluates the config's `tasks` at every eva
 checkpoint or a Hugging Face model directory.
 
 A task is a file, or a dict of options (TASK_OPTIONS: file, num_fewshot, fewshot_file, limit, until, max_gen_toks,
-regex, ignore_case, ignore_punctuation, regexes_to_ignore, apply_chat_template, fewshot_as_multiturn). Task files
-are JSON lines, one example a line, in one of four formats (told by the keys of the first example):
-    {"context": "...", "choices": ["...", "...", ...], "label": 0}      two or more choices; label indexes them
-    XCOPA: {"premise", "choice1", "choice2", "question": "cause" | "effect", "label": 0 | 1} (other keys ignored),
-        read with the prompt of the harness's Basque-bench task `xcopa_eu`: context = premise.strip() + " Izan
-        ere," (cause) or " Beraz," (effect); choices choice1, choice2 with their first letter lower-cased.
-    {"context": "...", "answer": "..."}                                  generated, then compared with the answer
-    GSM8K: {"question", "answer"}, read as the harness's gsm8k task (gsm8k.yaml): prompt "Question: {question}
-        \nAnswer:", stop strings "Question:", "</s>", "<|im_end|>", filters strict-match and flexible-extract,
-        exact_match ignoring case, ',', '$', everything up to '#### ' and a final '.'.
-
-Few-shot (both kinds): num_fewshot examples drawn from fewshot_file (default: the task file itself, leaving the
-example out) as the harness's default sampler draws them with its seed 1234 (draw_fewshot), each shown as its text,
-" ", its answer, "\n\n", before the example's own text. apply_chat_template renders the turns with the model's chat
-template (chat_template.py, as transformers renders it) and a generation prompt, as --apply_chat_template does.
+regex, ignore_case, ignore_punctuation, regexes_to_ignore, apply_chat_template, fewshot_as_multiturn). Its
+examples, their few-shot examples and the prompt each is shown as come from task_files.py (four formats:
+multiple choice, XCOPA, generated answers, GSM8K).
 
 Multiple choice, as the harness does it (no description):
   - a choice's continuation is the target delimiter " " + the choice ("" after a chat template); trailing
@@ -38,8 +26,8 @@ Batched by length (longest first, padded on the right to the batch's longest row
 padded tokens a forward.
 
 Generation, as HFLM.generate_until: the prompt encoded with the default special tokens (none if it starts with the
-BOS text), left-truncated to block_size - max_gen_toks tokens; greedy decoding with the KV cache (model.py) until
-an EOS id of the model or a stop string (`until` and the EOS text) appears in the decoded continuation, at most
+BOS text), left-truncated to block_size - max_gen_toks tokens; greedy decoding with the KV cache (generate.py)
+until an EOS id of the model or a stop string (`until` and the EOS text) appears in the decoded continuation, at most
 max_gen_toks tokens; the continuation decoded whole with special tokens skipped and cut before each stop string;
 then each filter (`none`: the text; `regex`: the first match's group; GSM8K's two) and exact_match per filter.
 Batched by prompt length + max_gen_toks (left-padded rows, at most tokens_per_batch tokens).
@@ -55,11 +43,7 @@ forwards; for the same reason a sharded model generates every row to max_gen_tok
 are gathered, so every rank returns every number.
 """
 import difflib
-import json
-import os
-import random
 import re
-import string
 import time
 
 import numpy as np
@@ -67,19 +51,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-import chat_template
 from configurator import UserError
+from generate import apply_filter, cut_generation, exact_match, generate_rows
+from task_files import GENERATION_FORMATS, TARGET_DELIMITER, draw_fewshot, read_task_file, render_prompt
 from tokenizer import checkpoint_tokenizer, tokenizer_meta
 
-TARGET_DELIMITER = ' '  # the harness's default target_delimiter, between context and choice
-XCOPA_CONNECTORS = {'cause': ' Izan ere,', 'effect': ' Beraz,'}  # lm_eval/tasks/basque_bench/utils.py
-FORMATS = {'choices': ('context', 'choices', 'label'),  # first match wins: xcopa has a question too
-           'xcopa': ('premise', 'choice1', 'choice2', 'question', 'label'),
-           'generate': ('context', 'answer'),
-           'gsm8k': ('question', 'answer')}
-GENERATION_FORMATS = ('generate', 'gsm8k')
-FEWSHOT_SEED = 1234  # the harness's fewshot_random_seed default
-FEWSHOT_DELIMITER = '\n\n'  # the harness's fewshot_delimiter, after each few-shot example
 # a task's options in `tasks` / eval.py --tasks, as the harness names them; a task given as a file alone is {file}
 TASK_OPTIONS = dict(
     file=None,                  # the task file (required)
@@ -101,15 +77,11 @@ GSM8K = dict(until=['Question:', '</s>', '<|im_end|>'], ignore_case=True, ignore
              regexes_to_ignore=[',', '\\$', '(?s).*#### ', '\\.$'],
              filters={'strict-match': ('#### (\\-?[0-9\\.\\,]+)', 0),
                       'flexible-extract': ('(-?[$0-9.,]{2,})|(-?[0-9]+)', -1)})
-REGEX_FALLBACK = '[invalid]'  # the harness's regex filter's answer when nothing matches
 TASK_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]*')  # it names results.csv columns acc_<name>, acc_norm_<name>
-TASK_FILE_HELP = ('task files are JSON lines of {"context", "choices", "label"}, XCOPA\'s {"premise", "choice1", '
-                  '"choice2", "question", "label"}, {"context", "answer"} (generated) or GSM8K\'s {"question", '
-                  '"answer"} (README "Task accuracy")')
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# task files
+# a config's tasks, their options checked (their files: task_files.py)
 # ---------------------------------------------------------------------------------------------------------------
 
 def read_tasks(tasks, block_size=None):
@@ -206,106 +178,6 @@ def check_options(name, options):
         raise UserError(f"task {name}: fewshot_as_multiturn=True needs apply_chat_template=True")
 
 
-def draw_fewshot(name, options, examples, pool, same_file):
-    """Each example's few-shot examples ('shots'), drawn as the single-process harness draws them from its few-shot
-    split (lm_eval/api/samplers.py): one random.Random(FEWSHOT_SEED) per task, its state carried through the
-    examples in file order, sample(pool, n) per example; from the task file itself n + 1 are drawn and the example
-    left out (then the first n kept). Every rank draws them all, so prompts do not depend on the number of ranks."""
-    n = options['num_fewshot']
-    need = n + 1 if same_file else n
-    if n and len(pool) < need:
-        where = options['fewshot_file'] or options['file']
-        raise UserError(f"task {name}: num_fewshot={n} needs {need} examples in {where}"
-                        f"{' (the task file itself: each example is left out of its own)' if same_file else ''}, "
-                        f"it has {len(pool)}: lower num_fewshot or name a longer fewshot_file")
-    rnd = random.Random(FEWSHOT_SEED)
-    for example in examples:
-        if not n:
-            example['shots'] = []
-        elif not same_file:
-            example['shots'] = rnd.sample(pool, n)
-        else:
-            shots = [x for x in rnd.sample(pool, n + 1) if x['record'] != example['record']][:n]
-            if len(shots) < n:  # copies of the example in the pool were drawn: the harness draws again without any
-                shots = rnd.sample([x for x in pool if x['record'] != example['record']], n)
-            example['shots'] = shots
-
-
-def read_task_file(path, name='task'):
-    if not os.path.isfile(path):
-        raise UserError(f"task {name}: {path} not found: tasks maps each task name to a task file ({TASK_FILE_HELP})")
-    extension = os.path.splitext(path)[1]
-    if extension not in ('.jsonl', '.json'):
-        raise UserError(f"task {name}: {path}: unknown task format {extension or '(no extension)'!r}: "
-                        f"{TASK_FILE_HELP}; convert it, e.g. datasets' Dataset.to_json(PATH.jsonl)")
-    examples, kind = [], None
-    try:
-        with open(path, encoding='utf-8') as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"task {name}: {path} line {number}"
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{where} is not JSON ({e.msg} at column {e.colno}): {TASK_FILE_HELP}") from None
-                if not isinstance(record, dict):
-                    raise UserError(f"{where} is not a JSON object: {TASK_FILE_HELP}")
-                kind = kind or task_format(record, where)
-                examples.append(dict(parse_example(record, kind, where), line=number, record=record, kind=kind))
-    except UnicodeDecodeError:
-        raise UserError(f"task {name}: {path} is not UTF-8 text: {TASK_FILE_HELP}") from None
-    if not examples:
-        raise UserError(f"task {name}: {path} has no examples: {TASK_FILE_HELP}")
-    return examples
-
-
-def task_format(record, where):
-    """'choices' or 'xcopa', from the keys of a file's first example."""
-    for kind, keys in FORMATS.items():
-        if all(k in record for k in keys):
-            return kind
-    raise UserError(f"{where}: unknown task format (keys {sorted(record)}): {TASK_FILE_HELP}")
-
-
-def parse_example(record, kind, where):
-    """One example as {'context', 'choices', 'label'}, XCOPA through the harness's xcopa_eu prompt; a generation
-    example as {'query', 'target'}, GSM8K through the harness's gsm8k prompt (doc_to_text, doc_to_target)."""
-    missing = [k for k in FORMATS[kind] if k not in record]
-    if missing:
-        raise UserError(f"{where} has no {', '.join(missing)} (the file's first example is in the {kind} format)")
-    if kind in GENERATION_FORMATS:
-        text_key = 'context' if kind == 'generate' else 'question'
-        if not isinstance(record[text_key], str):
-            raise UserError(f"{where}: {text_key} must be a string, got {record[text_key]!r}")
-        answer = record['answer']
-        if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
-            raise UserError(f"{where}: answer must be a string (or a number), got {answer!r}")
-        query = record['context'] if kind == 'generate' else f"Question: {record['question']}\nAnswer:"
-        return dict(query=query, target=str(answer))  # the harness compares str(target) when it is a number
-    if kind == 'xcopa':
-        if record['question'] not in XCOPA_CONNECTORS:
-            raise UserError(f"{where}: question {record['question']!r} must be 'cause' or 'effect'")
-        for key in ('premise', 'choice1', 'choice2'):
-            if not isinstance(record[key], str) or not record[key]:
-                raise UserError(f"{where}: {key} must be a non-empty string, got {record[key]!r}")
-        context = record['premise'].strip() + XCOPA_CONNECTORS[record['question']]
-        choices = [c[0].lower() + c[1:] for c in (record['choice1'], record['choice2'])]
-    else:
-        context, choices = record['context'], record['choices']
-        if not isinstance(context, str):
-            raise UserError(f"{where}: context must be a string, got {context!r}")
-        if not isinstance(choices, list) or not all(isinstance(c, str) and c for c in choices):
-            raise UserError(f"{where}: choices must be a list of non-empty strings, got {choices!r}")
-        if len(choices) < 2:
-            raise UserError(f"{where}: {len(choices)} choice(s); an example needs at least two")
-    label = record['label']
-    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(choices):
-        raise UserError(f"{where}: label {label!r} is out of range for {len(choices)} choices (an index "
-                        f"0..{len(choices) - 1})")
-    return dict(context=context, choices=choices, label=label)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # encoding, as the harness's HFLM encodes a loglikelihood request (the tokenizer: tokenizer.load_tokenizer)
 # ---------------------------------------------------------------------------------------------------------------
@@ -334,45 +206,6 @@ def encode_pair(tokenizer, context, continuation):
         context, continuation = context[:-spaces], context[-spaces:] + continuation
     whole, context_ids = encode(tokenizer, context + continuation), encode(tokenizer, context)
     return context_ids, whole[len(context_ids):]
-
-
-def prompt_messages(example):
-    """[(role, content, delimiter)] of an example's prompt, as the harness's build_qa_turn makes them: per few-shot
-    example its text, the target delimiter, its answer and the few-shot delimiter, then the example's own text."""
-    messages = []
-    for shot in example['shots']:
-        question, answer = example_text(shot), example_answer(shot)
-        if answer == '':  # the harness adds no answer turn (nor delimiters) for an empty answer
-            messages.append(('user', question, ''))
-        else:
-            messages += [('user', question, TARGET_DELIMITER), ('assistant', answer, FEWSHOT_DELIMITER)]
-    return messages + [('user', example_text(example), '')]
-
-
-def example_text(example):
-    return example['query'] if 'query' in example else example['context']
-
-
-def example_answer(example):
-    return example['target'] if 'query' in example else example['choices'][example['label']]
-
-
-def render_prompt(example, options, tokenizer, name='task'):
-    """The string the model reads: the messages as text, or through the tokenizer's chat template (the harness's
-    --apply_chat_template: generation prompt added; with fewshot_as_multiturn each few-shot example is a user and
-    an assistant turn, else everything is one user turn)."""
-    messages = prompt_messages(example)
-    if not options['apply_chat_template']:
-        return ''.join(content + delimiter for _, content, delimiter in messages)
-    if tokenizer.get('path') is None:
-        raise UserError(f"task {name}: apply_chat_template=True, but the model's tokenizer has no chat template")
-    if options['fewshot_as_multiturn']:
-        chat = [dict(role=role, content=content) for role, content, _ in messages]
-    else:
-        chat = [dict(role='user', content=''.join(content + delimiter for _, content, delimiter in messages))]
-    if 'chat' not in tokenizer:  # chat_template.py renders as transformers' apply_chat_template does
-        tokenizer['chat'] = chat_template.load_chat(tokenizer['path'])
-    return chat_template.render_chat(tokenizer['chat'], chat, add_generation_prompt=True, where=f'task {name}')[0]
 
 
 def encode_task(name, path, examples, tokenizer, block_size, options=None):
@@ -512,7 +345,8 @@ def evaluate(task, model, ctx, system):
 
 
 def generation_model(model):
-    """The GPT inside DDP and torch.compile wrappers: generation calls its own method with changing shapes."""
+    """The GPT inside DDP and torch.compile wrappers: generate_rows reads its config and blocks and calls it with
+    changing shapes."""
     for _ in range(2):
         model = getattr(model, 'module', model)
         model = getattr(model, '_orig_mod', model)
@@ -537,7 +371,7 @@ def generate(task, model, ctx, system):
     out = {}
     for batch, real in batch_plan([len(r) + budget for r in rows], task['tokens_per_batch'], system.world)[system.rank]:
         with ctx:
-            new = generator.generate_rows([rows[i] for i in batch], budget, eos_ids=eos_ids, stop=stop)
+            new = generate_rows(generator, [rows[i] for i in batch], budget, eos_ids=eos_ids, stop=stop)
         if real:
             out.update(zip(batch.tolist(), new))
     generator.train(was_training)
@@ -546,43 +380,6 @@ def generate(task, model, ctx, system):
         dist.all_gather_object(gathered, out)
         out = {i: ids for part in gathered for i, ids in part.items()}
     return [out[i] for i in range(len(rows))]
-
-
-def cut_generation(text, stops):
-    """The harness's postprocess_generated_text: the text before the first occurrence of each stop string."""
-    for term in stops:
-        if term:
-            text = text.split(term)[0]
-    return text
-
-
-def apply_filter(text, regex):
-    """The harness's filters: 'none' (regex None) keeps the text; regex = (pattern, group_select): its regex filter
-    (findall, the match at group_select; of a match with several groups the first non-empty one; stripped; no
-    match: '[invalid]')."""
-    if regex is None:
-        return text
-    pattern, group_select = regex
-    matches = re.findall(pattern, text)
-    if not matches:
-        return REGEX_FALLBACK
-    match = matches[group_select]
-    if isinstance(match, tuple):
-        match = next((m for m in match if m), REGEX_FALLBACK)
-    return match.strip()
-
-
-def exact_match(prediction, reference, options):
-    """The harness's exact_match (lm_eval/api/metrics.py): regexes_to_ignore removed from both, then lower-cased
-    (ignore_case) and punctuation removed (ignore_punctuation); 1.0 if equal."""
-    for pattern in options['regexes_to_ignore'] or []:
-        prediction, reference = re.sub(pattern, '', prediction), re.sub(pattern, '', reference)
-    if options['ignore_case']:
-        prediction, reference = prediction.lower(), reference.lower()
-    if options['ignore_punctuation']:
-        table = str.maketrans('', '', string.punctuation)
-        prediction, reference = prediction.translate(table), reference.translate(table)
-    return float(prediction == reference)
 
 
 def evaluate_generation(task, model, ctx, system):

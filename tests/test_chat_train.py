@@ -17,6 +17,7 @@ import data
 import pre_change_logs
 import schedule
 from configurator import load_config
+from generate import generate
 from helpers import ROOT, one_line_failures, read_log, write_source
 from model import GPT, GPTConfig, document_positions_and_mask
 
@@ -400,7 +401,7 @@ def test_sample_chat_prints_the_reply(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     prompt = [words.index(w) for w in ['<|user|>', 'what', 'is', 'replay', '<|end|>', '<|assistant|>']]
     with torch.no_grad():
-        out = model.eval().generate(torch.tensor([prompt]), 12, top_k=1)[0, len(prompt):].tolist()
+        out = generate(model.eval(), torch.tensor([prompt]), 12, top_k=1)[0, len(prompt):].tolist()
     reply = out[:out.index(2)]
     assert len(reply) >= 3 and len(out) > len(reply) + 1  # a reply, cut at its end of turn
     assert result.stdout.split('---------------')[0].strip() == tok.decode(reply, skip_special_tokens=False).strip()

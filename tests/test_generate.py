@@ -1,4 +1,4 @@
-"""Decoding with the KV cache (model.GPT.generate_rows): rows of different lengths in one left-padded batch, with
+"""Decoding with the KV cache (generate.generate_rows): rows of different lengths in one left-padded batch, with
 and without the cache, each row alone, and transformers' generate(do_sample=False) on the same tiny random weights
 (prepare/tiny_model.py: a Llama with grouped-query attention and Llama 3.1's RoPE scaling, a GPT-2 with learned
 positions), drawn with std 0.3 so that near-ties are rare. Tokens are compared up to the first step whose top two
@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import hf
+from generate import generate, generate_rows
 from model import GPT, GPTConfig
 
 import tiny_model  # prepare/'s (conftest.py puts it on sys.path)
@@ -69,9 +70,9 @@ def agreeing_prefix(a, b, gaps):
 @pytest.mark.parametrize('arch', ['llama', 'gpt2'])
 def test_cache_equals_no_cache_and_transformers(models, arch):
     theirs, ours, prompts = models[arch]
-    cached = ours.generate_rows(prompts, NEW)
-    recomputed = ours.generate_rows(prompts, NEW, use_cache=False)
-    alone = [ours.generate_rows([p], NEW)[0] for p in prompts]
+    cached = generate_rows(ours, prompts, NEW)
+    recomputed = generate_rows(ours, prompts, NEW, use_cache=False)
+    alone = [generate_rows(ours, [p], NEW)[0] for p in prompts]
     near_ties = 0
     for i, prompt in enumerate(prompts):
         with torch.no_grad():
@@ -87,10 +88,10 @@ def test_cache_equals_no_cache_and_transformers(models, arch):
 
 def test_eos_and_stop_end_rows(models):
     _, ours, prompts = models['gpt2']
-    full = ours.generate_rows(prompts, NEW)
+    full = generate_rows(ours, prompts, NEW)
     eos = full[0][5]
     stop_at = {1: 3, 3: 7}  # rows 1 and 3 stop after that many tokens; the others run to the budget or eos
-    out = ours.generate_rows(prompts, NEW, eos_ids={eos}, stop=lambda row, ids: len(ids) == stop_at.get(row, -1))
+    out = generate_rows(ours, prompts, NEW, eos_ids={eos}, stop=lambda row, ids: len(ids) == stop_at.get(row, -1))
     for i, row in enumerate(full):
         end = min([stop_at.get(i, NEW)] + [j + 1 for j, t in enumerate(row) if t == eos])
         assert out[i] == row[:end], i
@@ -105,11 +106,11 @@ def test_past_block_size_and_sampling(arch):
     model = GPT(GPTConfig(arch=arch, block_size=16, vocab_size=61, n_layer=2, n_head=4, n_kv_head=2, n_embd=32,
                           init_std=0.3)).eval()
     prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10], [11]]
-    assert model.generate_rows(prompts, 30) == model.generate_rows(prompts, 30, use_cache=False)
+    assert generate_rows(model, prompts, 30) == generate_rows(model, prompts, 30, use_cache=False)
     draws = []
     for use_cache in (True, False):
         torch.manual_seed(3)
-        draws.append(model.generate_rows([[1, 2, 3]] * 3, 20, temperature=0.8, top_k=10, use_cache=use_cache))
+        draws.append(generate_rows(model, [[1, 2, 3]] * 3, 20, temperature=0.8, top_k=10, use_cache=use_cache))
     assert draws[0] == draws[1] and len({tuple(d) for d in draws[0]}) > 1
-    out = model.generate(torch.tensor([[1, 2, 3]] * 2), 20, temperature=0.8, top_k=10)
+    out = generate(model, torch.tensor([[1, 2, 3]] * 2), 20, temperature=0.8, top_k=10)
     assert out.shape == (2, 23) and np.all(out[:, :3].numpy() == [[1, 2, 3]] * 2)

@@ -28,6 +28,7 @@ import export
 import hf
 import tokenizer
 from configurator import UserError, load_config
+from generate import generate
 from helpers import ROOT, copy_for_resume, one_line_failures, read_log, without_timing
 from model import GPT, checkpoint_model_config, model_config_from
 
@@ -243,7 +244,7 @@ def test_sample_decodes_with_the_model_tokenizer(trained):
     torch.set_num_threads(1)  # as the subprocess, so the sampled tokens are the same
     try:
         torch.manual_seed(7)
-        ids = model.eval().generate(prompt, 24, temperature=0.8, top_k=200)
+        ids = generate(model.eval(), prompt, 24, temperature=0.8, top_k=200)
     finally:
         torch.set_num_threads(threads)
     assert ids[0, 0] == tok['bos_token'] and ids.shape == (1, prompt.shape[1] + 24)

@@ -10,6 +10,7 @@ import torch
 import data
 import runtime
 import train
+from generate import generate
 from helpers import copy_for_resume, make_sources, read_log, run_train, without_timing
 from model import GPT, model_config_from
 
@@ -65,7 +66,7 @@ def test_llama_checkpoint_samples(llama_run):
     samples = []
     for _ in range(2):
         torch.manual_seed(0)
-        samples.append(model.generate(prompt, max_new_tokens=40, temperature=0.8, top_k=50))
+        samples.append(generate(model, prompt, max_new_tokens=40, temperature=0.8, top_k=50))
     assert samples[0].shape == (1, 43) and torch.equal(samples[0][:, :3], prompt)  # 40 > block_size: cropped
     assert torch.equal(samples[0], samples[1])  # seeded sampling repeats
     assert int(samples[0].max()) < model.config.vocab_size and int(samples[0].min()) >= 0

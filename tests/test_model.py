@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from configurator import DEFAULTS
+from generate import generate
 from model import GPT, GPTConfig, flops_per_token, model_config_from, peak_flops
 
 ARCHS = ['gpt2', 'llama']
@@ -109,7 +110,7 @@ def test_adamw_lowers_loss(arch):
 def test_generate(arch):
     model = build(arch).eval()
     prompt = torch.randint(0, V, (2, 5))
-    out = model.generate(prompt, max_new_tokens=T + 4, temperature=0.8, top_k=10)  # longer than block_size
+    out = generate(model, prompt, max_new_tokens=T + 4, temperature=0.8, top_k=10)  # longer than block_size
     assert out.shape == (2, 5 + T + 4)
     assert torch.equal(out[:, :5], prompt)
     assert out.min() >= 0 and out.max() < V
@@ -322,7 +323,7 @@ def test_padded_vocabulary(arch, tmp_path):
     assert torch.allclose(logits, plain(x, all_logits=True)[0], atol=1e-6)
     assert torch.allclose(padded(x, y)[1], plain(x, y)[1], atol=1e-6)
     padded.lm_head.weight.data[V:] = 1e4  # rows beyond the vocabulary can never be sampled
-    assert int(padded.generate(x[:, :4], max_new_tokens=8).max()) < V
+    assert int(generate(padded, x[:, :4], max_new_tokens=8).max()) < V
     assert padded.get_num_params() == plain.get_num_params()  # non-embedding parameters alike
 
 

@@ -25,6 +25,7 @@ import torch
 
 import hf
 import runtime
+import task_files
 import tasks
 from helpers import ROOT, copy_for_resume, one_line_failures, read_log, without_timing, write_random_source
 from model import GPT
@@ -184,7 +185,7 @@ def ours(path, files, tokenizer=None, tokens_per_batch=3 * BLOCK):
     model, tokenizer = our_model(path), tokenizer or load_tokenizer(path)
     out = {}
     for name, kind in (('local_choices', 'choices'), ('local_xcopa_eu', 'xcopa')):
-        task = tasks.encode_task(name, files[kind], tasks.read_task_file(files[kind]), tokenizer, BLOCK)
+        task = tasks.encode_task(name, files[kind], task_files.read_task_file(files[kind]), tokenizer, BLOCK)
         out[name] = dict(task, **tasks.evaluate(dict(task, tokens_per_batch=tokens_per_batch), model,
                                                 contextlib.nullcontext(), CPU))
     return out
@@ -365,7 +366,7 @@ def test_eval_py_gives_the_final_record(run, capsys):
 
 def uneven_batches(path, tokens_per_batch, world=2):
     """Whether a task file of the run (bytes tokenizer, block 32) makes a rank repeat a batch."""
-    task = tasks.encode_task('t', path, tasks.read_task_file(path), load_tokenizer(builtin='bytes'), 32)
+    task = tasks.encode_task('t', path, task_files.read_task_file(path), load_tokenizer(builtin='bytes'), 32)
     plan = tasks.batch_plan([len(row) - 1 for row in task['rows']], tokens_per_batch, world)
     return any(not real for batches in plan for _, real in batches)
 
