@@ -40,7 +40,7 @@ import matplotlib.pyplot as plt
 
 from analysis import (LOSS_UNIT, Skip, best_point, rho_label, seed_band, seed_mean_curve, schedule_text,
                       series_against_rho, setting_label, spike_starts, spike_stats, stage_boundaries, task_columns,
-                      task_names, task_score, write_report)  # task_names: tests/test_tasks.py calls plot.task_names
+                      task_score, write_report)
 from configurator import UserError, parse_options, run_main
 from efficiency import describe, efficiency_report, format_value, load_sweep, seed_average, varying_keys
 

@@ -386,7 +386,7 @@ def test_ddp_training_splits_and_gathers(run):
 
 def test_gather_adds_accuracy_columns(run, tmp_path):
     """results.csv gets acc_<task>, acc_norm_<task>; results.jsonl the task curves (plot.py: tests/test_plot.py)."""
-    import plot
+    import analysis
     import sweep
     from efficiency import load_sweep
     runs = []
@@ -403,7 +403,7 @@ def test_gather_adds_accuracy_columns(run, tmp_path):
     for name, record in zip(('choices', 'xcopa_eu'), final):
         assert rows[0][f'acc_{name}'] == record['acc'] and rows[0][f'acc_norm_{name}'] == record['acc_norm']
         assert rows[0]['task_evals'][name][-1] == [6, record['acc'], record['acc_norm']]
-    assert plot.task_names(rows) == ['choices', 'xcopa_eu']
+    assert analysis.task_names(rows) == ['choices', 'xcopa_eu']
 
 
 # ---- bad input ----------------------------------------------------------------------------------------------------
