@@ -115,6 +115,11 @@ def final_evals(log_path):
         records = [json.loads(line) for line in f]
     last = [r for r in records if r['kind'] == 'eval'][-1]
     final = {k: v for k, v in last.items() if k.startswith('val_loss')}
-    tasks = {r['task']: {k: r[k] for k in ('acc', 'acc_norm', 'n')} for r in records
-             if r['kind'] == 'task' and r['step'] == last['step']}
+    tasks = {r['task']: task_scores(r) for r in records if r['kind'] == 'task' and r['step'] == last['step']}
     return dict(final, tasks=tasks) if tasks else final
+
+
+def task_scores(record):
+    """What summary.json's `final` keeps of a task record: acc, acc_norm and n (multiple choice), or exact_match
+    and n (generation)."""
+    return {k: record[k] for k in ('acc', 'acc_norm', 'exact_match', 'n') if k in record}

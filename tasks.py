@@ -51,6 +51,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+import runlog
 from configurator import UserError
 from generate import apply_filter, cut_generation, exact_match, generate_rows
 from task_files import GENERATION_FORMATS, TARGET_DELIMITER, draw_fewshot, read_task_file, render_prompt
@@ -423,7 +424,7 @@ def evaluate_and_log(task_set, model, step, ctx, system, log, samples=None):
         result = evaluate(task, model, ctx, system)
         record, line = task_record(task['name'], step, result, time.time() - start)
         log(record, line)
-        final[task['name']] = {k: record[k] for k in ('acc', 'acc_norm', 'exact_match', 'n') if k in record}
+        final[task['name']] = runlog.task_scores(record)
         if samples is not None:
             samples.extend(result['samples'])
     return {'tasks': final} if final else {}

@@ -442,3 +442,20 @@ def test_rank_count_and_torn_log_line(tmp_path):
                dict(kind='batch', step=1)]
     log.write_text(''.join(json.dumps(r) + '\n' for r in records) + '{"kind": "eval", "st')
     assert [json.loads(line) for line in runlog.kept_log_records(str(log), 1)] == records[:3]
+
+
+def test_final_evals_keep_generation_task_scores(tmp_path):
+    """A run resumed after its final eval takes summary.json's `final` from the log: a generation task's record
+    (exact_match by filter, no acc) gives what the run itself would have written (tasks.evaluate_and_log)."""
+    import json
+    import runlog
+    records = [dict(kind='eval', step=8, stage=1, val_loss_target=2.5, val_loss_generic=3.0),
+               dict(kind='task', task='gsm', step=8, exact_match={'strict-match': 0.25, 'flexible-extract': 0.5},
+                    n=4, eval_s=0.1),
+               dict(kind='task', task='mc', step=8, acc=0.5, acc_norm=0.75, n=4, eval_s=0.1)]
+    path = tmp_path / 'log.jsonl'
+    path.write_text(''.join(json.dumps(r) + '\n' for r in records))
+    assert runlog.final_evals(str(path)) == dict(
+        val_loss_target=2.5, val_loss_generic=3.0,
+        tasks=dict(gsm=dict(exact_match={'strict-match': 0.25, 'flexible-extract': 0.5}, n=4),
+                   mc=dict(acc=0.5, acc_norm=0.75, n=4)))
