@@ -35,7 +35,7 @@ FEWSHOT_SEED = 1234  # the harness's fewshot_random_seed default
 FEWSHOT_DELIMITER = '\n\n'  # the harness's fewshot_delimiter, after each few-shot example
 TASK_FILE_HELP = ('task files are JSON lines of {"context", "choices", "label"}, XCOPA\'s {"premise", "choice1", '
                   '"choice2", "question", "label"}, {"context", "answer"} (generated) or GSM8K\'s {"question", '
-                  '"answer"} (README "Task accuracy")')
+                  '"answer"} (docs/tasks.md)')
 
 
 def draw_fewshot(name, options, examples, pool, same_file):

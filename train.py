@@ -7,7 +7,7 @@ number of ranks):
 Every step t: ask schedule.py which sequences and which LR, read those windows from the two memmaps, split the
 global batch over ranks and micro-steps, forward/backward, clip, step. Nothing here decides what data is seen.
 
-Outputs in out_dir: log.jsonl (one JSON record per line; keys in README "Log format"), summary.json at the end,
+Outputs in out_dir: log.jsonl (one JSON record per line; keys in docs/logs.md "Log format"), summary.json at the end,
 ckpt.pt (latest, replaced atomically), ckpt_<step>.pt for checkpoint_steps (parallel='fsdp': the sharded ckpt.dcp/,
 ckpt_<step>.dcp/). The plumbing lives beside this file:
 data.py (sources, loader), checkpoint.py (how a run starts, checkpoints, fingerprints, summary.json), runlog.py (the

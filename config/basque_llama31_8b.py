@@ -17,7 +17,7 @@ init_from = 'models/Llama-3.1-8B'          # the shape comes from its config.jso
 generic_dir = 'data/slimpajama_llama3'
 target_dir = 'data/basque_llama3'
 out_dir = 'out/basque_llama31_8b'
-tasks = {'xcopa_eu': 'data/xcopa_eu.jsonl'}  # README "Task accuracy" says how to make it from HiTZ/XCOPA-eu
+tasks = {'xcopa_eu': 'data/xcopa_eu.jsonl'}  # docs/tasks.md says how to make it from HiTZ/XCOPA-eu
 # the schedule: 210M Basque tokens seen once, spread over every step with replay
 replay_fraction = 0.5                      # ρ; N = ⌈51,200 / (128 x (1 − ρ))⌉ = 800 steps
 batch_size = 4                             # sequences per micro-step per GPU ... (docs/benchmarks.md "8B memory",

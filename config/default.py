@@ -18,8 +18,8 @@ spike_eval_steps = 0              # ... during this many steps (0 = off)
 tasks = {}                        # multiple-choice and generation tasks scored at every eval and at the end, as
                                   # lm-evaluation-harness scores them: {name: task file}, e.g. {'xcopa_eu':
                                   # 'data/xcopa_eu.jsonl'}, or {name: dict of options} (tasks.TASK_OPTIONS, e.g.
-                                  # dict(file=..., num_fewshot=5, fewshot_file=..., limit=100)) (JSON lines; README
-                                  # "Task accuracy"); logged as kind='task' records
+                                  # dict(file=..., num_fewshot=5, fewshot_file=..., limit=100)) (JSON lines;
+                                  # docs/tasks.md); logged as kind='task' records
 checkpoint_interval = 200         # steps between checkpoints (ckpt.pt, atomically replaced); 0 = only at the end
 checkpoint_steps = []             # extra steps whose checkpoint is kept as ckpt_<step>.pt (sweep.py forks from them)
 log_batch_ids = False             # log, per step, the first token of every sequence fed (tests decode ids from it)

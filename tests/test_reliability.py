@@ -1,4 +1,4 @@
-"""Crashes and bad inputs, end to end on CPU (README "Crashes and resumes"):
+"""Crashes and bad inputs, end to end on CPU (docs/resume.md):
 - kill -9 at random points, then init_from=resume until done == the uninterrupted run (log and summary);
 - a save killed at a random point, or failing on a full disk, never leaves an unloadable ckpt.pt;
 - a NaN loss stops the run, names the step and keeps the last good checkpoint;
