@@ -109,7 +109,7 @@ def check_value(key, value, where, defaults=DEFAULTS):
         hint = f" (did you mean '{close[0]}'?)" if close else " (config/default.py lists every key)"
         raise UserError(f"unknown config key '{key}' in {where}{hint}")
     default = defaults[key]
-    if default is None or value is None:
+    if default is None:
         return value  # keys that default to None take a number or None; their own checks live where they are used
     if key == 'pad_vocab' and not (value == 'auto' or isinstance(value, bool)):
         raise UserError(f"config key 'pad_vocab' in {where} must be 'auto', True or False, got {value!r}")
@@ -278,15 +278,20 @@ def words(choices):
 
 def check_rules(config, rules, prefix=''):
     """Raise UserError for the first value of config that breaks its rule (a NUMBER_RULES name, a tuple of the
-    allowed values, 'a torch device', 'GPU indices', or one of PATH_RULES; '' passes every path rule: not given)."""
+    allowed values, 'a torch device', 'GPU indices', one of PATH_RULES ('' passes every path rule: not given), or a
+    function of the value that returns what it must be, or None when it is fine)."""
     for key, rule in rules.items():
         check_rule(prefix + key, config[key], rule)
 
 
 def check_rule(name, value, rule):
     if isinstance(rule, tuple):
-        if value not in rule:
+        if not any(value is c or (type(value) is type(c) and value == c) for c in rule):  # True is not 1 here
             raise UserError(f"{name}={value!r} must be {words(rule)}")
+    elif callable(rule):
+        what = rule(value)
+        if what is not None:
+            raise UserError(f"{name}={value!r} must be {what}")
     elif rule in NUMBER_RULES:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not NUMBER_RULES[rule](value):
             raise UserError(f"{name}={value!r} must be {rule}")

@@ -63,7 +63,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from configurator import UserError, load_config, run_main
+from configurator import UserError, check_rule, load_config, run_main
 
 # THE PLAN, make_plan's dict of plain numbers (summarize() adds what the CLI and summary.json show):
 #   N, S, U, e, T = U·e, gamma, generic_total = N·S − T; stages (below); generic_offset (windows used before step 0)
@@ -100,8 +100,8 @@ def exact(x):
 
 
 def spread(total, slots, index):
-    """How many of `total` items land in slot `index` of `slots` when spread as evenly as integers allow.
-    Works on numpy arrays of indices too. The first `index` slots hold floor(index*total/slots) items."""
+    """How many of `total` items land in slot `index` of `slots` when spread as evenly as integers allow (index
+    may be a numpy array). The first `index` slots hold floor(index*total/slots) items."""
     return (index + 1) * total // slots - index * total // slots
 
 
@@ -115,19 +115,16 @@ def make_plan(config, target_windows=None, generic_windows=None, generic_offset=
     cursor of the checkpoint a run starts from)."""
     c = config
     derive_steps = c['stages'] is None and c['mode'] == 'mixed' and c['max_iters'] == 0
-    check_keys(c, CONFIG_CHECKS, skip=('max_iters',) if derive_steps else ())
+    check_keys(c, CONFIG_RULES, skip=('max_iters',) if derive_steps else ())
     S = c['batch_size'] * c['gradient_accumulation_steps']
     U = c['target_tokens'] // c['block_size']
     check_target_data(c, U)
     e = c['target_epochs'] if U > 0 else 0
     T = U * e  # target slots in the whole run, counting repeats
     N = mixed_steps(c, S, T) if derive_steps else c['max_iters']
-    if T > N * S:
-        raise UserError(f"target_tokens//block_size * target_epochs = {T} target sequences do not fit in "
-                        f"max_iters * batch_size * gradient_accumulation_steps = {N * S} slots")
+    check_fits(T, N * S)
     generic_total = N * S - T
-    if generic_offset is None:
-        generic_offset = c['generic_offset']
+    generic_offset = c['generic_offset'] if generic_offset is None else generic_offset
     plan = dict(N=N, S=S, U=U, e=e, T=T, gamma=T / (N * S), generic_total=generic_total, generic_offset=generic_offset,
                 target_windows=target_windows, generic_windows=generic_windows,
                 **{k: c[k] for k in ('eval_interval', 'spike_eval_interval', 'spike_eval_steps', 'data_seed',
@@ -136,7 +133,8 @@ def make_plan(config, target_windows=None, generic_windows=None, generic_offset=
         stages, summary = paper_stages(c, N, S, T, plan['gamma'])
     else:  # no single ρ, α, δ
         stages, summary = stages_from_list(c, N, S, T), dict(dict.fromkeys(TWO_STAGE_KEYS), warnings=[], mode='stages')
-    plan.update(stages=place(stages, N, S), **summary)
+    check_stages_fit(stages, S)
+    plan.update(stages=place(stages, N), **summary)
     check_splits(c, plan)
     if generic_windows is not None and generic_total > 0:
         plan['generic_epochs'] = epochs = (generic_offset + generic_total) / generic_windows
@@ -161,7 +159,7 @@ def lr_settings(config, overrides=None):
 def paper_stages(c, N, S, T, gamma):
     """The paper's two stages from (ρ, α, δ), mode and the ablation keys, or mode='mixed''s one stage; and the
     plan's two-stage summary of them."""
-    check_keys(c, PAPER_CHECKS)
+    check_keys(c, PAPER_RULES)
     mixed, finetune = c['mode'] == 'mixed', c['mode'] == 'finetune'
     if mixed:
         rho, alpha, delta = check_mixed(c, N, S, T, gamma), 1.0, 1.0
@@ -173,10 +171,7 @@ def paper_stages(c, N, S, T, gamma):
     K1 = T - K2
     L2 = min(N, max(round_half_up(delta * N), -(-K2 // S)))
     L1 = N - L2
-    if K1 > L1 * S:
-        raise UserError(f"stage 1 needs {K1} target sequences but has only {L1 * S} slots after rounding "
-                        f"(stage2_fraction={delta:.6g}, stage2_allocation={alpha:.6g}): lower stage2_fraction "
-                        f"or raise stage2_allocation")
+    check_stage1(K1, L1 * S, alpha, delta)
     rho_realised = 1 - K2 / (L2 * S) if L2 > 0 else None
     warnings = [f"rounding moved ρ (replay_fraction) from {rho:.4f} to {rho_realised:.4f}: "
                 f"{'the stage' if mixed else 'stage 2'} has {L2} steps x {S} sequences for {K2} target sequences"
@@ -198,25 +193,19 @@ def paper_stages(c, N, S, T, gamma):
 def mixed_steps(c, S, T):
     """max_iters=0 in mode='mixed': the fewest steps whose slots hold all T = U·e target sequences at replay share
     ρ, N = ⌈T / (S·(1 − ρ))⌉, in exact integers. Every ρ then sees the same target data and only adds replay."""
-    rho = c['replay_fraction']
-    if T == 0:
-        raise UserError(f"max_iters=0 derives N from the target data (mode='mixed'), but target_tokens="
-                        f"{c['target_tokens']} gives none: set target_tokens, or max_iters")
-    if rho is None or rho == 1:
-        raise UserError(f"max_iters=0 derives N = ⌈U·e / (S·(1 − ρ))⌉ (mode='mixed'): give replay_fraction (ρ) "
-                        f"below 1 (it is {rho!r}), or max_iters")
-    keep = 1 - exact(rho)  # the target share 1 − ρ
+    check_derived_steps(c, T)
+    keep = 1 - exact(c['replay_fraction'])  # the target share 1 − ρ
     return -(-T * keep.denominator // (S * keep.numerator))
 
 
 def stages_from_list(c, N, S, T):
     """`stages`: a list of dicts, each giving a stage's length, its target sequences, and optionally a ramp, an LR
-    schedule of its own, an optimizer reset and spike evals (STAGE_CHECKS lists each key and what it means)."""
+    schedule of its own, an optimizer reset and spike evals (STAGE_RULES lists each key and what it means)."""
     specs, restarts = c['stages'], check_stage_list(c)
     lengths = [spec['steps'] if 'steps' in spec else round_half_up(spec['fraction'] * N) if 'fraction' in spec
                else None for spec in specs]
     fill_the_rest(lengths, N, 'steps', 'steps or fraction', f"max_iters={N}")
-    targets, ramps = map(list, zip(*[stage_target(spec, i, lengths[i], S, T) for i, spec in enumerate(specs)]))
+    targets, ramps = map(list, zip(*[stage_target(spec, steps, S, T) for spec, steps in zip(specs, lengths)]))
     fill_the_rest(targets, T, 'target sequences', 'target, allocation or replay_fraction',
                   f"target_tokens//block_size * target_epochs = {T}")
     stages = []
@@ -228,38 +217,24 @@ def stages_from_list(c, N, S, T):
     return stages
 
 
-def stage_target(spec, i, steps, S, T):
-    """(exact target count or None for "the rest", ramp as integers (a, b) or None) of one stage."""
+def stage_target(spec, steps, S, T):
+    """(exact target count or None for "the rest", ramp as coprime integers (a, b) or None) of one stage."""
     rho, ramp = spec.get('replay_fraction'), spec.get('ramp')
     if isinstance(rho, (list, tuple)):  # ρ from its first step to its last: a ramp of the target share
-        if ramp is not None:
-            raise UserError(f"stages[{i}] gives both a replay_fraction pair and a ramp: give one")
         ramp, rho = (1 - rho[0], 1 - rho[1]), (rho[0] + rho[1]) / 2
-        check_keys({'ramp': ramp}, STAGE_CHECKS, f"stages[{i}] ")
     if ramp is not None:  # exact rationals, then coprime integers; 1:1 is no ramp
         a, b = (exact(r) for r in ramp)
-        scale = math.lcm(a.denominator, b.denominator)
-        a, b = int(a * scale), int(b * scale)
+        a, b = (int(x * math.lcm(a.denominator, b.denominator)) for x in (a, b))
         ramp = (a // math.gcd(a, b), b // math.gcd(a, b)) if a != b else None
-    if rho is not None:
-        if steps is None:
-            raise UserError(f"stages[{i}] gives replay_fraction but takes the rest of the steps: give it steps or "
-                            f"a fraction")
+    if rho is not None:  # a stage that takes the rest of the steps has them by now
         return round_half_up((1 - rho) * steps * S), ramp
     return (round_half_up(spec['allocation'] * T) if 'allocation' in spec else spec.get('target')), ramp
 
 
-def place(stages, N, S):
-    """Fills in each stage's first step, the target sequences before it, and the LR schedule it runs in (its
-    settings, start and length); checks that every step's target sequences fit in S slots."""
+def place(stages, N):
+    """Fills in each stage's first step, the target sequences before it, and the LR schedule it runs in."""
     start, before, schedule = 0, 0, None
-    for i, s in enumerate(stages):
-        if s['target'] > s['steps'] * S:
-            raise UserError(f"stage {i + 1} has {s['steps']} steps x {S} sequences but {s['target']} target "
-                            f"sequences: give it more steps or less target data")
-        if s['ramp'] is not None and s['target'] and max(stage_step_targets(s, j) for j in range(s['steps'])) > S:
-            raise UserError(f"stage {i + 1}'s ramp {s['ramp'][0]}:{s['ramp'][1]} needs more than {S} target "
-                            f"sequences in a step: flatten the ramp or lower the stage's target share")
+    for s in stages:
         if s['lr'] is not None:
             schedule = dict(s['lr'], start=start, length=0)
         schedule['length'] += s['steps']
@@ -380,11 +355,6 @@ def starting_stage(plan, t):
     return s if t < plan['N'] and s['start'] == t else None
 
 
-def starts_schedule(s):
-    """Whether an LR schedule begins at stage s's first step (it restarts one, or the stages before it are empty)."""
-    return s['schedule']['start'] == s['start']
-
-
 def resets_optimizer_at(plan, t):
     """True at the first step of a stage that throws the optimizer state away (fine-tuning's stage 2)."""
     s = starting_stage(plan, t)
@@ -398,13 +368,12 @@ def stage_starts(plan):
 
 def stage_record(plan, t):
     """What train.py logs when a stage starts at step t (kind 'stage'), else None: only what the first t + 1
-    steps decide, so that runs sharing a prefix share their log."""
+    steps decide, so that runs sharing a prefix share their log. lr_restart: an LR schedule begins here."""
     s = starting_stage(plan, t)
-    if s is None:
-        return None
-    return dict(kind='stage', step=t, stage=stage_of(plan, t), lr_schedule=s['schedule']['lr_schedule'],
-                lr_restart=starts_schedule(s), learning_rate=s['schedule']['learning_rate'],
-                reset_optimizer=resets_optimizer_at(plan, t))
+    return None if s is None else dict(
+        kind='stage', step=t, stage=stage_of(plan, t), lr_schedule=s['schedule']['lr_schedule'],
+        lr_restart=s['schedule']['start'] == t, learning_rate=s['schedule']['learning_rate'],
+        reset_optimizer=resets_optimizer_at(plan, t))
 
 
 def evals_at(plan, k):
@@ -414,10 +383,8 @@ def evals_at(plan, k):
     if k == plan['N'] or (plan['eval_interval'] > 0 and k % plan['eval_interval'] == 0):
         return True
     after = plan['spike_eval_steps']
-    if after <= 0:
-        return False
-    return any(s['spike_evals'] and s['steps'] > 0 and s['start'] > 0 and 0 <= k - s['start'] <= after
-               and (k - s['start']) % max(1, plan['spike_eval_interval']) == 0 for s in plan['stages'])
+    return after > 0 and any(s['spike_evals'] and s['steps'] > 0 and s['start'] > 0 and 0 <= k - s['start'] <= after
+                             and (k - s['start']) % max(1, plan['spike_eval_interval']) == 0 for s in plan['stages'])
 
 
 # ---- 4. Prefix hashes: two runs whose hashes agree at k reach the same state after k steps (sweep.py forks) ----
@@ -459,68 +426,66 @@ def prefix_hashes(config, plan, upto=None):
     return hashes
 
 
-# ---- 5. Checks: each key's own range from a table (key -> test, what it must be), then the ones across keys ----
+# ---- 5. Checks: each key's rule from a table (configurator.check_rule), then the ones across keys -------------
 
-def number(lowest=0, highest=math.inf, whole=False):
-    """A test: a number in [lowest, highest] and finite (never a bool), an int if whole. NaN fails it."""
+def number(words, lowest=0, highest=math.inf, whole=False):
+    """A rule: a finite number in [lowest, highest], an int if whole, never a bool (NaN fails); else `words`."""
     kinds = int if whole else (int, float)
-    return lambda v: not isinstance(v, bool) and isinstance(v, kinds) and lowest <= v <= highest and v < math.inf
+    return lambda v: None if (not isinstance(v, bool) and isinstance(v, kinds) and lowest <= v <= highest
+                              and v < math.inf) else words
 
 
-def one_of(*choices):  # `is` or same type and equal: True is not 1 here
-    return lambda v: any(v is c or (type(v) is type(c) and v == c) for c in choices)
+def one_of(words, *allowed):  # a rule: one of `allowed` (True is not 1 here), else `words`
+    return lambda v: None if any(v is a or (type(v) is type(a) and v == a) for a in allowed) else words
 
 
-def pair_of(test):
-    return lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(test(x) for x in v)
+def pair_of(rule, words):  # a rule: a list or tuple of two values that pass `rule`, else `words`
+    return lambda v: None if isinstance(v, (list, tuple)) and len(v) == 2 and not any(map(rule, v)) else words
 
 
-is_fraction = number(0, 1)
-FRACTION = (is_fraction, 'a number between 0 and 1')
-OPTIONAL_FRACTION = (lambda v: v is None or is_fraction(v), FRACTION[1])
-AT_LEAST_1, COUNT = (number(1, whole=True), 'at least 1'), (number(whole=True), '0 or more')
-WHOLE, NON_NEGATIVE = (number(whole=True), 'a whole number, 0 or more'), (number(), 'a number, 0 or more')
-TRUE_FALSE = (one_of(True, False), 'True or False')
-LR_KIND = (one_of(*LR_KINDS), f"one of {', '.join(map(repr, LR_KINDS))}")
-# config keys, in the order make_plan checks them: key -> (test, what the value must be)
-CONFIG_CHECKS = {'max_iters': AT_LEAST_1, 'batch_size': AT_LEAST_1, 'gradient_accumulation_steps': AT_LEAST_1,
-                 'block_size': AT_LEAST_1, 'target_tokens': COUNT, 'generic_offset': COUNT,
-                 'replay_fraction': OPTIONAL_FRACTION, 'stage2_allocation': OPTIONAL_FRACTION,
-                 'stage2_fraction': OPTIONAL_FRACTION, 'warmup_fraction': OPTIONAL_FRACTION,
-                 'cooldown_fraction': OPTIONAL_FRACTION, 'lr_schedule': LR_KIND}
+FRACTION, WHOLE = number('a number between 0 and 1', 0, 1), number('a whole number, 0 or more', whole=True)
+NON_NEGATIVE, LR_KIND = number('a number, 0 or more'), one_of(f"one of {', '.join(map(repr, LR_KINDS))}", *LR_KINDS)
+MAY_BE_NONE = {'replay_fraction', 'stage2_allocation', 'stage2_fraction', 'ramp'}  # None: not given
+
+
+def stage_replay_rule(v):  # ρ, or a pair: ρ at the stage's first step and at its last
+    if isinstance(v, (list, tuple)):
+        return pair_of(FRACTION, 'a number or a pair of numbers in [0, 1]')(v)
+    return FRACTION(v)
+
+
+def ramp_rule(v):
+    words = "two numbers >= 0, not both 0: the target share at the stage's first and last step, as a ratio"
+    return pair_of(NON_NEGATIVE, words)(v) or (None if sum(v) > 0 else words)
+
+
+# config keys, in the order make_plan checks them: key -> rule
+CONFIG_RULES = {**dict.fromkeys(('max_iters', 'batch_size', 'gradient_accumulation_steps', 'block_size'),
+                                number('at least 1', 1, whole=True)),
+                **dict.fromkeys(('target_tokens', 'generic_offset'), number('0 or more', whole=True)),
+                **dict.fromkeys(('replay_fraction', 'stage2_allocation', 'stage2_fraction', 'warmup_fraction',
+                                 'cooldown_fraction'), FRACTION), 'lr_schedule': LR_KIND,
+                # the plan's other keys, as train.RULES has them (the CLI and sweep.py check no other table)
+                **dict.fromkeys(('learning_rate', 'stage2_learning_rate'), 'a positive number'), 'min_lr': '0 or more',
+                **dict.fromkeys(('eval_interval', 'spike_eval_interval', 'spike_eval_steps', 'data_seed'),
+                                number('0 or more', whole=True))}
 # what the paper's keys add (not read with a stage list)
-PAPER_CHECKS = {'mode': (one_of('midtrain', 'finetune', 'mixed'),
-                         "'midtrain' or 'finetune' (two stages), or 'mixed' (one stage of target and replay)"),
-                'stage2_schedule': (one_of(None, 'restart', 'continue'), "'restart', 'continue' or None"),
-                'reset_optimizer': (one_of(None, True, False), 'True, False or None')}
-# What a dict in `stages` may set, and what each key means (config/default.py lists them):
-STAGE_CHECKS = {
-    # its length: steps, or a fraction of max_iters (rounded half up); one stage may give neither and take the rest
-    'steps': WHOLE, 'fraction': FRACTION,
-    # its target sequences: an exact count, an allocation (share of the U·e, rounded half up), or replay_fraction
-    # (ρ: target = round((1 − ρ)·steps·S), or a pair: ρ at its first step and at its last, a linear ramp); one
-    # stage may give none and take the rest; together they are U·e
-    'target': WHOLE, 'allocation': FRACTION,
-    'replay_fraction': (lambda v: v is None or is_fraction(v) or pair_of(is_fraction)(v),
-                        lambda v: 'a number or a pair of numbers in [0, 1]' if isinstance(v, (list, tuple))
-                        else 'a number between 0 and 1'),
-    # with target or allocation: the target share at its first and last step, as a ratio
-    'ramp': (lambda v: v is None or pair_of(number())(v) and sum(v) > 0, "two numbers >= 0, not both 0: "
-             "the target share at the stage's first and last step, as a ratio"),
-    # 'restart': a new LR schedule starts here (the first stage always starts one), with the keys below (default:
-    # the config's); 'continue' (default): the previous stage's schedule runs on over this one
-    'schedule': (one_of('restart', 'continue'), "'restart' or 'continue'"), 'lr_schedule': LR_KIND,
-    'learning_rate': NON_NEGATIVE, 'min_lr': NON_NEGATIVE, 'warmup_fraction': FRACTION, 'cooldown_fraction': FRACTION,
-    # fresh AdamW moments at its start (default False); the dense evals of spike_eval_* after its start (default:
-    # when it resets or restarts)
-    'reset_optimizer': TRUE_FALSE, 'spike_evals': TRUE_FALSE}
+PAPER_RULES = {'mode': one_of("'midtrain' or 'finetune' (two stages), or 'mixed' (one stage of target and replay)",
+                              'midtrain', 'finetune', 'mixed'),
+               'stage2_schedule': ('restart', 'continue', None), 'reset_optimizer': (True, False, None)}
+# what a dict in `stages` may set (config/default.py says what each key means)
+STAGE_RULES = {'steps': WHOLE, 'fraction': FRACTION, 'target': WHOLE, 'allocation': FRACTION,
+               'replay_fraction': stage_replay_rule, 'ramp': ramp_rule, 'schedule': ('restart', 'continue'),
+               'lr_schedule': LR_KIND, 'learning_rate': NON_NEGATIVE, 'min_lr': NON_NEGATIVE,
+               'warmup_fraction': FRACTION, 'cooldown_fraction': FRACTION, 'reset_optimizer': (True, False),
+               'spike_evals': (True, False)}
 
 
-def check_keys(values, checks, where='', skip=()):
-    """Every key of `checks` that `values` holds passes its test, else '<where><key>=<value> must be <what>'."""
-    for key, (test, what) in checks.items():
-        if key in values and key not in skip and not test(values[key]):
-            raise UserError(f"{where}{key}={values[key]!r} must be {what(values[key]) if callable(what) else what}")
+def check_keys(values, rules, where='', skip=()):
+    """Every key of `rules` that `values` holds passes its rule, else '<where><key>=<value> must be <what>'."""
+    for key, rule in rules.items():
+        if key in values and key not in skip and not (key in MAY_BE_NONE and values[key] is None):
+            check_rule(where + key, values[key], rule)
 
 
 def check_target_data(c, U):
@@ -530,6 +495,40 @@ def check_target_data(c, U):
                         f"{c['block_size']} tokens")
     if U > 0 and c['target_epochs'] < 1:
         raise UserError(f"target_epochs={c['target_epochs']} must be at least 1")
+
+
+def check_derived_steps(c, T):
+    """max_iters=0 derives N: the target data and a ρ below 1 are needed."""
+    if T == 0:
+        raise UserError(f"max_iters=0 derives N from the target data (mode='mixed'), but target_tokens="
+                        f"{c['target_tokens']} gives none: set target_tokens, or max_iters")
+    if c['replay_fraction'] is None or c['replay_fraction'] == 1:
+        raise UserError(f"max_iters=0 derives N = ⌈U·e / (S·(1 − ρ))⌉ (mode='mixed'): give replay_fraction (ρ) "
+                        f"below 1 (it is {c['replay_fraction']!r}), or max_iters")
+
+
+def check_fits(T, slots):
+    if T > slots:
+        raise UserError(f"target_tokens//block_size * target_epochs = {T} target sequences do not fit in "
+                        f"max_iters * batch_size * gradient_accumulation_steps = {slots} slots")
+
+
+def check_stage1(K1, slots, alpha, delta):
+    if K1 > slots:
+        raise UserError(f"stage 1 needs {K1} target sequences but has only {slots} slots after rounding "
+                        f"(stage2_fraction={delta:.6g}, stage2_allocation={alpha:.6g}): lower stage2_fraction "
+                        f"or raise stage2_allocation")
+
+
+def check_stages_fit(stages, S):
+    """Every step's target sequences fit in its S slots."""
+    for i, s in enumerate(stages):
+        if s['target'] > s['steps'] * S:
+            raise UserError(f"stage {i + 1} has {s['steps']} steps x {S} sequences but {s['target']} target "
+                            f"sequences: give it more steps or less target data")
+        if s['ramp'] is not None and s['target'] and max(stage_step_targets(s, j) for j in range(s['steps'])) > S:
+            raise UserError(f"stage {i + 1}'s ramp {s['ramp'][0]}:{s['ramp'][1]} needs more than {S} target "
+                            f"sequences in a step: flatten the ramp or lower the stage's target share")
 
 
 def check_splits(c, plan):
@@ -544,7 +543,7 @@ def check_splits(c, plan):
 
 def check_stage_list(c):
     """`stages` is a non-empty list of dicts and the paper's keys that a list replaces are not given; each dict has
-    known keys, each given once, each value as STAGE_CHECKS wants, LR keys only where a schedule starts. Returns
+    known keys, each given once, each value as STAGE_RULES wants, LR keys only where a schedule starts. Returns
     whether each stage starts an LR schedule (the first always does)."""
     given = [k for k in ('replay_fraction', 'stage2_allocation', 'stage2_fraction') if c[k] is not None]
     if given:
@@ -556,18 +555,23 @@ def check_stage_list(c):
     restarts = [i == 0 or spec.get('schedule') == 'restart' for i, spec in enumerate(specs)]
     for i, spec in enumerate(specs):
         for key in spec:
-            if key not in STAGE_CHECKS:
-                close = difflib.get_close_matches(str(key), list(STAGE_CHECKS), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(STAGE_CHECKS)})"
+            if key not in STAGE_RULES:
+                close = difflib.get_close_matches(str(key), list(STAGE_RULES), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(STAGE_RULES)})"
                 raise UserError(f"stages[{i}] has an unknown key {key!r}{hint}")
         if 'steps' in spec and 'fraction' in spec or len(spec.keys() & {'target', 'allocation', 'replay_fraction'}) > 1:
             raise UserError(f"stages[{i}] gives its length or its target twice: use one of steps/fraction and one "
                             f"of target/allocation/replay_fraction")
-        check_keys(spec, STAGE_CHECKS, f"stages[{i}] ")
+        check_keys(spec, STAGE_RULES, f"stages[{i}] ")
         lr_given = [k for k in LR_KEYS if k in spec]
         if lr_given and not restarts[i]:
             raise UserError(f"stages[{i}] sets {', '.join(lr_given)} but continues the previous LR schedule: add "
                             f"schedule='restart' to it")
+        rho = spec.get('replay_fraction')
+        if isinstance(rho, (list, tuple)):  # a ramp of the target share from 1 − ρ to 1 − ρ'
+            if spec.get('ramp') is not None:
+                raise UserError(f"stages[{i}] gives both a replay_fraction pair and a ramp: give one")
+            check_keys({'ramp': (1 - rho[0], 1 - rho[1])}, STAGE_RULES, f"stages[{i}] ")
     return restarts
 
 
@@ -656,20 +660,19 @@ def fill_the_rest(values, total, what, keys, total_name):
 # ---- 6. The command line: print the plan, or one step ---------------------------------------------------------
 
 def count_windows(n_tokens, block_size):
-    """Whole windows of block_size inputs + 1 label token in a split of n_tokens tokens (consecutive windows share
-    only the label token at their seam)."""
+    """Whole windows (block_size inputs + 1 label token) in n_tokens tokens of a text split: consecutive windows
+    share only the label token at their seam (a chat source's windows share none: data.py)."""
     return max(0, (n_tokens - 1) // block_size)
 
 
 def split_windows(data_dir, block_size):
-    """Windows of block_size (+1 label token) in data_dir/train.bin, from meta.json's dtype; None if absent."""
+    """Windows of block_size in data_dir/train.bin, from meta.json's dtype and format; None if absent."""
     meta_path, bin_path = os.path.join(data_dir, 'meta.json'), os.path.join(data_dir, 'train.bin')
     if not (os.path.isfile(meta_path) and os.path.isfile(bin_path)):
         return None
     with open(meta_path) as f:
         meta = json.load(f)
     n_tokens = os.path.getsize(bin_path) // np.dtype(meta.get('dtype', 'uint16')).itemsize
-    # a chat source's windows (data.py) share no seam token
     return n_tokens // (block_size + 1) if meta.get('format') == 'chat' else count_windows(n_tokens, block_size)
 
 
@@ -690,7 +693,7 @@ def stage_table(plan):
                          share_start=share(stage_step_targets(s, 0), 1, S) if L else None,
                          share_end=share(stage_step_targets(s, L - 1), 1, S) if L else None,
                          ramp=list(s['ramp']) if s['ramp'] else None, lr_schedule=lr['lr_schedule'],
-                         learning_rate=lr['learning_rate'], lr='restart' if starts_schedule(s) else 'continue',
+                         learning_rate=lr['learning_rate'], lr='restart' if lr['start'] == s['start'] else 'continue',
                          reset_optimizer=s['reset_optimizer'] and s['start'] > 0 and L > 0,
                          spike_evals=s['spike_evals']))
     return rows
@@ -719,6 +722,7 @@ def summarize(config, plan):
 
 
 def describe_step(plan, t):
+    """Step t as --show_step prints it: its stage, LR, reset, and the pool ids and generic windows it feeds."""
     is_target, ids = step_batch(plan, t)
     return dict(step=t, stage=stage_of(plan, t), lr=lr_at(plan, t), reset_optimizer=resets_optimizer_at(plan, t),
                 n_target=int(is_target.sum()), n_generic=int((~is_target).sum()),

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import runpy
 import shutil
 import subprocess
@@ -321,6 +322,38 @@ def test_every_number_option_declares_its_range():
     missing = [f"{script}: {key}" for script, (table, rules) in tables.items() for key, default in table.items()
                if isinstance(default, (int, float)) and not isinstance(default, bool) and key not in rules]
     assert not missing
+
+
+def test_the_plan_refuses_what_train_refuses(world):
+    """schedule.py's command line and sweep.py plan without train.py's own checks: a value train.RULES refuses for
+    a key the plan reads is refused by schedule.py too, in train.py's words; and --key=None is refused for every
+    key that does not default to None (it used to pass the type check and end in a TypeError)."""
+    shared = sorted(set(schedule.CONFIG_RULES) & set(train.RULES))
+    assert {'learning_rate', 'min_lr', 'eval_interval', 'data_seed'} <= set(shared)
+    failures = []
+    for key in shared:
+        for value in bad_values(DEFAULTS[key], train.RULES[key], world):
+            option = f'--{key}={value}'
+            code, _, stderr = call(schedule.main, ['config/tiny.py', *world['data'], option])
+            _, _, train_stderr = call(train.main, ['config/tiny.py', *world['data'], f"--out_dir={world['new']}",
+                                                   option])
+            if code != 2 or stderr != train_stderr or len(stderr.splitlines()) != 1:
+                failures.append(f"{option}: schedule.py {code} {stderr!r}, train.py {train_stderr!r}")
+    for key in [k for k, default in DEFAULTS.items() if default is not None]:
+        code, _, stderr = call(schedule.main, ['config/tiny.py', f'--{key}=None'])
+        if not (code == 2 and stderr.startswith(f"error: config key '{key}'") and len(stderr.splitlines()) == 1):
+            failures.append(f"--{key}=None: {code} {stderr!r}")
+    assert not failures, '\n'.join(failures)
+    assert not os.path.exists(world['new'])
+
+
+def test_a_choice_is_exact():
+    """A tuple rule takes only its own values: True is not 1 and 1 is not True (`1 in (True, False)` is True)."""
+    configurator.check_rule('tie_embeddings', True, (None, True, False))
+    for name, value, rule in (('tie_embeddings', 1, (None, True, False)), ('spike_evals', 0, (True, False)),
+                              ('stages[0] reset_optimizer', 1, schedule.STAGE_RULES['reset_optimizer'])):
+        with pytest.raises(configurator.UserError, match=rf"^{re.escape(name)}={value} must be "):
+            configurator.check_rule(name, value, rule)
 
 
 # ---- the convention -------------------------------------------------------------------------------------------------
