@@ -473,7 +473,7 @@ CONFIG_RULES = {**dict.fromkeys(('max_iters', 'batch_size', 'gradient_accumulati
 PAPER_RULES = {'mode': one_of("'midtrain' or 'finetune' (two stages), or 'mixed' (one stage of target and replay)",
                               'midtrain', 'finetune', 'mixed'),
                'stage2_schedule': ('restart', 'continue', None), 'reset_optimizer': (True, False, None)}
-# what a dict in `stages` may set (config/default.py says what each key means)
+# what a dict in `stages` may set (docs/schedule.md says what each key means)
 STAGE_RULES = {'steps': WHOLE, 'fraction': FRACTION, 'target': WHOLE, 'allocation': FRACTION,
                'replay_fraction': stage_replay_rule, 'ramp': ramp_rule, 'schedule': ('restart', 'continue'),
                'lr_schedule': LR_KIND, 'learning_rate': NON_NEGATIVE, 'min_lr': NON_NEGATIVE,

@@ -56,7 +56,7 @@ stages = None                     # a list of stages instead of (ρ, α, δ): di
                                   # allocation or replay_fraction (a number, or a (first step, last step) pair
                                   # for a ramp) or none (= the rest); ramp; schedule 'restart'|'continue' with
                                   # lr_schedule, learning_rate, min_lr, warmup_fraction, cooldown_fraction;
-                                  # reset_optimizer; spike_evals. schedule.py's STAGE_RULES documents each key.
+                                  # reset_optimizer; spike_evals. docs/schedule.md documents each key.
                                   # Examples: config/three_stage.py, config/replay_ramp.py
 generic_offset = 0                # generic windows already used before step 0 (train.py sets it from an init_from
                                   # checkpoint, so replayed generic data is fresh)

@@ -55,6 +55,13 @@ def test_a_ramp_gives_exact_integer_counts_on_a_line(L, K, a, b):
     assert [schedule.targets_before(plan, t) for t in range(41)] == [0] + list(np.cumsum(counts))
 
 
+def test_a_stage_given_replay_fraction_may_take_the_rest_of_the_steps():
+    """Its steps are known once the others' are: target = round((1 − ρ)·steps·S) of the steps it is left."""
+    plan = plan_for([dict(steps=30, target=0), dict(replay_fraction=0.75)], S=8, U=20, e=1)
+    assert [(s['steps'], s['target']) for s in plan['stages']] == [(30, 0), (10, 20)]
+    assert step_counts(plan)[30:] == [2] * 10
+
+
 def test_replay_fraction_pair_is_a_ramp_of_the_target_share():
     plan = plan_for([dict(steps=20, target=0), dict(steps=20, replay_fraction=(0.75, 0.25))], S=8, U=80, e=1)
     counts = step_counts(plan)[20:]
