@@ -284,9 +284,14 @@ def check_rules(config, rules, prefix=''):
         check_rule(prefix + key, config[key], rule)
 
 
+def is_choice(value, choices):
+    """value is one of choices, exactly: True is not 1 and 1 is not True (`1 in (True, False)` is True)."""
+    return any(value is c or (type(value) is type(c) and value == c) for c in choices)
+
+
 def check_rule(name, value, rule):
     if isinstance(rule, tuple):
-        if not any(value is c or (type(value) is type(c) and value == c) for c in rule):  # True is not 1 here
+        if not is_choice(value, rule):
             raise UserError(f"{name}={value!r} must be {words(rule)}")
     elif callable(rule):
         what = rule(value)

@@ -63,7 +63,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from configurator import UserError, check_rule, load_config, run_main
+from configurator import UserError, check_rule, is_choice, load_config, run_main
 
 # THE PLAN, make_plan's dict of plain numbers (summarize() adds what the CLI and summary.json show):
 #   N, S, U, e, T = U·e, gamma, generic_total = N·S − T; stages (below); generic_offset (windows used before step 0)
@@ -436,7 +436,7 @@ def number(words, lowest=0, highest=math.inf, whole=False):
 
 
 def one_of(words, *allowed):  # a rule: one of `allowed` (True is not 1 here), else `words`
-    return lambda v: None if any(v is a or (type(v) is type(a) and v == a) for a in allowed) else words
+    return lambda v: None if is_choice(v, allowed) else words
 
 
 def pair_of(rule, words):  # a rule: a list or tuple of two values that pass `rule`, else `words`
