@@ -670,9 +670,12 @@ def split_windows(data_dir, block_size):
     meta_path, bin_path = os.path.join(data_dir, 'meta.json'), os.path.join(data_dir, 'train.bin')
     if not (os.path.isfile(meta_path) and os.path.isfile(bin_path)):
         return None
-    with open(meta_path) as f:
-        meta = json.load(f)
-    n_tokens = os.path.getsize(bin_path) // np.dtype(meta.get('dtype', 'uint16')).itemsize
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+        n_tokens = os.path.getsize(bin_path) // np.dtype(meta.get('dtype', 'uint16')).itemsize
+    except (ValueError, TypeError, AttributeError):  # not JSON, not an object, not a dtype
+        raise UserError(f"{meta_path} is not a valid meta.json: re-run the prepare script for {data_dir}") from None
     return n_tokens // (block_size + 1) if meta.get('format') == 'chat' else count_windows(n_tokens, block_size)
 
 

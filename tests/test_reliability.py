@@ -397,6 +397,23 @@ def test_bad_inputs_fail_fast_with_one_clear_line(bad_inputs, data, tmp_path):
     assert not failures, '\n'.join(failures)
 
 
+def test_the_plan_reads_broken_data_dirs_without_a_traceback(bad_inputs, data):
+    """schedule.py and sweep.py read a data directory's size themselves (without torch): each broken copy of the
+    data above gives a plan or one error line, and a broken meta.json the error naming it."""
+    names = [arg.partition('=')[2] for _, extra, _ in BAD for arg in extra if arg.startswith('--target_dir=')]
+    names = [name for name in names if name in bad_inputs]
+    assert {'bad_meta', 'odd_bytes', 'empty_train', 'no_val'} <= set(names)
+    for name in names:
+        result = subprocess.run([sys.executable, 'schedule.py', 'config/tiny.py', f"--generic_dir={data['generic']}",
+                                 f"--target_dir={bad_inputs[name]}"], cwd=ROOT, env=ENV, capture_output=True,
+                                text=True, timeout=120)
+        assert 'Traceback' not in result.stderr and result.returncode in (0, 2), (name, result.stderr[-2000:])
+        if result.returncode == 2:
+            assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith('error: '), result.stderr
+        if name == 'bad_meta':
+            assert result.returncode == 2 and 'bad_meta/meta.json is not a valid meta.json' in result.stderr
+
+
 def test_sample_refuses_a_corrupt_checkpoint(bad_inputs):
     result = subprocess.run([sys.executable, 'sample.py', f"--ckpt={bad_inputs['root']}/truncated.pt"], cwd=ROOT,
                             env=ENV, capture_output=True, text=True, timeout=120)
