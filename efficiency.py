@@ -15,6 +15,7 @@ settings are seeds of one). Runs equal in all settings but ρ, α, δ (and the N
 grows with it: max_iters=0) are one protocol, whose best replay run is compared with its best run without replay.
 """
 import csv
+import io
 import json
 import math
 import os
@@ -51,6 +52,18 @@ def parse_cell(column, text):
     return value if math.isfinite(value) else None
 
 
+def not_a_results_file(path, why):
+    return f"{path} is not a results file ({why}): gather it again with `python sweep.py SWEEP_FILE --status=True`"
+
+
+def read_results_file(path):
+    try:
+        with open(path, newline='') as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(not_a_results_file(path, f"{e.reason} at byte {e.start}")) from None
+
+
 def load_sweep(sweep_dir):
     """Rows of SWEEP_DIR/results.csv as dicts, each with 'evals' ([[step, target, generic], ...]), 'task_evals'
     ({task: [[step, acc, acc_norm], ...]}, a generation task's [[step, {filter: exact_match}], ...]) and
@@ -59,9 +72,12 @@ def load_sweep(sweep_dir):
     csv_path, jsonl_path = os.path.join(sweep_dir, 'results.csv'), os.path.join(sweep_dir, 'results.jsonl')
     if not os.path.isfile(csv_path):
         raise ValueError(f"{csv_path} not found (is {sweep_dir} a sweep directory?)")
-    with open(csv_path, newline='') as f:
-        rows = [{k: parse_cell(k, v) for k, v in row.items() if k is not None} for row in csv.DictReader(f)]
-    evals, lines = {}, open(jsonl_path).read().splitlines() if os.path.isfile(jsonl_path) else []
+    try:
+        rows = [{k: parse_cell(k, v) for k, v in row.items() if k is not None}
+                for row in csv.DictReader(io.StringIO(read_results_file(csv_path)))]
+    except csv.Error as e:
+        raise ValueError(not_a_results_file(csv_path, e)) from None
+    evals, lines = {}, read_results_file(jsonl_path).splitlines() if os.path.isfile(jsonl_path) else []
     for number, line in enumerate(lines, 1):
         try:
             record = json.loads(line) if line.strip() else {}

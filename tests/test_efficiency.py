@@ -118,6 +118,19 @@ def test_cli_missing_sweep_dir(tmp_path):
     assert result.returncode == 2 and 'not found' in result.stderr and 'Traceback' not in result.stderr
 
 
+@pytest.mark.parametrize('name', ['results.csv', 'results.jsonl'])
+def test_a_results_file_that_is_not_text_is_named(tmp_path, name):
+    """Both readers (efficiency.py, plot.py) name the file and how to write it again, in one line."""
+    write_sweep(tmp_path, reference_rows([law(BUDGETS)]))
+    (tmp_path / name).write_bytes(b'\xff\xfe\x00binary')
+    for script in ('efficiency.py', 'plot.py'):
+        result = subprocess.run([sys.executable, script, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+        assert result.stderr.startswith(f"error: {tmp_path / name} is not a results file (")
+        assert 'python sweep.py SWEEP_FILE --status=True' in result.stderr
+
+
 
 def finetune_replay_rows(rhos=(0.0, 0.25, 0.5, 0.75), losses=(1.2, 1.6, 2.5, 2.0), max_iters=None):
     """config/finetune_replay.py's runs (mode='mixed', max_iters=0): N = ⌈U·e / (S·(1 − ρ))⌉ and γ = T/(N·S) grow
