@@ -82,16 +82,20 @@ def eval_record(plan, t, losses):
 
 def kept_log_records(path, step):
     """Log lines written before the state after `step` completed steps was checkpointed: evals and task evals at
-    <= step, train and batch records of steps < step. A torn last line (a kill mid-write) is dropped."""
+    <= step, train and batch records of steps < step. A torn last line (a kill mid-write) is dropped; a line that
+    is not a log record (bytes, another file's text) ends the kept log, with a warning."""
     kept = []
     if os.path.isfile(path):
-        with open(path) as f:
-            for line in f:
+        with open(path, errors='replace') as f:
+            for number, line in enumerate(f, 1):
                 try:
                     record = json.loads(line)
-                except json.JSONDecodeError:
+                    before = record['step'] < step or (record['kind'] in ('eval', 'task') and record['step'] == step)
+                except (ValueError, KeyError, TypeError):
+                    if line.endswith('\n'):  # not a torn last line: say what is dropped
+                        print(f"warning: {path} line {number} is not a log record: the log is kept up to it")
                     break
-                if record['step'] < step or (record['kind'] in ('eval', 'task') and record['step'] == step):
+                if before:
                     kept.append(line if line.endswith('\n') else line + '\n')
     return kept
 

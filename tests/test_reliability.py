@@ -5,6 +5,8 @@
 - every bad config or input is one `error:` line and exit 2, before the model is built;
 - a resume with a changed schedule is refused, and accepted with --force_resume=True.
 Random-token data with a 256-token vocabulary: a 32K vocabulary makes each CPU step ~15x slower."""
+import contextlib
+import io
 import json
 import os
 import random
@@ -459,6 +461,14 @@ def test_rank_count_and_torn_log_line(tmp_path):
                dict(kind='batch', step=1)]
     log.write_text(''.join(json.dumps(r) + '\n' for r in records) + '{"kind": "eval", "st')
     assert [json.loads(line) for line in runlog.kept_log_records(str(log), 1)] == records[:3]
+    # a line that is not a log record (bytes, a list, a record without its step) ends the kept log, said once
+    for bad in (b'\xff\xfe garbage', b'[1, 2]', b'{"kind": "train"}', b'{"kind": "train", "step": "x"}'):
+        log.write_bytes(b''.join(json.dumps(r).encode() + b'\n' for r in records[:2]) + bad + b'\n' +
+                        json.dumps(records[2]).encode() + b'\n')
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert [json.loads(line) for line in runlog.kept_log_records(str(log), 1)] == records[:2]
+        assert out.getvalue() == f"warning: {log} line 3 is not a log record: the log is kept up to it\n"
 
 
 def test_final_evals_keep_generation_task_scores(tmp_path):
