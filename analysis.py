@@ -24,6 +24,7 @@ import os
 import numpy as np
 
 import layout
+from configurator import UserError
 from efficiency import (SCHEDULE_KNOBS, derived_keys, describe, describe_schedule, efficiency, efficiency_report,
                         format_value, seed_average, varying_keys)
 
@@ -361,39 +362,13 @@ def gather(runs, sweep_dir):
         out = run['config']['out_dir']
         if not os.path.isfile(os.path.join(out, 'summary.json')):
             continue
-        with open(os.path.join(out, 'summary.json')) as f:
-            summary = json.load(f)
-        with open(os.path.join(out, 'log.jsonl')) as f:
-            records = [json.loads(line) for line in f]
-        evals = [[r['step'], r['val_loss_target'], r['val_loss_generic']] for r in records if r['kind'] == 'eval']
-        task_evals = {}  # task -> [[step, acc, acc_norm], ...], a generation task's [[step, {filter: exact_match}]]
-        for r in records:
-            if r['kind'] == 'task':
-                task_evals.setdefault(r['task'], []).append(
-                    [r['step'], r['acc'], r['acc_norm']] if 'acc' in r else [r['step'], r['exact_match']])
-        final_tasks = summary['final'].get('tasks', {})
-        task_names.update(t for t, numbers in final_tasks.items() if 'acc' in numbers)  # multiple choice
-        accuracy = {f'{metric}_{task}': numbers[metric] for task, numbers in final_tasks.items()
-                    for metric in ('acc', 'acc_norm') if metric in numbers}
-        accuracy.update({f'exact_match_{task}_{name}': value for task, numbers in final_tasks.items()
-                         for name, value in numbers.get('exact_match', {}).items()})
-        config, plan = summary['config'], summary['plan']
-        asked, realised = replay_of(plan)
-        started = layout.read_start(out)
-        row = dict(run=run['name'], **run['labels'], seed=config['seed'], data_seed=config['data_seed'],
-                   mode=config['mode'], lr_schedule=config['lr_schedule'],
-                   cooldown_fraction=config['cooldown_fraction'],
-                   replay_fraction=asked, rho_realised=realised, stage2_allocation=plan['alpha'],
-                   stage2_fraction=plan['delta'], gamma=plan['gamma'], target_tokens=config['target_tokens'],
-                   target_epochs=config['target_epochs'], max_iters=plan['N'],
-                   stage2_start=plan['stage2_start'], val_loss_target=summary['final'].get('val_loss_target'),
-                   val_loss_generic=summary['final'].get('val_loss_generic'),
-                   steps_computed=plan['N'] - started['fork_step'] if started else None,
-                   forked_from=started['forked_from'] if started else None,
-                   fork_step=started['fork_step'] if started else None, out_dir=out,
-                   **{k: config.get(k) for k in extra}, **accuracy)
-        # plan['stages']: where each stage starts, its LR restart and optimizer reset
-        rows.append((row, evals, task_evals, plan['stages']))
+        try:
+            row, evals, task_evals, stage_table, choice_tasks = gathered_run(run, out, extra)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # not JSON, or not what train.py writes
+            raise UserError(f"{out}: its summary.json or log.jsonl is not what train.py writes ({type(e).__name__}: "
+                            f"{e}): remove its summary.json and start the sweep again to redo the run") from None
+        rows.append((row, evals, task_evals, stage_table))
+        task_names.update(choice_tasks)
     with open(os.path.join(sweep_dir, 'results.csv'), 'w', newline='') as f:
         task_columns = [f'{metric}_{task}' for task in sorted(task_names) for metric in ('acc', 'acc_norm')]
         task_columns += sorted({k for row, *_ in rows for k in row if k.startswith('exact_match_')})
@@ -405,6 +380,42 @@ def gather(runs, sweep_dir):
         for row, evals, task_evals, stage_table in rows:
             f.write(json.dumps({**row, 'evals': evals, 'task_evals': task_evals, 'stage_table': stage_table}) + '\n')
     return len(rows)
+
+
+def gathered_run(run, out, extra):
+    """One finished run's results.csv row, evals, task evals, stage table (plan['stages']: where each stage starts,
+    its LR restart and optimizer reset) and multiple-choice tasks, from out/summary.json and out/log.jsonl."""
+    with open(os.path.join(out, 'summary.json')) as f:
+        summary = json.load(f)
+    with open(os.path.join(out, 'log.jsonl')) as f:
+        records = [json.loads(line) for line in f]
+    evals = [[r['step'], r['val_loss_target'], r['val_loss_generic']] for r in records if r['kind'] == 'eval']
+    task_evals = {}  # task -> [[step, acc, acc_norm], ...], a generation task's [[step, {filter: exact_match}]]
+    for r in records:
+        if r['kind'] == 'task':
+            task_evals.setdefault(r['task'], []).append(
+                [r['step'], r['acc'], r['acc_norm']] if 'acc' in r else [r['step'], r['exact_match']])
+    final_tasks = summary['final'].get('tasks', {})
+    accuracy = {f'{metric}_{task}': numbers[metric] for task, numbers in final_tasks.items()
+                for metric in ('acc', 'acc_norm') if metric in numbers}
+    accuracy.update({f'exact_match_{task}_{name}': value for task, numbers in final_tasks.items()
+                     for name, value in numbers.get('exact_match', {}).items()})
+    config, plan = summary['config'], summary['plan']
+    asked, realised = replay_of(plan)
+    started = layout.read_start(out)
+    row = dict(run=run['name'], **run['labels'], seed=config['seed'], data_seed=config['data_seed'],
+               mode=config['mode'], lr_schedule=config['lr_schedule'],
+               cooldown_fraction=config['cooldown_fraction'],
+               replay_fraction=asked, rho_realised=realised, stage2_allocation=plan['alpha'],
+               stage2_fraction=plan['delta'], gamma=plan['gamma'], target_tokens=config['target_tokens'],
+               target_epochs=config['target_epochs'], max_iters=plan['N'],
+               stage2_start=plan['stage2_start'], val_loss_target=summary['final'].get('val_loss_target'),
+               val_loss_generic=summary['final'].get('val_loss_generic'),
+               steps_computed=plan['N'] - started['fork_step'] if started else None,
+               forked_from=started['forked_from'] if started else None,
+               fork_step=started['fork_step'] if started else None, out_dir=out,
+               **{k: config.get(k) for k in extra}, **accuracy)
+    return row, evals, task_evals, plan['stages'], [t for t, numbers in final_tasks.items() if 'acc' in numbers]
 
 
 def replay_of(plan):

@@ -433,3 +433,24 @@ def test_report_compares_exact_match_per_filter_against_the_seed_spread(generati
                for line in lines)
     assert "replay at ρ = 0.5 raises exact_match_short_answer_none by 0.0500: beyond the seed spread (0.0200)" in lines
     assert "replay at ρ = 0.5 raises acc_choices by 0.0500: beyond the seed spread (0.0100)" in lines
+
+
+@pytest.mark.parametrize('file, text', [('summary.json', b'{not json'), ('summary.json', b'[1]'),
+                                        ('summary.json', b'{"config": {}}'), ('summary.json', b'\xff\xfe'),
+                                        ('log.jsonl', b'{"kind": "eval"}\n')])
+def test_gather_names_a_run_whose_files_are_broken(tmp_path, file, text):
+    """sweep.py gathers every finished run: a summary.json or log.jsonl that is not what train.py writes is one
+    error naming the run and what to do, before results.csv is touched."""
+    import analysis
+    from configurator import UserError
+    records = [dict(kind='eval', step=step, val_loss_target=3.0, val_loss_generic=3.0) for step in (0, 100)]
+    runs = [write_run(tmp_path / 'runs' / name, name, seed, 0.5, records, dict(val_loss_target=3.0,
+                                                                                  val_loss_generic=3.0))
+            for name, seed in (('a', 1), ('b', 2))]
+    assert analysis.gather(runs, str(tmp_path)) == 2
+    before = (tmp_path / 'results.csv').read_bytes()
+    (tmp_path / 'runs' / 'b' / file).write_bytes(text)
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'runs' / 'b'}: its summary.json or log.jsonl is not what "
+                                        r"train.py writes \(.*\): remove its summary.json and start the sweep again"):
+        analysis.gather(runs, str(tmp_path))
+    assert (tmp_path / 'results.csv').read_bytes() == before
