@@ -365,8 +365,9 @@ def gather(runs, sweep_dir):
         try:
             row, evals, task_evals, stage_table, choice_tasks = gathered_run(run, out, extra)
         except (ValueError, KeyError, TypeError, AttributeError) as e:  # not JSON, or not what train.py writes
-            raise UserError(f"{out}: its summary.json or log.jsonl is not what train.py writes ({type(e).__name__}: "
-                            f"{e}): remove its summary.json and start the sweep again to redo the run") from None
+            raise UserError(f"{out}: its summary.json, log.jsonl or started.json is not what train.py and sweep.py "
+                            f"write ({type(e).__name__}: {e}): remove its summary.json and start the sweep again to "
+                            f"redo the run") from None
         rows.append((row, evals, task_evals, stage_table))
         task_names.update(choice_tasks)
     with open(os.path.join(sweep_dir, 'results.csv'), 'w', newline='') as f:

@@ -124,12 +124,21 @@ def start_args(out_dir, fork, record=True):
 
 
 def read_start(out_dir):
-    """A run's start record (start_args), or None when it has none."""
+    """A run's start record (start_args), or None when it has none; ValueError naming the file when it is not one
+    (layout has no UserError: configurator imports it)."""
     path = os.path.join(out_dir, START_RECORD)
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except ValueError:  # not JSON, or not text
+        record = None
+    if not (isinstance(record, dict) and isinstance(record.get('forked_from'), str)
+            and type(record.get('fork_step')) is int):
+        raise ValueError(f"{path} is not a start record ({{\"forked_from\": a run name or \"\", \"fork_step\": a "
+                         f"step}}): remove it (the run then counts as started from step 0)")
+    return record
 
 
 def torchrun_args(procs, parallel):

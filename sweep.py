@@ -370,7 +370,10 @@ def plan_sweep(sweep, options, cli_overrides):
     parent, fork_step, order = fork_tree(hashes, min_fork, [r['done'] for r in runs],
                                          [layout.kept_steps(out) for out in outs], continues_after)
     for i, run in enumerate(runs):
-        started = layout.read_start(outs[i]) if run['done'] else None
+        try:
+            started = layout.read_start(outs[i]) if run['done'] else None
+        except ValueError as e:
+            raise UserError(str(e)) from None
         if run['done']:  # what it recorded when it started, not what this tree would make of it now
             run.update(parent=None, fork_step=started['fork_step'] if started else None,
                        forked_from=started['forked_from'] if started else None,

@@ -437,7 +437,7 @@ def test_report_compares_exact_match_per_filter_against_the_seed_spread(generati
 
 @pytest.mark.parametrize('file, text', [('summary.json', b'{not json'), ('summary.json', b'[1]'),
                                         ('summary.json', b'{"config": {}}'), ('summary.json', b'\xff\xfe'),
-                                        ('log.jsonl', b'{"kind": "eval"}\n')])
+                                        ('log.jsonl', b'{"kind": "eval"}\n'), ('started.json', b'{"fork_step": 3}')])
 def test_gather_names_a_run_whose_files_are_broken(tmp_path, file, text):
     """sweep.py gathers every finished run: a summary.json or log.jsonl that is not what train.py writes is one
     error naming the run and what to do, before results.csv is touched."""
@@ -450,7 +450,8 @@ def test_gather_names_a_run_whose_files_are_broken(tmp_path, file, text):
     assert analysis.gather(runs, str(tmp_path)) == 2
     before = (tmp_path / 'results.csv').read_bytes()
     (tmp_path / 'runs' / 'b' / file).write_bytes(text)
-    with pytest.raises(UserError, match=rf"^{tmp_path / 'runs' / 'b'}: its summary.json or log.jsonl is not what "
-                                        r"train.py writes \(.*\): remove its summary.json and start the sweep again"):
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'runs' / 'b'}: its summary.json, log.jsonl or started.json "
+                                        r"is not what train.py and sweep.py write \(.*\): remove its summary.json "
+                                        r"and start the sweep again"):
         analysis.gather(runs, str(tmp_path))
     assert (tmp_path / 'results.csv').read_bytes() == before
