@@ -81,11 +81,17 @@ def main(argv):
                 start = f.read()
         except OSError as e:
             raise UserError(f"cannot read the prompt file {start[5:]}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise UserError(f"cannot read the prompt file {start[5:]}: not UTF-8 text ({e.reason} at byte "
+                            f"{e.start})") from None
     if options['chat']:
         ids, stop = chat_prompt(name, start, saved)
     else:
         ids, _ = tokenizer['encode']([start])
         ids = ids[:-1]  # drop the end-of-text that ends every encoded document (a BOS in front stays)
+        if len(ids) == 0:
+            raise UserError(f"--start={start!r} is no tokens in the {name} tokenizer (it adds no BOS): give a "
+                            f"prompt, e.g. the default --start='\\n'")
     prompt = torch.tensor(ids.astype('int64'), device=device)[None]
     torch.manual_seed(options['seed'])
     # every sample in one batch, decoded with the KV cache (generate.generate_rows)

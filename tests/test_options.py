@@ -474,6 +474,20 @@ def test_paths_of_the_wrong_kind(world):
     assert snapshot(world['root']) == before
 
 
+def test_sample_refuses_a_prompt_it_cannot_use(world, tmp_path):
+    """A prompt file that is not text, and a prompt of no tokens (the bytes tokenizer adds no BOS): one line each,
+    not a UnicodeDecodeError or an IndexError from an empty batch."""
+    binary, empty = tmp_path / 'binary.txt', tmp_path / 'empty.txt'
+    binary.write_bytes(b'\xff\xfe')
+    empty.write_bytes(b'')
+    for argv, piece in (([f'--start=FILE:{binary}'], f"cannot read the prompt file {binary}: not UTF-8 text"),
+                        (['--start='], "--start='' is no tokens in the bytes tokenizer"),
+                        ([f'--start=FILE:{empty}'], "--start='' is no tokens in the bytes tokenizer")):
+        code, _, stderr = call(sample.main, [world['run'], *argv, '--tokenizer=bytes', '--num_samples=1',
+                                             '--max_new_tokens=2'])
+        assert code == 2 and len(stderr.splitlines()) == 1 and piece in stderr, (argv, stderr)
+
+
 def test_devices_and_registries_are_validated(world, tmp_path):
     cases = [(eval_script.main, [world['run'], '--device=tpu'], "--device='tpu' is not a torch device"),
              (sample.main, [world['run'], '--device=tpu'], "--device='tpu' is not a torch device")]
