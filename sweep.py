@@ -73,20 +73,17 @@ OPTIONS = {'gpus': '', 'gpus_per_run': 1, 'jobs': 1, 'dry_run': False, 'share': 
            # --launcher=slurm only (slurm.py)
            'partition': '', 'account': '', 'time': 1440, 'nodes': 1, 'gpus_per_node': 0, 'cpus_per_task': 0,
            'mem_gb': 0, 'sbatch': {}, 'setup': []}
-# what each option's value must be (configurator.check_rules, the check of train.py's keys): nothing may wait for a
-# resource that cannot exist
+# what each option's value must be (configurator.check_rules): nothing may wait for a resource that cannot exist
 RULES = dict(gpus='GPU indices', gpus_per_run='0 or more', jobs='at least 1', min_fork_step='0 or more',
              launcher=('local', 'slurm'), sweep_dir='an output directory', time='at least 1', nodes='at least 1',
              gpus_per_node='0 or more', cpus_per_task='0 or more', mem_gb='0 or more')
 LOCAL_OPTIONS = ('gpus', 'jobs')
-SLURM_OPTIONS = ('partition', 'account', 'time', 'nodes', 'gpus_per_node', 'cpus_per_task', 'mem_gb', 'sbatch',
-                 'setup')
+SLURM_OPTIONS = ('partition', 'account', 'time', 'nodes', 'gpus_per_node', 'cpus_per_task', 'mem_gb', 'sbatch', 'setup')
 LABELS = ('protocol', 'reference')
 PROGRESS_INTERVAL = 60  # seconds between the sweep's progress lines while runs go on
 SHORT_NAMES = {'replay_fraction': 'rho', 'stage2_allocation': 'alpha', 'stage2_fraction': 'delta',
                'cooldown_fraction': 'cooldown', 'target_tokens': 'D', 'target_epochs': 'e', 'learning_rate': 'lr',
                'stage2_learning_rate': 'lr2', 'max_iters': 'N'}
-
 
 
 def parse_args(argv):
@@ -123,7 +120,22 @@ def parse_args(argv):
         sweep[key] = value
     sweep['sweep_dir'] = options['sweep_dir'] or sweep['sweep_dir']
     check_rules(sweep, dict(sweep_dir='an output directory'))
+    check_sweep_file(files[0], sweep)
     return sweep, options, overrides
+
+
+def check_sweep_file(path, sweep):
+    """The shapes expand() reads, each error naming the key (run names and out_dir: expand)."""
+    shapes = dict(base=(list, str, "a list of config files, e.g. base = ['config/paper.py']"),
+                  overrides=(dict, None, "a dict of config keys, e.g. overrides = {'max_iters': 100}"),
+                  grid=(dict, None, "a dict of lists, e.g. grid = {'replay_fraction': [0, 0.5]}"),
+                  runs=(list, dict, "a list of dicts, e.g. runs = [dict(name='a', replay_fraction=0.5)]"))
+    for key, (kind, item, example) in shapes.items():
+        if not isinstance(sweep[key], kind) or item and not all(isinstance(x, item) for x in sweep[key]):
+            raise UserError(f"sweep file {path}: {key} must be {example}")
+    for key, values in sweep['grid'].items():
+        if not isinstance(values, (list, tuple)) or not values:
+            raise UserError(f"sweep file {path}: grid[{key!r}] = {values!r} must be a non-empty list of values")
 
 
 def option_value(key, text, where):
@@ -135,8 +147,6 @@ def option_value(key, text, where):
     value = parse_value(text)
     if isinstance(default, list) and isinstance(value, str):
         value = [value]  # one setup line
-    if value is None:  # check_value lets None through (for keys that default to None); no sweep option takes it
-        value = text
     return check_value(key, value, where, OPTIONS)
 
 
@@ -160,6 +170,12 @@ def expand(sweep, cli_overrides):
             [f"{SHORT_NAMES.get(k, k)}{settings.get(k)}" for k in varying if k in settings]) or 'run'
         if name in names:
             raise UserError(f"two runs of the sweep are both named {name!r}: give them 'name' or vary a key")
+        if not isinstance(name, str) or name in ('.', '..') or '/' in name or os.sep in name:
+            raise UserError(f"run name {name!r} is not a plain directory name (a run writes to sweep_dir/<its "
+                            f"name>): name the run yourself, runs = [dict(name=..., ...)]")
+        if 'out_dir' in settings:
+            raise UserError(f"sweep run {name} sets out_dir={settings['out_dir']!r}, but a run writes to "
+                            f"sweep_dir/<its name>: drop it (and set sweep_dir, or --sweep_dir)")
         names.add(name)
         config = dict(load_config(sweep['base']))
         for key, value in settings.items():

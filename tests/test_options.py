@@ -458,6 +458,36 @@ def test_sweep_resources_are_range_checked(world):
     assert snapshot(world['root']) == before
 
 
+def test_sweep_file_shapes_are_checked(tmp_path):
+    """A sweep file whose keys have the wrong shape is one line naming the key, before any run is planned (an empty
+    grid list was an IndexError, a grid value or `runs` that is not a list a TypeError, `base = 'x.py'` read as the
+    files 'x', '.', 'p', 'y'); a run name that is not a plain directory (given, or made of values with a '/') and an
+    out_dir, which the sweep sets itself, wherever it is given, are refused."""
+    cases = (("base = 'config/tiny.py'", "base must be a list of config files"),
+             ("base = [5]", "base must be a list of config files"),
+             ("overrides = 3", "overrides must be a dict of config keys"),
+             ("grid = [0.5]", "grid must be a dict of lists"),
+             ("grid = {'replay_fraction': []}", "grid['replay_fraction'] = [] must be a non-empty list of values"),
+             ("grid = {'replay_fraction': 0.5}", "grid['replay_fraction'] = 0.5 must be a non-empty list of values"),
+             ("runs = 5", "runs must be a list of dicts"),
+             ("runs = [dict(name='a'), 5]", "runs must be a list of dicts"),
+             ("runs = [dict(name='a/b')]", "run name 'a/b' is not a plain directory name"),
+             ("runs = [dict(name='..')]", "run name '..' is not a plain directory name"),
+             ("grid = {'target_dir': ['data/a', 'data/b']}", "run name 'target_dirdata/a' is not a plain directory"),
+             ("grid = {'out_dir': ['x', 'y']}", "sweep run out_dirx sets out_dir='x', but a run writes to sweep_dir/"),
+             ("runs = [dict(name='a', out_dir='x')]", "sweep run a sets out_dir='x'"))
+    for i, (line, piece) in enumerate(cases):
+        path = tmp_path / f'sweep{i}.py'
+        path.write_text(f"{line}\nsweep_dir = {str(tmp_path / 'out')!r}\n" +
+                        ("" if line.startswith('base') else "base = ['config/tiny.py']\n"))
+        code, _, stderr = call(sweep.main, [str(path), '--dry_run'])
+        assert code == 2 and len(stderr.splitlines()) == 1 and piece in stderr, (line, stderr)
+    path.write_text(f"base = ['config/tiny.py']\nsweep_dir = {str(tmp_path / 'out')!r}\n")
+    code, _, stderr = call(sweep.main, [str(path), '--dry_run', '--out_dir=x'])
+    assert code == 2 and "sweep run run sets out_dir='x'" in stderr, stderr
+    assert not (tmp_path / 'out').exists()
+
+
 def test_paths_of_the_wrong_kind(world):
     before = snapshot(world['root'])
     for main, argv, piece in (
