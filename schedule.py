@@ -200,7 +200,7 @@ def mixed_steps(c, S, T):
 
 def stages_from_list(c, N, S, T):
     """`stages`: a list of dicts, each giving a stage's length, its target sequences, and optionally a ramp, an LR
-    schedule of its own, an optimizer reset and spike evals (STAGE_RULES lists each key and what it means)."""
+    schedule of its own, an optimizer reset and spike evals (STAGE_RULES; docs/schedule.md says what each means)."""
     specs, restarts = c['stages'], check_stage_list(c)
     lengths = [spec['steps'] if 'steps' in spec else round_half_up(spec['fraction'] * N) if 'fraction' in spec
                else None for spec in specs]
@@ -355,6 +355,11 @@ def starting_stage(plan, t):
     return s if t < plan['N'] and s['start'] == t else None
 
 
+def starts_schedule(s):
+    """Whether an LR schedule begins at stage s's first step (it restarts one, or the stages before it are empty)."""
+    return s['schedule']['start'] == s['start']
+
+
 def resets_optimizer_at(plan, t):
     """True at the first step of a stage that throws the optimizer state away (fine-tuning's stage 2)."""
     s = starting_stage(plan, t)
@@ -368,11 +373,11 @@ def stage_starts(plan):
 
 def stage_record(plan, t):
     """What train.py logs when a stage starts at step t (kind 'stage'), else None: only what the first t + 1
-    steps decide, so that runs sharing a prefix share their log. lr_restart: an LR schedule begins here."""
+    steps decide, so that runs sharing a prefix share their log."""
     s = starting_stage(plan, t)
     return None if s is None else dict(
         kind='stage', step=t, stage=stage_of(plan, t), lr_schedule=s['schedule']['lr_schedule'],
-        lr_restart=s['schedule']['start'] == t, learning_rate=s['schedule']['learning_rate'],
+        lr_restart=starts_schedule(s), learning_rate=s['schedule']['learning_rate'],
         reset_optimizer=resets_optimizer_at(plan, t))
 
 
@@ -696,7 +701,7 @@ def stage_table(plan):
                          share_start=share(stage_step_targets(s, 0), 1, S) if L else None,
                          share_end=share(stage_step_targets(s, L - 1), 1, S) if L else None,
                          ramp=list(s['ramp']) if s['ramp'] else None, lr_schedule=lr['lr_schedule'],
-                         learning_rate=lr['learning_rate'], lr='restart' if lr['start'] == s['start'] else 'continue',
+                         learning_rate=lr['learning_rate'], lr='restart' if starts_schedule(s) else 'continue',
                          reset_optimizer=s['reset_optimizer'] and s['start'] > 0 and L > 0,
                          spike_evals=s['spike_evals']))
     return rows
