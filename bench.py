@@ -45,6 +45,7 @@ import data
 import layout
 import runtime
 import schedule
+import sources
 import train
 from configurator import UserError, check_rules, load_config, run_main
 
@@ -110,9 +111,9 @@ def setup(config):
     of it all (b.config, b.plan, b.model, ...)."""
     system = runtime.init_system(config)
     cuda = system.device_type == 'cuda'
-    generic, target = data.open_sources(config)
+    generic, target = sources.open_sources(config)
     block_size = config['block_size']
-    plan = schedule.make_plan(config, data.train_windows(target, block_size), data.train_windows(generic, block_size))
+    plan = schedule.make_plan(config, sources.train_windows(target, block_size), sources.train_windows(generic, block_size))
     pool = schedule.pool_of(plan)
     # by default the first step of the last stage with target data (the paper's stage 2), else step 0
     with_target = [s['start'] for s in plan['stages'] if s['target']]

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-import data
 import hf
 import layout
 import schedule
+import sources
 from configurator import DEFAULTS, UserError
 from model import GPT, checkpoint_model_config
 from tokenizer import tokenizer_meta
@@ -116,7 +116,7 @@ def prepare_out_dir(out_dir):
 def sample_sha256(tokens):
     """A hash of 16 evenly spaced slices of a split: catches data re-prepared at the same size, reading ~100 KB."""
     h = hashlib.sha256()
-    for piece in data.sampled_slices(tokens):
+    for piece in sources.sampled_slices(tokens):
         h.update(piece.tobytes())
     return h.hexdigest()
 

@@ -83,7 +83,7 @@ def write_atomic(path, text):
 
 def write_json_atomic(path, obj, indent=1, newline=False):
     """write_atomic of JSON (summary.json, a sweep's jobs.json; prepare's meta.json with indent=2 and a final
-    newline: keep its format, data.py fingerprints its bytes)."""
+    newline: keep its format, sources.py fingerprints its bytes)."""
     write_atomic(path, json.dumps(obj, indent=indent) + ('\n' if newline else ''))
 
 

@@ -64,6 +64,7 @@ from fractions import Fraction
 import numpy as np
 
 from configurator import UserError, check_rule, is_choice, load_config, run_main
+from sources import split_sizes
 
 # THE PLAN, make_plan's dict of plain numbers (summarize() adds what the CLI and summary.json show):
 #   N, S, U, e, T = U·e, gamma, generic_total = N·S − T; stages (below); generic_offset (windows used before step 0)
@@ -664,26 +665,6 @@ def fill_the_rest(values, total, what, keys, total_name):
 
 # ---- 6. The command line: print the plan, or one step ---------------------------------------------------------
 
-def count_windows(n_tokens, block_size):
-    """Whole windows (block_size inputs + 1 label token) in n_tokens tokens of a text split: consecutive windows
-    share only the label token at their seam (a chat source's windows share none: data.py)."""
-    return max(0, (n_tokens - 1) // block_size)
-
-
-def split_windows(data_dir, block_size):
-    """Windows of block_size in data_dir/train.bin, from meta.json's dtype and format; None if absent."""
-    meta_path, bin_path = os.path.join(data_dir, 'meta.json'), os.path.join(data_dir, 'train.bin')
-    if not (os.path.isfile(meta_path) and os.path.isfile(bin_path)):
-        return None
-    try:
-        with open(meta_path) as f:
-            meta = json.load(f)
-        n_tokens = os.path.getsize(bin_path) // np.dtype(meta.get('dtype', 'uint16')).itemsize
-    except (ValueError, TypeError, AttributeError):  # not JSON, not an object, not a dtype
-        raise UserError(f"{meta_path} is not a valid meta.json: re-run the prepare script for {data_dir}") from None
-    return n_tokens // (block_size + 1) if meta.get('format') == 'chat' else count_windows(n_tokens, block_size)
-
-
 def share(target, steps, S):
     """The target share of `steps` steps of S slots holding `target` target sequences (None without steps)."""
     return target / (steps * S) if steps else None
@@ -776,8 +757,7 @@ def main(argv):
     if config['init_from'] not in ('scratch', 'resume') and not os.path.exists(config['init_from']):
         raise UserError(f"init_from={config['init_from']!r} does not exist (train.py stops there too): put the "
                         f"model directory or checkpoint there, or add --init_from=scratch to see the plan alone")
-    plan = make_plan(config, split_windows(config['target_dir'], config['block_size']),
-                     split_windows(config['generic_dir'], config['block_size']))
+    plan = make_plan(config, *split_sizes(config))
     step = config['show_step']
     if step >= plan['N']:
         raise UserError(f"show_step={step} is past the last step {plan['N'] - 1}")

@@ -66,6 +66,7 @@ from analysis import gather, replay_of, rho_text
 from configurator import (DEFAULTS, UserError, check_rules, check_value, load_config, parse_value, print_help_if_asked,
                           read_config_file, run_main, split_argv)
 from runlog import duration
+from sources import split_sizes
 
 SWEEP_FILE_KEYS = {'base': [], 'overrides': {}, 'grid': {}, 'runs': [{}], 'sweep_dir': 'out/sweep'}
 OPTIONS = {'gpus': '', 'gpus_per_run': 1, 'jobs': 1, 'dry_run': False, 'share': True, 'sweep_dir': '',
@@ -373,8 +374,7 @@ def plan_sweep(sweep, options, cli_overrides):
     hashes = []
     for run in runs:
         config = run['config']
-        plan = schedule.make_plan(config, schedule.split_windows(config['target_dir'], config['block_size']),
-                                  schedule.split_windows(config['generic_dir'], config['block_size']))
+        plan = schedule.make_plan(config, *split_sizes(config))
         hashes.append(schedule.prefix_hashes(config, plan) if options['share'] else [run['name']])
         run.update(swept=swept, done=os.path.isfile(os.path.join(config['out_dir'], 'summary.json')),
                    steps=plan['N'], rho=replay_of(schedule.summarize(config, plan)))

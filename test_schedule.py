@@ -14,6 +14,7 @@ import pytest
 import schedule
 from configurator import DEFAULTS, UserError, load_config
 from helpers import ROOT
+from sources import split_windows
 
 BLOCK = 8  # block_size of the small configs; target_tokens = U * BLOCK (+ a remainder that must be ignored)
 
@@ -629,18 +630,19 @@ def test_cli_user_error_one_line(tmp_path, bad):
 
 def write_split(directory, n_tokens, dtype='uint16'):
     os.makedirs(directory, exist_ok=True)
-    np.zeros(n_tokens, dtype=dtype).tofile(os.path.join(directory, 'train.bin'))
+    for split in ('train', 'val'):
+        np.zeros(n_tokens, dtype=dtype).tofile(os.path.join(directory, f'{split}.bin'))
     with open(os.path.join(directory, 'meta.json'), 'w') as f:
-        json.dump({'dtype': dtype}, f)
+        json.dump({'dtype': dtype, 'vocab_size': 256}, f)
     return str(directory)
 
 
 @pytest.mark.parametrize('dtype', ['uint16', 'uint32'])
 def test_split_windows_counts_whole_windows(tmp_path, dtype):
     # A window needs block_size + 1 tokens (inputs + shifted labels); consecutive windows share only a label.
-    assert schedule.split_windows(write_split(tmp_path / 'a', 8 * 9 + 1, dtype), 8) == 9
-    assert schedule.split_windows(write_split(tmp_path / 'b', 8 * 9, dtype), 8) == 8
-    assert schedule.split_windows(str(tmp_path / 'missing'), 8) is None
+    assert split_windows('target', write_split(tmp_path / 'a', 8 * 9 + 1, dtype), 8) == 9
+    assert split_windows('target', write_split(tmp_path / 'b', 8 * 9, dtype), 8) == 8
+    assert split_windows('target', str(tmp_path / 'missing'), 8) is None
 
 
 def test_cli_reads_split_sizes(tmp_path):

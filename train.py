@@ -10,8 +10,9 @@ global batch over ranks and micro-steps, forward/backward, clip, step. Nothing h
 Outputs in out_dir: log.jsonl (one JSON record per line; keys in docs/logs.md "Log format"), summary.json at the end,
 ckpt.pt (latest, replaced atomically), ckpt_<step>.pt for checkpoint_steps (parallel='fsdp': the sharded ckpt.dcp/,
 ckpt_<step>.dcp/). The plumbing lives beside this file:
-data.py (sources, loader), checkpoint.py (how a run starts, checkpoints, fingerprints, summary.json), runlog.py (the
-log's records and lines, the log a resume keeps), runtime.py (device, precision, model, optimizer, DDP).
+sources.py (the data directories), data.py (the loader), checkpoint.py (how a run starts, checkpoints, fingerprints,
+summary.json), runlog.py (the log's records and lines, the log a resume keeps), runtime.py (device, precision, model,
+optimizer, DDP).
 """
 import dataclasses
 import importlib.util
@@ -32,6 +33,7 @@ import layout
 import runlog
 import runtime
 import schedule
+import sources
 import tasks
 from configurator import DEFAULTS, UserError, check_rules, load_config, run_main, split_argv
 from model import GPT, document_positions_and_mask, model_config_from
@@ -130,8 +132,8 @@ def evaluate(model, source, config, ctx, system):
     """Token-averaged cross entropy over the fixed held-out set: every window of the first val_tokens tokens of
     val.bin, once, in order (not random batches), so final numbers are reproducible. Ranks split the windows.
     A chat source: over its val loss tokens, each packed example on its own (chat_forward)."""
-    n, batch_size, block_size = data.val_windows(source, config), config['batch_size'], config['block_size']
-    views = data.split_views(source, 'val', block_size) if data.is_chat(source) else None
+    n, batch_size, block_size = sources.val_windows(source, config), config['batch_size'], config['block_size']
+    views = data.split_views(source, 'val', block_size) if sources.is_chat(source) else None
     mine = np.arange(system.rank, n, system.world)
     total = torch.zeros(2, device=system.device, dtype=torch.float64)  # loss sum, loss tokens (text: sequences)
     model.eval()
@@ -289,17 +291,17 @@ def open_run(config, system, task_files):
     refused run loses nothing. Returns the Run: config, system, master (rank 0), generic, target, start
     (checkpoint.Start), model_config, plan, pool, fingerprint, task_set; build() adds the rest."""
     block_size, out_dir = config['block_size'], config['out_dir']
-    generic, target = data.open_sources(config)
+    generic, target = sources.open_sources(config)
     start = checkpoint.start(config, generic['meta'])
     model_config = model_shape(config, start, generic, target, system.device_type)
-    plan = schedule.make_plan(config, data.train_windows(target, block_size), data.train_windows(generic, block_size),
+    plan = schedule.make_plan(config, sources.train_windows(target, block_size), sources.train_windows(generic, block_size),
                               generic_offset=start.generic_offset)
     pool = schedule.pool_of(plan)
     fingerprint = checkpoint.fingerprint(config, plan, generic, target)
     if start.kind in ('resume', 'fork'):
         checkpoint.check_resume(start, config, plan, fingerprint)
     for source in (generic, target):
-        data.check_token_ids(source, model_config.vocab_size, config['val_tokens'])
+        sources.check_token_ids(source, model_config.vocab_size, config['val_tokens'])
     task_set = tasks.encode_tasks(task_files, config, start.hf_source, generic['meta'])  # in the model's tokenizer
     if os.path.isfile(os.path.join(out_dir, 'summary.json')) and not config['overwrite']:
         raise UserError(f"out_dir={out_dir!r} holds a finished run (summary.json): choose another out_dir, or pass "
@@ -331,7 +333,7 @@ def build(run):
     run.log = runlog.logger(run.log_path, run.master, config)
     run.last_good = start.step if start.kind == 'resume' else None  # out_dir's checkpoint holds a good state
     run.latest = 'ckpt' + layout.suffix(config['parallel'])  # ckpt.pt, or sharded the directory ckpt.dcp
-    run.chat = data.is_chat(run.generic) or data.is_chat(run.target)
+    run.chat = sources.is_chat(run.generic) or sources.is_chat(run.target)
     run.final_val, run.final_tasks = {}, {}
 
 

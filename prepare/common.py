@@ -260,7 +260,7 @@ def commit(out, partial, meta):
         os.remove(os.path.join(out, 'meta.json'))
     for path in partial:
         os.replace(path, path.removesuffix('.partial'))
-    layout.write_json_atomic(os.path.join(out, 'meta.json'), meta, indent=2, newline=True)  # bytes data.py hashes
+    layout.write_json_atomic(os.path.join(out, 'meta.json'), meta, indent=2, newline=True)  # bytes sources.py hashes
 
 
 class SplitWriter:

@@ -13,6 +13,7 @@ import data
 import schedule
 from configurator import UserError, load_config
 from helpers import ROOT
+from sources import open_source
 
 
 def test_bench_compare_and_profile_print_their_fields(sources, tmp_path):
@@ -44,7 +45,7 @@ def test_bench_user_errors_are_one_line(sources, monkeypatch):
 def load_args(sources):
     """data.load_step's arguments after t for tiny's plan (N=40, S=8 = 4 x 2 micro-steps, stage 2 from 32)."""
     config = load_config(['config/tiny.py', f'--generic_dir={sources[0]}', f'--target_dir={sources[1]}'])
-    generic, target = data.open_source('generic', sources[0]), data.open_source('target', sources[1])
+    generic, target = open_source('generic', sources[0]), open_source('target', sources[1])
     plan = schedule.make_plan(config, target_windows=40, generic_windows=400)
     pool = schedule.target_pool(config['data_seed'], 40, plan['U'])
     views = data.window_view(generic['train'], 32), data.window_view(target['train'], 32)

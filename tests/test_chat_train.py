@@ -1,6 +1,6 @@
-"""Training on chat sources (data.py's chat windows, model.py's document masking, train.py's loss over loss tokens),
+"""Training on chat sources (sources.py's chat windows, model.py's document masking, train.py's loss over loss tokens),
 judged against plain torch written here, and text-only runs against their logs from before chat data existed.
-Chat sources are written here in the on-disk format prepare/ makes (data.py's docstring): {split}.bin in windows
+Chat sources are written here in the on-disk format prepare/ makes (sources.py's docstring): {split}.bin in windows
 of block_size + 1 tokens, {split}.mask.bin, {split}.starts.bin, meta.json with format 'chat'. As in helpers.py,
 the first token of window w is base + w, so a fed row's first token says which window train.py read."""
 import json
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import data
 import pre_change_logs
 import schedule
+import sources
 from configurator import load_config
 from generate import generate
 from helpers import ROOT, one_line_failures, read_log, write_source
@@ -126,7 +127,7 @@ def test_document_positions_and_mask():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# data.py: a chat source's windows, masks and counts
+# sources.py and data.py: a chat source's windows, masks and counts
 # ---------------------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope='module')
@@ -140,9 +141,9 @@ def chat_data(tmp_path_factory):
 
 def test_chat_windows_are_whole_windows_of_their_stride(chat_data):
     generic_dir, target_dir, _ = chat_data
-    target = data.open_source('target', target_dir)
-    assert data.is_chat(target) and not data.is_chat(data.open_source('generic', generic_dir))
-    assert data.train_windows(target, BLOCK) == 40 == schedule.split_windows(target_dir, BLOCK)
+    target = sources.open_source('target', target_dir)
+    assert sources.is_chat(target) and not sources.is_chat(sources.open_source('generic', generic_dir))
+    assert sources.train_windows(target, BLOCK) == 40 == sources.split_windows('target', target_dir, BLOCK)
     tokens, mask, starts = data.split_views(target, 'train', BLOCK)
     expected = read_chat_split(target_dir)
     assert all(np.array_equal(view, e) for view, e in zip((tokens, mask, starts), expected))
@@ -156,8 +157,8 @@ def test_every_rank_counts_the_whole_steps_loss_tokens(chat_data):
     generic_dir, target_dir, _ = chat_data
     config = load_config(['config/tiny.py', f'--generic_dir={generic_dir}', f'--target_dir={target_dir}',
                           '--batch_size=2', '--gradient_accumulation_steps=4'])
-    generic, target = data.open_sources(config)
-    plan = schedule.make_plan(config, data.train_windows(target, BLOCK), data.train_windows(generic, BLOCK))
+    generic, target = sources.open_sources(config)
+    plan = schedule.make_plan(config, sources.train_windows(target, BLOCK), sources.train_windows(generic, BLOCK))
     pool = schedule.pool_of(plan)
     t = schedule.stage_starts(plan)[0]  # stage 2: half target
     ranks = [data.loader(plan, pool, generic, target, config, rank, 2, False)(t) for rank in (0, 1)]

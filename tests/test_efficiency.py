@@ -1,6 +1,4 @@
 """The constrained power-law fit, effective data, the multiplier, and `python efficiency.py SWEEP_DIR` (CPU, numpy)."""
-import csv
-import json
 import math
 import os
 import subprocess

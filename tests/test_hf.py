@@ -26,6 +26,7 @@ import torch.nn.functional as F
 import data
 import export
 import hf
+import sources
 import tokenizer
 from configurator import UserError, load_config
 from generate import generate
@@ -194,9 +195,9 @@ def test_trains_from_the_model_and_exports_what_it_trained(models, trained, name
     assert summary['plan']['stage2_start'] == 4 and [r for r in log if r['kind'] == 'train'][-1]['target_seqs'] == 8
 
     # what train.py trained from is the model: its eval before the first step = transformers' loss, same windows
-    source = data.open_source('target', run['data']['target'])
+    source = sources.open_source('target', run['data']['target'])
     config = load_config(RUN)
-    windows = data.read_windows(source['val'], np.arange(data.val_windows(source, config)), BLOCK)
+    windows = data.read_windows(source['val'], np.arange(sources.val_windows(source, config)), BLOCK)
     rows = torch.from_numpy(windows)
     with torch.no_grad():
         logits = reference(rows[:, :-1]).logits

@@ -2,13 +2,12 @@
 and a resume continues it exactly. A short tiny run (8 steps, stage 2 from step 4) keeps this file fast."""
 import contextlib
 import os
-import sys
 
 import pytest
 import torch
 
-import data
 import runtime
+import sources
 import train
 from generate import generate
 from helpers import copy_for_resume, make_sources, read_log, run_train, without_timing
@@ -58,7 +57,7 @@ def test_llama_checkpoint_samples(llama_run):
     model, config = load_model(os.path.join(out, 'ckpt.pt'))
     assert model.config.arch == 'llama'
     # the weights read back are the trained model: they give the logged final validation loss
-    source = data.open_source('target', config['target_dir'])
+    source = sources.open_source('target', config['target_dir'])
     system = runtime.System(rank=0, local_rank=0, world=1, device='cpu', device_type='cpu', device_name='cpu')
     val = train.evaluate(model, source, config, contextlib.nullcontext(), system)
     assert val == pytest.approx([r for r in read_log(out) if r['kind'] == 'eval'][-1]['val_loss_target'], rel=1e-5)

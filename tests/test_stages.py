@@ -17,6 +17,7 @@ import pytest
 import schedule
 from configurator import UserError, load_config
 from helpers import ROOT, make_sources, read_log, run_train
+from sources import split_windows
 
 TARGET_BASE, VOCAB = 1200, 1300  # generic window w is token w < 1200; target window w is token 1200 + w
 
@@ -326,7 +327,7 @@ def test_finetune_replay_trains_a_local_model_on_its_plan(tmp_path):
             '--learning_rate=1e-3']
     run_train(args, config='')
     config = load_config(args)
-    windows = {name: schedule.split_windows(path, 32) for name, path in data.items()}
+    windows = {name: split_windows(name, path, 32) for name, path in data.items()}
     plan = schedule.make_plan(config, windows['target'], windows['generic'])
     assert plan['N'] == spec_steps(20, 4, 0.75) == 20  # U = 10 sequences x e = 2, one per step with 3 of replay
     tokens = {name: np.fromfile(os.path.join(path, 'train.bin'), dtype=np.uint16) for name, path in data.items()}

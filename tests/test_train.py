@@ -109,9 +109,9 @@ def test_init_from_a_run_directory_takes_its_newest_checkpoint(straight_run, sou
     """init_from=<a run directory> starts from the weights of its newest checkpoint, as init_from=<its ckpt.pt>
     does (it once failed: a run directory was read as a sharded checkpoint, since both are directories)."""
     import checkpoint
-    import data
+    from sources import open_source
     out, args = straight_run
-    meta = data.open_source('generic', sources[0])['meta']
+    meta = open_source('generic', sources[0])['meta']
     starts = [checkpoint.start(load_config([os.path.join(ROOT, 'config', 'tiny.py'), *args, f'--init_from={path}']),
                                meta) for path in (out, os.path.join(out, 'ckpt.pt'))]
     assert [(s.kind, s.path, s.checkpoint['step']) for s in starts] == [('weights', os.path.join(out, 'ckpt.pt'), 40)] * 2
