@@ -32,8 +32,8 @@ class UserError(Exception):
 
 def run_main(main, argv=None, interrupted='interrupted'):
     """Run main(argv) (default: sys.argv[1:]); a UserError becomes 'error: <message>' on stderr and exit status
-    2, with no traceback; Ctrl-C prints `interrupted` and exits with 130. Every script of the project (prepare/
-    included) ends with it."""
+    2, with no traceback; Ctrl-C prints `interrupted` and exits with 130; output piped into a reader that stops
+    early (`| head`) ends quietly. Every script of the project (prepare/ included) ends with it."""
     try:
         main(sys.argv[1:] if argv is None else argv)
     except UserError as e:
@@ -42,6 +42,9 @@ def run_main(main, argv=None, interrupted='interrupted'):
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # Python's documented recipe: no second error when the interpreter flushes stdout
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 def read_config_file(path, include_key='base', _including=()):

@@ -36,7 +36,6 @@ import export
 import plot
 import sample
 import schedule
-import slurm
 import sweep
 import train
 from configurator import DEFAULTS, NUMBER_RULES, run_main
@@ -391,6 +390,17 @@ def test_key_value_forms_and_bare_booleans():
         configurator.load_config(['--max_iter', '5'])
     # sample.py: the run as a positional, --out_dir as nanoGPT's alias
     assert configurator.parse_options(['out/x'], sample.OPTIONS, positional=['source?'])['source'] == 'out/x'
+
+
+def test_output_piped_into_head_ends_quietly():
+    """`python schedule.py CONFIG --format=json | head -c 100`: the reader stops early, the script ends without a
+    BrokenPipeError traceback (its output here, ~1 MB of eval steps, is far more than a pipe holds)."""
+    process = subprocess.Popen([sys.executable, 'schedule.py', 'config/tiny.py', '--max_iters=100000',
+                                '--eval_interval=1', '--format=json'], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert process.stdout.read(100).startswith(b'{')
+    process.stdout.close()
+    assert process.wait(timeout=60) == 1 and process.stderr.read() == b''
 
 
 def test_sweep_options_in_both_forms(world):
