@@ -1,7 +1,7 @@
 """
 layout.py: where a run keeps its checkpoints, in one place, without torch (sweep.py and slurm.py read it too; the
 formats themselves are checkpoint.py's), how a sweep starts a run in its directory (its config.py, the resume
-arguments, the torchrun prefix: shared by sweep.py's local launcher and slurm.py's jobs), and the one way its JSON
+arguments, the torchrun prefix: shared by the local launcher, launch.py, and slurm.py's jobs), and the one way its JSON
 files are replaced. In a run directory:
     config.py            the run's full config, written by sweep.py (`python train.py <run>/config.py` reruns it)
     started.json         where a sweep really started the run: {"forked_from": the parent run's name or "",

@@ -41,31 +41,26 @@ Seeds: `seed` in a grid or run sets train.py's seed (init, dropout); for runs th
 0 it sets data_seed too, the only randomness they have (seed_keys; the sweep prints which). The sweep prints each
 run's realised ρ (with the one asked where rounding moved it), and as runs end, its progress in steps and an ETA.
 
-Launchers. `local` (the default) runs train.py here: one run at a time, one per GPU group of --gpus (under
-torchrun when --gpus_per_run > 1), or --jobs CPU runs side by side; a fork starts when its parent finishes.
-`slurm` (slurm.py) submits each run as SLURM jobs through submitit and returns: a run is split at the steps other
-runs fork from, each piece is one job, and the pieces that continue from a step wait for it with `afterok`. Its
-options: partition, account, time (minutes), nodes (per run), gpus_per_node (0 = gpus_per_run / nodes),
-cpus_per_task (0 = 8 per GPU), mem_gb (0 = the cluster's default), sbatch (any other sbatch option, a dict),
-setup (shell lines run on the node first, a list). gpus_per_run = 0 runs on CPUs. The jobs are recorded in
-sweep_dir/jobs.json; --status=True and --cancel=True read it.
+Launchers. `local` (the default, launch.py) runs train.py here: one run at a time, one per GPU group of --gpus (under
+torchrun when --gpus_per_run > 1), or --jobs CPU runs side by side; a fork starts when its parent finishes; `kill`
+stops the sweep and its runs. `slurm` (slurm.py) submits each run as SLURM jobs through submitit and returns: a run
+is split at the steps other runs fork from, each piece one job that waits for the one before with `afterok`; the
+jobs are recorded in sweep_dir/jobs.json for --status and --cancel. Its options: docs/sweeps.md ("Resources").
 --min_fork_step: a run forks only from a run it shares at least this many steps with (0 = 1 step locally; under
 SLURM, max_iters / 16 of the forking run, since every fork point costs its parent one more wait in the queue).
 """
+import csv
 import itertools
-import json
 import os
-import subprocess
-import sys
-import time
+import signal
 
 import layout
 import schedule
 import slurm
-from analysis import gather, replay_of, rho_text
+from launch import execute, rho_note, stop_runs
+from analysis import gather, replay_of
 from configurator import (DEFAULTS, UserError, check_rules, check_value, load_config, parse_value, print_help_if_asked,
                           read_config_file, run_main, split_argv)
-from runlog import duration
 from sources import split_sizes
 
 SWEEP_FILE_KEYS = {'base': [], 'overrides': {}, 'grid': {}, 'runs': [{}], 'sweep_dir': 'out/sweep'}
@@ -81,7 +76,6 @@ RULES = dict(gpus='GPU indices', gpus_per_run='0 or more', jobs='at least 1', mi
 LOCAL_OPTIONS = ('gpus', 'jobs')
 SLURM_OPTIONS = ('partition', 'account', 'time', 'nodes', 'gpus_per_node', 'cpus_per_task', 'mem_gb', 'sbatch', 'setup')
 LABELS = ('protocol', 'reference')
-PROGRESS_INTERVAL = 60  # seconds between the sweep's progress lines while runs go on
 SHORT_NAMES = {'replay_fraction': 'rho', 'stage2_allocation': 'alpha', 'stage2_fraction': 'delta',
                'cooldown_fraction': 'cooldown', 'target_tokens': 'D', 'target_epochs': 'e', 'learning_rate': 'lr',
                'stage2_learning_rate': 'lr2', 'max_iters': 'N'}
@@ -120,8 +114,8 @@ def parse_args(argv):
                             f"{', '.join(SWEEP_FILE_KEYS)})")
         sweep[key] = value
     sweep['sweep_dir'] = options['sweep_dir'] or sweep['sweep_dir']
-    check_rules(sweep, dict(sweep_dir='an output directory'))
     check_sweep_file(files[0], sweep)
+    check_rules(sweep, dict(sweep_dir='an output directory'))
     return sweep, options, overrides
 
 
@@ -137,6 +131,15 @@ def check_sweep_file(path, sweep):
     for key, values in sweep['grid'].items():
         if not isinstance(values, (list, tuple)) or not values:
             raise UserError(f"sweep file {path}: grid[{key!r}] = {values!r} must be a non-empty list of values")
+    for i, run in enumerate(sweep['runs']):  # the labels go to results.csv: a group name and a 0/1 flag
+        for key, ok, what in (('protocol', isinstance(run.get('protocol', ''), str), 'a string (a group name)'),
+                              ('reference', run.get('reference', 0) in (0, 1),
+                               '0 or 1 (1: a run of the efficiency fit)')):
+            if not ok:
+                raise UserError(f"sweep file {path}: runs[{i}] {key}={run[key]!r} must be {what}")
+    if not isinstance(sweep['sweep_dir'], str) or not sweep['sweep_dir'].strip():
+        raise UserError(f"sweep file {path}: sweep_dir={sweep['sweep_dir']!r} must name the directory the runs go "
+                        f"to, e.g. sweep_dir = 'out/my_sweep' (or give --sweep_dir)")
 
 
 def option_value(key, text, where):
@@ -266,105 +269,6 @@ def fork_tree(hashes, min_fork, done=None, kept=None, continues_after=None):
     return parent, fork_step, order
 
 
-def launch(run, slot, options):
-    """Start train.py for one run on one slot (a GPU group, or a CPU job); returns the Popen."""
-    out = run['config']['out_dir']
-    layout.write_run_config(os.path.join(out, 'config.py'), run['config'])
-    args = [os.path.join(out, 'config.py'), *layout.start_args(out, run['fork_from'])]
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
-    gpus = len(slot) if slot is not None and slot[0] != 'cpu' else 0
-    train = os.path.join(layout.ROOT, 'train.py')
-    cmd = [sys.executable, *layout.torchrun_args(gpus, run['config']['parallel']), train, *args]
-    if gpus:
-        env['CUDA_VISIBLE_DEVICES'] = ','.join(slot)
-    elif options['jobs'] > 1:  # CPU runs side by side: split the cores instead of oversubscribing them
-        env['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // options['jobs']))
-    log = open(os.path.join(out, 'stdout.log'), 'a')
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd())
-
-
-def execute(runs, order, options):
-    """Run everything not done yet; a fork waits for its parent. Several at once across GPU groups or CPU jobs.
-    Prints each start and end with the sweep's progress in steps and an ETA (the steps left at the rate so far),
-    and every PROGRESS_INTERVAL seconds while runs go on."""
-    gpus = [g for g in options['gpus'].split(',') if g.strip()]
-    if gpus:
-        k = options['gpus_per_run']
-        slots = [tuple(gpus[i:i + k]) for i in range(0, len(gpus) - k + 1, k)]
-    else:
-        slots = [('cpu', str(i)) for i in range(options['jobs'])]
-    pending = [i for i in order if not runs[i]['done']]
-    running, free, failed, start = {}, list(slots), [], time.time()
-    total, total_steps, ended_steps = len(pending), sum(runs[i]['steps_computed'] for i in pending), 0
-    last_line = start
-    while pending or running:
-        for i in list(pending):
-            parent = runs[i]['parent']
-            if not free or (parent is not None and not runs[parent]['done']):
-                continue
-            if parent is not None and parent in failed:
-                pending.remove(i)
-                failed.append(i)
-                continue
-            fork = (runs[parent]['config']['out_dir'], runs[i]['fork_step']) if parent is not None else None
-            runs[i]['fork_from'] = fork if fork and layout.kept(*fork) else None
-            if fork and not runs[i]['fork_from']:  # the parent kept no checkpoint there: all steps from scratch
-                total_steps += runs[i]['fork_step']
-                runs[i].update(forked_from='', fork_step=0, steps_computed=runs[i]['steps'])
-            slot = free.pop(0)
-            running[i] = (launch(runs[i], slot, options), slot)
-            pending.remove(i)
-            how = (f"forked from {runs[parent]['name']} at step {fork[1]}" if runs[i]['fork_from']
-                   else "from scratch")
-            print(f"[{total - len(pending)}/{total}] start {runs[i]['name']}: {how}", flush=True)
-        time.sleep(0.2)
-        if running and time.time() - last_line >= PROGRESS_INTERVAL:
-            last_line = time.time()
-            so_far = ended_steps + sum(steps_so_far(runs[j]) for j in running)
-            print(f"  sweep: {progress_text(so_far, total_steps, start)}", flush=True)
-        for i, (proc, slot) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            del running[i]
-            free.append(slot)
-            runs[i]['done'] = proc.returncode == 0
-            ended_steps += runs[i]['steps_computed']
-            if not runs[i]['done']:
-                failed.append(i)
-                print(f"FAILED {runs[i]['name']} (exit {proc.returncode}): see "
-                      f"{runs[i]['config']['out_dir']}/stdout.log", flush=True)
-            else:
-                with open(os.path.join(runs[i]['config']['out_dir'], 'summary.json')) as f:
-                    final = json.load(f)['final']
-                print(f"done {runs[i]['name']}{rho_note(runs[i])}: target "
-                      f"{final.get('val_loss_target', float('nan')):.4f}, generic "
-                      f"{final.get('val_loss_generic', float('nan')):.4f} "
-                      f"({time.time() - start:.0f}s into the sweep)", flush=True)
-            so_far = ended_steps + sum(steps_so_far(runs[j]) for j in running)
-            print(f"  sweep: {total - len(pending) - len(running)}/{total} runs ended, "
-                  f"{progress_text(so_far, total_steps, start)}", flush=True)
-    return [runs[i]['name'] for i in failed]
-
-
-def steps_so_far(run):
-    """Steps a running run has computed: its log's last step past the step it started from."""
-    started_at = run['steps'] - run['steps_computed']
-    return max(0, min(run['steps_computed'], (layout.last_step(run['config']['out_dir']) or 0) - started_at))
-
-
-def progress_text(done, total, start):
-    """'120/400 steps (30%), 1m05s elapsed, ETA 2m32s' (the steps left at the rate so far)."""
-    elapsed = time.time() - start
-    eta = duration(elapsed * (total - done) / done) if done else 'unknown'
-    return f"{done}/{total} steps ({100 * done / max(total, 1):.0f}%), {duration(elapsed)} elapsed, ETA {eta}"
-
-
-def rho_note(run):
-    """', ρ = 0.2 (asked 0.25)': the replay share the run's plan realises, for a run with target data."""
-    asked, realised = run['rho']
-    return f", ρ = {rho_text(realised, asked)}" if realised is not None else ''
-
-
 def plan_sweep(sweep, options, cli_overrides):
     """The sweep's runs, each with its config, steps (the plan's N), ρ (asked, realised), parent, fork step and
     steps computed, and the order to start them. A finished run's fork and steps are the ones it recorded when it
@@ -404,6 +308,15 @@ def plan_sweep(sweep, options, cli_overrides):
     return runs, order
 
 
+def gathered_runs(sweep_dir):
+    """The run names in sweep_dir/results.csv (none when it is absent or unreadable: gathering rewrites it)."""
+    try:
+        with open(os.path.join(sweep_dir, 'results.csv'), newline='') as f:
+            return {row.get('run') for row in csv.DictReader(f)}
+    except (OSError, ValueError, csv.Error):
+        return set()
+
+
 def main(argv):
     sweep, options, cli_overrides = parse_args(argv)
     if options['status'] or options['cancel']:
@@ -414,7 +327,12 @@ def main(argv):
         return
     if options['status']:
         slurm.status(runs, order, sweep['sweep_dir'])
-        if os.path.isdir(sweep['sweep_dir']):
+        gone = sorted(gathered_runs(sweep['sweep_dir']) & {r['name'] for r in runs if not r['done']})
+        if gone:  # their rows may be all that is left of them
+            print(f"results.csv kept as it is: it holds {len(gone)} run(s) of this sweep that are no longer finished "
+                  f"({', '.join(gone)}: no summary.json); run the sweep to redo them, or remove results.csv to "
+                  f"gather the finished runs alone")
+        elif os.path.isdir(sweep['sweep_dir']):
             n = gather(runs, sweep['sweep_dir'])
             print(f"gathered {n} finished runs into {sweep['sweep_dir']}/results.csv and results.jsonl")
         return
@@ -438,7 +356,11 @@ def main(argv):
     if options['dry_run']:
         return
     os.makedirs(sweep['sweep_dir'], exist_ok=True)
-    failed = execute(runs, order, options)
+    previous = signal.signal(signal.SIGTERM, stop_runs)  # no run outlives the sweep (Ctrl-C reaches them itself)
+    try:
+        failed = execute(runs, order, options)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     n = gather(runs, sweep['sweep_dir'])
     print(f"gathered {n} runs into {sweep['sweep_dir']}/results.csv and results.jsonl")
     if failed:
@@ -447,4 +369,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    run_main(main)
+    run_main(main, interrupted='interrupted: the runs were stopped; the same command resumes them')

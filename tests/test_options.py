@@ -485,7 +485,9 @@ def test_sweep_file_shapes_are_checked(tmp_path):
              ("runs = [dict(name='..')]", "run name '..' is not a plain directory name"),
              ("grid = {'target_dir': ['data/a', 'data/b']}", "run name 'target_dirdata/a' is not a plain directory"),
              ("grid = {'out_dir': ['x', 'y']}", "sweep run out_dirx sets out_dir='x', but a run writes to sweep_dir/"),
-             ("runs = [dict(name='a', out_dir='x')]", "sweep run a sets out_dir='x'"))
+             ("runs = [dict(name='a', out_dir='x')]", "sweep run a sets out_dir='x'"),
+             ("runs = [dict(protocol=3)]", "runs[0] protocol=3 must be a string"),  # were TypeErrors in expand
+             ("runs = [{}, dict(reference='yes')]", "runs[1] reference='yes' must be 0 or 1"))
     for i, (line, piece) in enumerate(cases):
         path = tmp_path / f'sweep{i}.py'
         path.write_text(f"{line}\nsweep_dir = {str(tmp_path / 'out')!r}\n" +
@@ -495,6 +497,10 @@ def test_sweep_file_shapes_are_checked(tmp_path):
     path.write_text(f"base = ['config/tiny.py']\nsweep_dir = {str(tmp_path / 'out')!r}\n")
     code, _, stderr = call(sweep.main, [str(path), '--dry_run', '--out_dir=x'])
     assert code == 2 and "sweep run run sets out_dir='x'" in stderr, stderr
+    for value in ("''", "5"):  # '' passed the dry run, then os.makedirs('') failed; 5 was a TypeError
+        path.write_text(f"base = ['config/tiny.py']\nsweep_dir = {value}\n")
+        code, _, stderr = call(sweep.main, [str(path), '--dry_run'])
+        assert code == 2 and f"sweep_dir={eval(value)!r} must name the directory the runs go to" in stderr, stderr
     assert not (tmp_path / 'out').exists()
 
 

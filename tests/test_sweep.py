@@ -190,3 +190,54 @@ def test_status_counts_the_steps_of_a_run_with_tasks(tmp_path):
     assert layout.last_step(str(tmp_path)) == 32
     (tmp_path / 'log.jsonl').write_text(json.dumps(dict(kind='train', step=9)) + '\n')
     assert layout.last_step(str(tmp_path)) == 10
+
+
+def test_status_keeps_results_of_runs_whose_directories_are_gone(sweeps, tmp_path):
+    """--status regathers results.csv from the run directories; where a run of the sweep is no longer finished (its
+    directory deleted), its row may be all that is left of it: the file is kept as it is, and the line says so."""
+    import shutil
+    root, _, _, sweep_file = sweeps
+    copy = tmp_path / 'shared'
+    shutil.copytree(root / 'shared', copy)
+    before = (copy / 'results.csv').read_bytes()
+    gone = sorted(p.name for p in copy.iterdir() if (p / 'summary.json').is_file())[0]
+    shutil.rmtree(copy / gone)
+    out = run_sweep(sweep_file, f'--sweep_dir={copy}', '--status=True')
+    assert f"results.csv kept as it is: it holds 1 run(s) of this sweep that are no longer finished ({gone}:" in out
+    assert (copy / 'results.csv').read_bytes() == before
+    (copy / 'results.csv').unlink()  # as the line says: then only the finished runs are gathered
+    assert 'gathered 3 finished runs' in run_sweep(sweep_file, f'--sweep_dir={copy}', '--status=True')
+
+
+def test_killing_a_sweep_stops_its_runs(tmp_path):
+    """`kill` (SIGTERM) of a local sweep stops the train.py runs it started (they outlived it before, and a rerun
+    raced them), which end as on Ctrl-C; the sweep exits as Ctrl-C does (130)."""
+    import signal
+    import time
+    generic, target = make_sources(str(tmp_path / 'data'), target_base=1200, vocab=1300)
+    sweep_file = tmp_path / 'long.py'
+    sweep_file.write_text(f"base = ['config/tiny.py']\noverrides = {{'generic_dir': {generic!r}, 'target_dir': "
+                          f"{target!r}, 'max_iters': 100000, 'eval_interval': 0}}\n"
+                          f"grid = {{'seed': [1, 2]}}\nsweep_dir = {str(tmp_path / 'out')!r}\n")
+    process = subprocess.Popen([sys.executable, 'sweep.py', str(sweep_file), '--jobs=2', '--share=False'], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, OMP_NUM_THREADS='1'))
+    logs = [tmp_path / 'out' / name / 'log.jsonl' for name in ('seed1', 'seed2')]
+    deadline = time.time() + 120
+    while not all(log.is_file() and log.stat().st_size for log in logs) and time.time() < deadline:
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and 'interrupted: the runs were stopped' in stderr, stderr[-2000:]
+    configs = [str(tmp_path / 'out' / name / 'config.py') for name in ('seed1', 'seed2')]
+
+    def command_line(pid):
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                return f.read().decode(errors='replace')
+        except OSError:  # it ended meanwhile
+            return ''
+    assert not [pid for pid in os.listdir('/proc') if pid.isdigit() and any(c in command_line(pid) for c in configs)]
+    sizes = [log.stat().st_size for log in logs]
+    time.sleep(1)
+    assert [log.stat().st_size for log in logs] == sizes  # nothing writes to them any more
