@@ -66,7 +66,7 @@ BENCH_KEYS = dict(
 )
 BENCH_RULES = dict(bench_steps='at least 1', bench_loader_batches='at least 1', bench_warmup='0 or more',
                    bench_rounds='0 or more', bench_seconds='0 or more', bench_start='-1 or more',
-                   prefetch=('auto', 'thread', 'inline'))
+                   prefetch=('auto', 'thread', 'inline'), bench_json='an output file')
 
 
 def single_source_batch(data, n_rows, micro_batch, block_size, pin, generator):

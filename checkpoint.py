@@ -37,8 +37,9 @@ from model import GPT, checkpoint_model_config
 from tokenizer import tokenizer_meta
 
 # keys that fix the data order and LR; a resume that changes one is refused (unless force_resume=True)
-FINGERPRINT_KEYS = sorted(schedule.PER_STEP_KEYS | {'batch_size', 'gradient_accumulation_steps', 'block_size',
-                                                     'target_tokens', 'data_seed', 'seed', 'generic_offset'})
+FINGERPRINT_KEYS = sorted(schedule.PER_STEP_KEYS | {  # and what else the updates compute with
+    'batch_size', 'gradient_accumulation_steps', 'block_size', 'target_tokens', 'data_seed', 'seed', 'generic_offset',
+    'dropout', 'weight_decay', 'beta1', 'beta2', 'adam_eps', 'grad_clip', 'loss_average', 'dtype'})
 MODEL_KEYS = ('arch', 'n_layer', 'n_head', 'n_embd', 'intermediate_size', 'bias', 'block_size', 'n_kv_head',
               'tie_embeddings')
 CHECKPOINT_KEYS = ('model', 'optimizer', 'scaler', 'step', 'config', 'fingerprint', 'prefix_hash', 'generic_cursor',
@@ -78,8 +79,8 @@ def start(config, meta):
     if config['init_from'] != 'resume':  # weights only: this run's own plan from step 0; replay is fresh data
         return Start('weights', path, checkpoint, 0, config['generic_offset'] or checkpoint['generic_cursor'],
                      checkpoint.get('hf_source'))
-    # a run started from another run's weights keeps the offset it took (older checkpoints: in their config)
-    offset = config['generic_offset'] or checkpoint.get('generic_offset', checkpoint['config']['generic_offset'])
+    # a run started from another run's weights keeps the offset it took
+    offset = config['generic_offset'] or checkpoint['generic_offset']
     return Start('fork' if config['resume_from'] else 'resume', path, checkpoint, checkpoint['step'], offset,
                  checkpoint.get('hf_source'))
 
@@ -91,6 +92,17 @@ def is_sharded(path):
 def is_ours(directory):
     """A run directory or a sharded checkpoint (a directory that is neither is read as a Hugging Face model)."""
     return layout.latest(directory) is not None or layout.is_sharded_checkpoint(directory)
+
+
+def check_out_dir(config, start):
+    """Nothing in out_dir is replaced unasked: a finished run, or the checkpoint a new start would save over."""
+    out_dir = config['out_dir']
+    if os.path.isfile(os.path.join(out_dir, 'summary.json')) and not config['overwrite']:
+        raise UserError(f"out_dir={out_dir!r} holds a finished run (summary.json): choose another out_dir, or pass "
+                        f"--overwrite=True to replace it")
+    if layout.latest(out_dir) and start.kind != 'resume' and not config['overwrite']:
+        raise UserError(f"out_dir={out_dir!r} holds the checkpoint of an unfinished run: continue it with "
+                        f"--init_from=resume, choose another out_dir, or pass --overwrite=True to start over")
 
 
 def prepare_out_dir(out_dir):
@@ -122,8 +134,8 @@ def sample_sha256(tokens):
 
 
 def fingerprint(config, plan, generic, target):
-    """What fixes the data order and the logged numbers: schedule keys, seeds, the generic offset, and each
-    source's meta.json, split sizes and sampled contents."""
+    """What fixes the data order and the logged numbers: schedule keys, seeds, the generic offset, the optimizer's
+    and regularisation keys, dtype, and each source's meta.json, split sizes and sampled contents."""
     out = {k: config[k] for k in FINGERPRINT_KEYS}
     out['generic_offset'] = plan['generic_offset']
     for s in (generic, target):

@@ -58,7 +58,7 @@ def read_config_file(path, include_key='base', _including=()):
     one error line. include_key: the key that names includes (sweep.py reads a sweep file with 'include', since
     its `base` names the run configs of its runs, not files to include)."""
     if not os.path.isfile(path):
-        raise UserError(f"config file {path} not found")
+        raise UserError(f"config file {path} " + ("is a directory, not a file" if os.path.isdir(path) else "not found"))
     try:
         text = open(path).read()
         tree = compile(text, path, 'exec', ast.PyCF_ONLY_AST)
@@ -79,7 +79,7 @@ def read_config_file(path, include_key='base', _including=()):
     namespace['__file__'] = os.path.abspath(path)
     try:
         exec(compile(tree, path, 'exec'), namespace)
-    except Exception as e:  # a config file is user input: report where it broke, briefly
+    except (Exception, SystemExit) as e:  # a config file is user input (an exit() in it ended a run silently)
         raise UserError(f"config file {path} failed to run: {type(e).__name__}: {e}")
     namespace.pop(include_key, None)
     return {k: v for k, v in namespace.items()
@@ -268,6 +268,7 @@ NUMBER_RULES = {  # rule -> its test; the rule is also the message's words. NaN 
     'a positive number': lambda v: 0 < v < math.inf,
     'in [0, 1)': lambda v: 0 <= v < 1,
     'a number between 0 and 1': lambda v: 0 <= v <= 1,
+    'a whole number from 0 to 2**64 - 1': lambda v: isinstance(v, int) and 0 <= v < 2**64,  # torch.manual_seed's
 }
 PATH_RULES = ('an existing file', 'an existing directory', 'an output file', 'an output directory', 'a checkpoint',
               'a checkpoint or a model directory')  # a checkpoint's own script says when it does not exist
@@ -359,6 +360,10 @@ def check_path(name, path, rule):
             parent = os.path.dirname(parent)
         if not os.path.isdir(parent):
             raise UserError(f"{name}={path!r} cannot be made: {parent} is a file, not a directory")
+        written = path if rule == 'an output directory' and os.path.isdir(path) else parent  # files go in atomically
+        if not os.access(written, os.W_OK):
+            raise UserError(f"{name}={path!r} cannot be written: {written} is not writable (read-only, or no "
+                            f"permission)")
 
 
 def is_checkpoint(path):

@@ -39,7 +39,8 @@ OPTIONS = dict(
     chat=False,             # --start is a user message: render it with the chat template, print the reply
 )
 RULES = dict(num_samples='at least 1', max_new_tokens='at least 1', temperature='0 or more',
-             top_k='0 or more', seed='0 or more', device='a torch device', source='a checkpoint', ckpt='a checkpoint')
+             top_k='0 or more', seed='a whole number from 0 to 2**64 - 1', device='a torch device',
+             source='a checkpoint', ckpt='a checkpoint')
 USAGE = "python sample.py [RUN_DIR_OR_CHECKPOINT] [--start=TEXT] [--num_samples=N] [--max_new_tokens=N]"
 
 

@@ -166,7 +166,8 @@ def evaluate(model, source, config, ctx, system):
 RULES = dict(
     **dict.fromkeys(('n_layer', 'n_head', 'n_embd', 'log_interval', 'val_tokens'), 'at least 1'),
     **dict.fromkeys(('eval_interval', 'checkpoint_interval', 'spike_eval_steps', 'spike_eval_interval',
-                     'intermediate_size', 'seed', 'data_seed', 'stop_after'), '0 or more'),
+                     'intermediate_size', 'data_seed', 'stop_after'), '0 or more'),
+    seed='a whole number from 0 to 2**64 - 1',
     **dict.fromkeys(('learning_rate', 'stage2_learning_rate', 'adam_eps', 'norm_eps', 'init_std', 'rope_theta'),
                     'a positive number'),
     **dict.fromkeys(('min_lr', 'weight_decay', 'grad_clip'), '0 or more'),
@@ -294,8 +295,8 @@ def open_run(config, system, task_files):
     generic, target = sources.open_sources(config)
     start = checkpoint.start(config, generic['meta'])
     model_config = model_shape(config, start, generic, target, system.device_type)
-    plan = schedule.make_plan(config, sources.train_windows(target, block_size), sources.train_windows(generic, block_size),
-                              generic_offset=start.generic_offset)
+    plan = schedule.make_plan(config, sources.train_windows(target, block_size),
+                              sources.train_windows(generic, block_size), generic_offset=start.generic_offset)
     pool = schedule.pool_of(plan)
     fingerprint = checkpoint.fingerprint(config, plan, generic, target)
     if start.kind in ('resume', 'fork'):
@@ -303,9 +304,7 @@ def open_run(config, system, task_files):
     for source in (generic, target):
         sources.check_token_ids(source, model_config.vocab_size, config['val_tokens'])
     task_set = tasks.encode_tasks(task_files, config, start.hf_source, generic['meta'])  # in the model's tokenizer
-    if os.path.isfile(os.path.join(out_dir, 'summary.json')) and not config['overwrite']:
-        raise UserError(f"out_dir={out_dir!r} holds a finished run (summary.json): choose another out_dir, or pass "
-                        f"--overwrite=True to replace it")
+    checkpoint.check_out_dir(config, start)
     # validated: from here on out_dir changes
     if system.rank == 0:
         checkpoint.prepare_out_dir(out_dir)

@@ -435,6 +435,55 @@ def test_a_refused_run_loses_nothing(world, tmp_path):
         assert snapshot(world['root']) == before
 
 
+def test_a_new_start_never_saves_over_an_unfinished_runs_checkpoint(world, tmp_path):
+    """A run stopped before its end (a checkpoint, no summary.json): the same command without --init_from=resume
+    used to start from scratch and save over its checkpoint and log; it is refused, and everything stays."""
+    run = str(tmp_path / 'unfinished')
+    shutil.copytree(world['run'], run)
+    os.remove(os.path.join(run, 'summary.json'))
+    before = snapshot(run)
+    for extra in ([], [f"--init_from={world['run']}"]):  # from scratch, and from another run's weights
+        code, _, stderr = call(train.main, ['config/tiny.py', *world['data'], f'--out_dir={run}', *extra])
+        assert code == 2 and stderr.startswith(f"error: out_dir={run!r} holds the checkpoint of an unfinished run: "
+                                               "continue it with --init_from=resume"), stderr
+    assert snapshot(run) == before
+    # its resume keeps what the updates compute with (dropout, weight decay, clipping, dtype were not checked)
+    for key, value in (('dropout', 0.1), ('weight_decay', 0.0), ('grad_clip', 0.5), ('dtype', 'bfloat16')):
+        code, _, stderr = call(train.main, ['config/tiny.py', *world['data'], f'--out_dir={run}', '--init_from=resume',
+                                            f'--{key}={value}'])
+        assert code == 2 and "changed since it was saved: " in stderr and f"{key} " in stderr, stderr
+    assert snapshot(run) == before
+
+
+def test_config_files_that_exit_or_are_directories(tmp_path):
+    """A config file that calls exit() ended train.py silently (`raise SystemExit`: status 0, nothing trained); a
+    directory given as a config file was "not found"."""
+    (tmp_path / 'exits.py').write_text("import sys\nsys.exit(3)\n")
+    for path, message in ((tmp_path / 'exits.py', 'failed to run: SystemExit: 3'),
+                          (tmp_path, 'is a directory, not a file')):
+        code, _, stderr = call(train.main, ['config/tiny.py', str(path)])
+        assert code == 2 and stderr == f"error: config file {path} {message}\n", stderr
+
+
+def test_an_output_that_cannot_be_written_is_refused_first(world, tmp_path):
+    """An out_dir on a read-only place was a PermissionError/OSError traceback once training had begun (and
+    bench.py's --bench_json one after the whole benchmark): the output rules check it can be written."""
+    locked = tmp_path / 'locked'
+    locked.mkdir()
+    if subprocess.run(['chattr', '+i', str(locked)], capture_output=True).returncode != 0:
+        pytest.skip('chattr +i is not available here (it makes a directory unwritable even for root)')
+    try:
+        for main, argv, key in ((train.main, ['config/tiny.py', *world['data'], f'--out_dir={locked}/run'], 'out_dir'),
+                                (bench.main, ['config/tiny.py', *world['data'], f'--bench_json={locked}/b.json'],
+                                 'bench_json')):
+            code, _, stderr = call(main, argv)
+            assert code == 2 and stderr.startswith(f"error: {key}=") and f"cannot be written: {locked} is not " \
+                "writable" in stderr, stderr
+        assert os.listdir(locked) == []
+    finally:
+        subprocess.run(['chattr', '-i', str(locked)])
+
+
 def test_overwrite_replaces_a_finished_run_and_train_says_what_it_runs(world, tmp_path):
     run = str(tmp_path / 'run')
     shutil.copytree(world['run'], run)
