@@ -25,8 +25,9 @@ import numpy as np
 
 import layout
 from configurator import UserError
-from efficiency import (SCHEDULE_KNOBS, derived_keys, describe, describe_schedule, efficiency, efficiency_report,
-                        format_value, seed_average, varying_keys)
+from efficiency import (SCHEDULE_KNOBS, derived_keys, describe, efficiency, efficiency_report, failed_runs, fit_caveat,
+                        format_value, multiplier_note, realised_rho, rho_text, schedule_text, seed_average,
+                        spread_verdict, varying_keys)
 
 LOSS_UNIT = 'nats/token'
 ACC_METRICS = ('acc', 'acc_norm')  # task accuracy: results.csv columns <metric>_<task>
@@ -45,21 +46,9 @@ def rho_axis(replay_fraction):
     return -math.log1p(-replay_fraction)
 
 
-def rho_text(realised, asked=None):
-    """ρ as a run realised it (4 significant digits), and the ρ asked where rounding moved it: '0.2 (asked 0.25)'."""
-    text = f"{realised:.4g}"
-    return text + (f" (asked {asked:.4g})" if asked is not None and f"{asked:.4g}" != text else '')
-
-
 def rho_label(realised, asked=None):
     """rho_text for an axis tick: '.5', '.2 (asked .25)'."""
     return rho_text(realised, asked).replace('0.', '.')
-
-
-def realised_rho(rows, runs):
-    """The mean realised ρ (results.csv's rho_realised) of the named runs, or None when none records it."""
-    values = [r['rho_realised'] for r in rows if r['run'] in runs and isinstance(r.get('rho_realised'), float)]
-    return sum(values) / len(values) if values else None
 
 
 def spike_stats(evals, stage2_start):
@@ -80,7 +69,8 @@ def series_against_rho(rows, column):
     """Seed-averaged `column` against ρ, one series per protocol: runs equal in every setting but ρ and what the plan
     derives from it (δ, stage 2's start; N and γ where N grows with ρ, max_iters=0) form one line, one per α and per
     other varying setting. Points are grouped by the ρ asked (replay_fraction), ascending, and placed and labelled
-    at the ρ realised (rho_realised: the plan's replay share after rounding)."""
+    at the ρ realised (rho_realised: the plan's replay share after rounding; None where results.csv records none,
+    placed at the ρ asked then). missing: per point, the runs of its setting without a final `column`."""
     rows = [r for r in rows if r.get('reference') != 1 and isinstance(r.get('replay_fraction'), float)
             and 0 <= r['replay_fraction'] < 1]
     entries = seed_average(rows, column)
@@ -96,14 +86,14 @@ def series_against_rho(rows, column):
         alpha = members[0]['settings'].get('stage2_allocation')
         rho = [e['settings']['replay_fraction'] for e in members]
         realised = [realised_rho(rows, e['runs']) for e in members]
-        realised = [asked if r is None else r for asked, r in zip(rho, realised)]
         label = ', '.join(filter(None, [f"α={format_value(alpha)}" if alpha is not None else '',
                                         describe(settings, labelled)]))
         series.append(dict(label=label or 'all runs', settings=settings, stage2_allocation=alpha,
-                           replay_fraction=rho, rho_realised=realised, x=[rho_axis(r) for r in realised],
+                           replay_fraction=rho, rho_realised=realised,
+                           x=[rho_axis(asked if r is None else r) for asked, r in zip(rho, realised)],
                            mean=[e['mean'] for e in members], min=[e['min'] for e in members],
                            max=[e['max'] for e in members], n=[e['n'] for e in members],
-                           runs=[e['runs'] for e in members]))
+                           runs=[e['runs'] for e in members], missing=[e['missing'] for e in members]))
     return series
 
 
@@ -115,14 +105,6 @@ def setting_label(entry, keys, rows):
              if k == 'replay_fraction' and isinstance(settings.get(k), float)
              else f"{k}={format_value(settings.get(k))}" for k in keys]
     return ', '.join(parts) or (entry['runs'][0] if entry['n'] == 1 else f"mean of {entry['n']} seeds")
-
-
-def schedule_text(entry, rows):
-    """A seed_average entry's ρ (as realised: rho_text) and α, in the paper's symbols: 'ρ=0.2 (asked 0.25), α=1'."""
-    asked, realised = entry['settings'].get('replay_fraction'), realised_rho(rows, entry['runs'])
-    if not isinstance(asked, float) or realised is None:
-        return describe_schedule(entry['settings'])
-    return f"ρ={rho_text(realised, asked)}, α={format_value(entry['settings'].get('stage2_allocation'))}"
 
 
 def group_by(entries, keys):
@@ -215,27 +197,16 @@ def per_seed_line(runs, baseline_rho, compare_rho, column='val_loss_target', hig
 
 def spread_text(entry):
     """A seed_average entry as 'mean ± half the min–max range (min, max, n seeds)', or where it has no spread, the
-    mean and why (one seed; seeds whose runs came out identical)."""
+    mean and why (one seed; seeds whose runs came out identical); then the runs of its setting with no final value,
+    which the mean is not over."""
+    failed = (f"; no final value from {', '.join(entry['missing'])} (failed, diverged or unfinished)"
+              if entry.get('missing') else '')
     if entry['n'] == 1:
-        return f"{entry['mean']:.4f} (1 seed: no spread measured)"
+        return f"{entry['mean']:.4f} (1 seed: no spread measured)" + failed
     if entry['max'] == entry['min']:
-        return f"{entry['mean']:.4f} ({entry['n']} seeds gave identical runs: no spread measured)"
+        return f"{entry['mean']:.4f} ({entry['n']} seeds gave identical runs: no spread measured)" + failed
     return (f"{entry['mean']:.4f} ± {(entry['max'] - entry['min']) / 2:.4f} (min {entry['min']:.4f}, max "
-            f"{entry['max']:.4f}, {entry['n']} seeds)")
-
-
-def spread_verdict(base, other):
-    """Whether two seed_average entries differ by more than the seed spread (the larger min–max range of the two).
-    No verdict where no spread was measured: one seed each, or seeds that gave identical runs (a final value equal
-    to the last digit on every seed: what seeds that vary nothing, e.g. `seed` of a loaded model without dropout,
-    give), since a difference beyond a spread of 0 says nothing."""
-    spread = max(base['max'] - base['min'], other['max'] - other['min'])
-    if spread == 0:
-        return ("one seed: no spread measured, so no verdict" if base['n'] == other['n'] == 1 else
-                "seeds gave identical runs: no spread measured, so no verdict")
-    if abs(other['mean'] - base['mean']) <= spread:
-        return 'within noise: the difference is smaller than the seed spread'
-    return f"beyond the seed spread ({spread:.4f})"
+            f"{entry['max']:.4f}, {entry['n']} seeds)" + failed)
 
 
 def accuracy_lines(runs, column, names):
@@ -251,18 +222,20 @@ def accuracy_lines(runs, column, names):
         gain = other['mean'] - base['mean']
         lines += [f"{column}, replay     (ρ = {names[rho]}): {spread_text(other)}",
                   f"replay at ρ = {names[rho]} {'raises' if gain > 0 else 'lowers'} {column} by {abs(gain):.4f}: "
-                  f"{spread_verdict(base, other)}",
+                  f"{spread_verdict(base, other, names)}",
                   per_seed_line(runs, 0.0, rho, column, higher_is_better=True, names=names)]
     by_rho_text = ', '.join(f"ρ={names[rho]}: {e['mean']:.4f}" for rho, e in sorted(by_rho.items()))
     return lines + [f"{column} by ρ: {by_rho_text}"]
 
 
-def write_report(rows, sweep_dir):
+def write_report(rows, sweep_dir, write=True):
     """A short text report of a replay sweep: in each protocol (series_against_rho: runs equal but for ρ) that has
     runs without replay, every ρ against ρ = 0, the best ρ, the change in generic loss, task scores and the
     efficiency multipliers; then the training steps the sweep computed. A difference smaller than the seed spread
     (the larger min-to-max range of the two settings) is called "within noise"; where no spread was measured, no
-    verdict is given. ρ is the realised one, with the one asked where rounding moved it. Returns the text."""
+    verdict is given. ρ is the realised one, with the one asked where rounding moved it. Runs without a final loss
+    are named, in no mean. Returns the text; write: also to SWEEP_DIR/report.txt (ValueError before that where the
+    sweep has no report, so a caller can check first)."""
     try:
         protocols = [s for s in series_against_rho(rows, 'val_loss_target') if 0.0 in s['replay_fraction']
                      and len(s['replay_fraction']) > 1]
@@ -287,10 +260,12 @@ def write_report(rows, sweep_dir):
             if c['multiplier'] is not None:
                 schedule = schedule_text(c['replay_run'], rows)
                 lines.append(f"target-data efficiency of the best replay run ({schedule}): {c['multiplier']:.2f}x the "
-                             f"no-replay run's (D_eff {c['with_replay']:.2f} vs {c['without_replay']:.2f} x D0)")
+                             f"no-replay run's (D_eff {c['with_replay']:.2f} vs {c['without_replay']:.2f} x D0)"
+                             + multiplier_note(c, c['plain_run'], c['replay_run']))
             else:
                 lines.append("efficiency: a loss lies outside the fitted range of the reference runs; not "
                              "extrapolating")
+    lines += [failed_runs(rows)] if failed_runs(rows) else []
     computed = [r['steps_computed'] for r in rows if isinstance(r.get('steps_computed'), float)]
     scratch = sum(r['max_iters'] for r in rows if isinstance(r.get('max_iters'), float))
     if computed:
@@ -298,8 +273,9 @@ def write_report(rows, sweep_dir):
         lines.append(f"compute: {sum(computed):.0f} training steps with prefix sharing instead of {scratch:.0f}"
                      + (f" ({unknown} runs did not record theirs)" if unknown else ''))
     text = '\n'.join(lines) + '\n'
-    with open(os.path.join(sweep_dir, 'report.txt'), 'w') as f:
-        f.write(text)
+    if write:
+        with open(os.path.join(sweep_dir, 'report.txt'), 'w') as f:
+            f.write(text)
     return text
 
 
@@ -308,7 +284,7 @@ def protocol_lines(rows, series, report):
     efficiency multiplier where the reference fit holds) and the best ρ."""
     names = {asked: rho_text(realised, asked) for asked, realised in zip(series['replay_fraction'],
                                                                          series['rho_realised'])}
-    members = {name for runs in series['runs'] for name in runs}
+    members = {name for runs in series['runs'] + series['missing'] for name in runs}  # failed runs: to be named
     runs = [r for r in rows if r['run'] in members]
     target = {e['settings']['replay_fraction']: e for e in seed_average(runs, 'val_loss_target')}
     generic = {e['settings']['replay_fraction']: e for e in seed_average(runs, 'val_loss_generic')}
@@ -320,28 +296,37 @@ def protocol_lines(rows, series, report):
         gain = base['mean'] - other['mean']
         lines += [f"target loss, replay     (ρ = {names[rho]}): {spread_text(other)}",
                   f"replay at ρ = {names[rho]} {'lowers' if gain > 0 else 'raises'} the target loss by "
-                  f"{abs(gain):.4f} ({100 * abs(gain) / base['mean']:.1f}%): {spread_verdict(base, other)}",
+                  f"{abs(gain):.4f} ({100 * abs(gain) / base['mean']:.1f}%): {spread_verdict(base, other, names)}",
                   per_seed_line(runs, 0.0, rho, names=names)]
     by_rho = ', '.join(f"ρ={names[rho]}: {e['mean']:.4f}" for rho, e in sorted(target.items()))
     lines += [f"target loss by ρ: {by_rho}",
-              f"best ρ: {names[best]} (target loss {target[best]['mean']:.4f})"]
+              f"best ρ: {names[best]} (target loss {target[best]['mean']:.4f}" + (
+                  f"; over {target[best]['n']} of its {target[best]['n'] + len(target[best]['missing'])} runs, no "
+                  f"final loss from {', '.join(target[best]['missing'])}" if target[best]['missing'] else '') + ")"]
     for rho in compared if 0.0 in generic else []:
-        if rho in generic:
+        if rho in generic:  # reduces or raises only where the difference beats the seed spread, as the target loss
             change = generic[rho]['mean'] - generic[0.0]['mean']
+            verdict = spread_verdict(generic[0.0], generic[rho], names)
+            if f"{abs(change):.4f}" == '0.0000':
+                verdict = 'no change'
+            elif verdict.startswith('beyond'):
+                effect = 'reduces forgetting of the generic domain' if change < 0 else 'raises the generic loss'
+                verdict = f"replay {effect}, {verdict}"
             lines.append(f"generic loss: {generic[0.0]['mean']:.4f} at ρ = {names[0.0]}, {generic[rho]['mean']:.4f} "
-                         f"at ρ = {names[rho]} ({change:+.4f}: replay "
-                         f"{'reduces' if change < 0 else 'does not reduce'} forgetting of the generic domain)")
+                         f"at ρ = {names[rho]} ({change:+.4f}: {verdict})")
     for columns in task_columns(rows).values():  # acc, acc_norm, exact_match per filter: higher is better
         for column, _, _ in columns:
             lines += accuracy_lines(runs, column, names)
     if not isinstance(report, ValueError):
         fit = report['fit']
         lines.append(f"efficiency fit over the reference runs: L(D) = {fit['A']:.4g}·D^-{fit['B']:.4g} + "
-                     f"{fit['C']:.4g} (R² = {fit['r2']:.3f})")
+                     f"{fit['C']:.4g} (R² = {fit['r2']:.3f}" + (f"; {fit_caveat(fit)}" if fit_caveat(fit) else '')
+                     + ")")
         for rho in compared:
             fixed = efficiency(fit, target[rho]['mean'], base['mean'], base['settings']['target_tokens'])
             lines.append(f"target-data efficiency of ρ = {names[rho]} over ρ = {names[0.0]}: " +
-                         (f"{fixed['multiplier']:.2f}x" if fixed['multiplier'] is not None else
+                         (f"{fixed['multiplier']:.2f}x" + multiplier_note(fixed, base, target[rho])
+                          if fixed['multiplier'] is not None else
                           "a loss lies outside the fitted range; not extrapolating"))
     return lines
 

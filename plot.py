@@ -23,7 +23,8 @@ task's acc and acc_norm (results.csv's acc_<task>, acc_norm_<task>), a generatio
 (exact_match_<task>_<filter>, e.g. GSM8K's strict-match and flexible-extract). task_curves.png: the same scores over
 the steps of every setting (results.jsonl's task_evals), each stage start marked. --report writes
 SWEEP_DIR/report.txt: in each protocol, every ρ against ρ = 0 beside the seed spread (target and generic loss, each
-task score, the efficiency multiplier) and the best ρ.
+task score, the efficiency multiplier) and the best ρ; a sweep that has none is one error before any plot, and a
+report.txt of an earlier results.csv is removed (it would pass for this sweep's, as a stale plot would).
 
 ρ: points and series are grouped by the ρ asked (replay_fraction) and placed and labelled at the ρ the plan realised
 (rho_realised), with the one asked beside it where rounding moved it ('.2 (asked .25)').
@@ -130,15 +131,16 @@ def plot_heatmap(rows, out_dir, formats):
         alphas = sorted(s['stage2_allocation'] for s in panel)
         rhos = sorted({r for s in panel for r in s['replay_fraction']})
         mean, spread = np.full((len(rhos), len(alphas)), np.nan), np.full((len(rhos), len(alphas)), np.nan)
-        for s in panel:
-            for r, m, low, high in zip(s['replay_fraction'], s['mean'], s['min'], s['max']):
+        for s in panel:  # one seed or identical seeds measured no spread: no ± (NaN), not ±0
+            for r, m, low, high, n in zip(s['replay_fraction'], s['mean'], s['min'], s['max'], s['n']):
                 cell = rhos.index(r), alphas.index(s['stage2_allocation'])
-                mean[cell], spread[cell] = m, (high - low) / 2
+                mean[cell], spread[cell] = m, (high - low) / 2 if n > 1 and high > low else np.nan
         image = ax.imshow(mean, cmap='viridis_r', aspect='auto', origin='lower')
         fig.colorbar(image, ax=ax, label=f'final target val loss ({LOSS_UNIT})')
         for (row, col), value in np.ndenumerate(mean):
             if not np.isnan(value):
-                ax.text(col, row, f"{value:.4f}\n±{spread[row, col]:.4f}", ha='center', va='center', fontsize=7,
+                ax.text(col, row, f"{value:.4f}" + ('' if np.isnan(spread[row, col]) else
+                                                    f"\n±{spread[row, col]:.4f}"), ha='center', va='center', fontsize=7,
                         color='white' if value > np.nanmean(mean) else 'black')
         best_row, best_col = np.unravel_index(np.nanargmin(mean), mean.shape)
         ax.add_patch(plt.Rectangle((best_col - 0.5, best_row - 0.5), 1, 1, fill=False, edgecolor='red', linewidth=3))
@@ -151,11 +153,12 @@ def plot_heatmap(rows, out_dir, formats):
         ax.set_ylabel('replay fraction ρ')
         settings = describe(panel[0]['settings'], panel[0]['settings'])
         ax.set_title(f"Final target loss{': ' + settings if settings else ''}\ncell: mean over seeds ± half the "
-                     "min–max range; red: best", fontsize=9)
+                     "min–max range (no ±: one seed or identical\nseeds, no spread measured); red: best", fontsize=9)
         best = dict(replay_fraction=rhos[best_row], stage2_allocation=alphas[best_col],
                     mean=float(mean[best_row, best_col]))
         plotted.append(dict(settings=panel[0]['settings'], replay_fraction=rhos, stage2_allocation=alphas, best=best,
-                            mean=[[None if np.isnan(v) else v for v in row] for row in mean.tolist()]))  # JSON: no NaN
+                            **{key: [[None if np.isnan(v) else v for v in row] for row in values.tolist()]
+                               for key, values in (('mean', mean), ('spread', spread))}))  # JSON: no NaN
     save(fig, out_dir, 'heatmap', formats)
     return dict(panels=plotted)
 
@@ -374,8 +377,9 @@ def plot_efficiency(rows, out_dir, formats):
                 ax.axhline(run['mean'], linestyle=':', label=f"{name}: outside the fitted range")
                 continue
             multiplier = f" ({c['multiplier']:.2f}x no replay)" if side == 'with_replay' and c['multiplier'] else ''
+            beyond = ', extrapolated beyond the reference budgets' if side in c['extrapolated'] else ''
             line, = ax.plot([c['D0'], c[side] * c['D0']], [run['mean']] * 2, linestyle='--',
-                            label=f"{name}: D_eff/D0 = {c[side]:.2f}{multiplier}")
+                            label=f"{name}: D_eff/D0 = {c[side]:.2f}{beyond}{multiplier}")
             ax.plot(c[side] * c['D0'], run['mean'], marker=marker, color=line.get_color())
     ax.set_xscale('log')
     ax.set_xlabel('unique target tokens D (log scale); dashed: from the run\'s D0 to its D_eff')
@@ -404,24 +408,32 @@ def main(argv):
         raise UserError(str(e)) from None
     if not rows:
         raise UserError(f"{args['sweep_dir']}/results.csv has no runs")
-    out_dir = os.path.join(args['sweep_dir'], 'plots')
+    out_dir, report_path = os.path.join(args['sweep_dir'], 'plots'), os.path.join(args['sweep_dir'], 'report.txt')
+    outputs = [os.path.join(out_dir, f"{name}.{extension}") for name in PLOT_NAMES for extension in ('png', 'pdf')]
+    for path in [out_dir, os.path.join(out_dir, 'plotted.json')] + outputs + [report_path] * args['report']:
+        if os.path.lexists(path) and os.path.isdir(path) != (path == out_dir):  # checked before anything is written
+            raise UserError(f"{path} exists and is not a {'directory' if path == out_dir else 'file'}: move it away, "
+                            f"plot.py writes its {'plots' if path == out_dir else 'output'} there")
+    if args['report']:  # before any plot: a sweep without a report fails before it has changed anything else
+        try:
+            write_report(rows, args['sweep_dir'], write=False)
+        except ValueError as e:  # an earlier report would pass for this sweep's: removed, as stale plots are
+            stale = os.path.isfile(report_path)
+            if stale:
+                os.remove(report_path)
+            raise UserError(str(e) + (f" (removed {report_path}, written from an earlier results.csv)" if stale
+                                      else '')) from None
     os.makedirs(out_dir, exist_ok=True)
     formats = ['png'] + (['pdf'] if args['pdf'] else [])
-    plots = dict(replay_vs_loss=lambda: plot_replay_vs_loss(rows, out_dir, formats, quadratic=args['fit']),
-                 heatmap=lambda: plot_heatmap(rows, out_dir, formats),
-                 spike=lambda: plot_spike(rows, out_dir, formats),
-                 forgetting=lambda: plot_forgetting(rows, out_dir, formats),
-                 efficiency=lambda: plot_efficiency(rows, out_dir, formats),
-                 curves=lambda: plot_curves(rows, out_dir, formats),
-                 accuracy=lambda: plot_accuracy(rows, out_dir, formats),
-                 task_curves=lambda: plot_task_curves(rows, out_dir, formats))
+    plots = dict(zip(PLOT_NAMES, (plot_replay_vs_loss, plot_heatmap, plot_spike, plot_forgetting, plot_efficiency,
+                                  plot_curves, plot_accuracy, plot_task_curves)))
+    for path in filter(os.path.exists, outputs):  # a stale file from an earlier run would pass for this sweep's plot
+        os.remove(path)
     plotted = {}
     for name in PLOT_NAMES:
-        for extension in ('png', 'pdf'):  # a stale file from an earlier run would pass for this sweep's plot
-            if os.path.exists(os.path.join(out_dir, f"{name}.{extension}")):
-                os.remove(os.path.join(out_dir, f"{name}.{extension}"))
+        extra = dict(quadratic=args['fit']) if name == 'replay_vs_loss' else {}
         try:
-            plotted[name] = plots[name]()
+            plotted[name] = plots[name](rows, out_dir, formats, **extra)
             print(f"wrote {os.path.join(out_dir, name)}.png")
         except Skip as e:
             plt.close('all')  # a plot may find it cannot draw after opening its figure
@@ -430,10 +442,7 @@ def main(argv):
     with open(os.path.join(out_dir, 'plotted.json'), 'w') as f:
         json.dump(plotted, f, indent=1, default=float)  # default: numpy numbers
     if args['report']:
-        try:
-            print(write_report(rows, args['sweep_dir']), end='')
-        except ValueError as e:
-            raise UserError(str(e)) from None
+        print(write_report(rows, args['sweep_dir']), end='')
 
 
 if __name__ == '__main__':

@@ -3,6 +3,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -455,3 +456,98 @@ def test_gather_names_a_run_whose_files_are_broken(tmp_path, file, text):
                                         r"and start the sweep again"):
         analysis.gather(runs, str(tmp_path))
     assert (tmp_path / 'results.csv').read_bytes() == before
+
+
+# ---- failed runs, the generic loss's verdict, unmeasured spreads, output paths ------------------------------------
+
+def test_a_failed_run_is_named_and_its_one_seed_measures_no_spread(tmp_path):
+    """Two seeds at ρ = .5, one diverged (NaN) and one at ρ = .75 with no final loss (empty): the report names them
+    per ρ and in one line, gives no verdict for the ρ left with one seed, and says what the best ρ is over."""
+    rows = rho_rows({0.0: [3.47, 3.48], 0.5: [3.455, float('nan')], 0.75: [3.5, 3.51, None]}, seeds=(1, 2, 3))
+    write_sweep(tmp_path, rows)
+    result = run_plot(tmp_path, '--report')
+    assert result.returncode == 0, result.stderr
+    lines = (tmp_path / 'report.txt').read_text().splitlines()
+    assert ("target loss, replay     (ρ = 0.5): 3.4550 (1 seed: no spread measured); no final value from r0.5_s2 "
+            "(failed, diverged or unfinished)") in lines
+    assert ("replay at ρ = 0.5 lowers the target loss by 0.0200 (0.6%): no spread measured at ρ = 0.5 (1 seed), so "
+            "no verdict") in lines
+    assert ("target loss, replay     (ρ = 0.75): 3.5050 ± 0.0050 (min 3.5000, max 3.5100, 2 seeds); no final value "
+            "from r0.75_s3 (failed, diverged or unfinished)") in lines
+    assert "best ρ: 0.5 (target loss 3.4550; over 1 of its 2 runs, no final loss from r0.5_s2)" in lines
+    assert "runs with no final val_loss_target (failed, diverged or unfinished; in no mean): r0.5_s2, r0.75_s3" in lines
+    assert 'beyond the seed spread' not in '\n'.join(lines[:4])
+    (series,) = json.loads((tmp_path / 'plots' / 'plotted.json').read_text())['replay_vs_loss']['series']
+    assert series['n'] == [2, 1, 2] and series['missing'] == [[], ['r0.5_s2'], ['r0.75_s3']]
+
+
+def test_the_generic_loss_is_judged_against_its_seed_spread(tmp_path):
+    """'reduces forgetting' only beyond the generic loss's seed spread; within it, or with no spread, no verdict; a
+    difference of zero reads as no change."""
+    generic = {0.0: [4.0, 4.0064], 0.25: [4.0, 4.0064], 0.5: [3.999, 4.0054], 0.75: [3.8, 3.801], 0.875: [4.3, 4.301]}
+    rows = [dict(row, val_loss_generic=generic[row['replay_fraction']][row['seed'] - 1])
+            for row in rho_rows({rho: [3.0 - 0.1 * rho, 3.001 - 0.1 * rho] for rho in generic})]
+    write_sweep(tmp_path, rows)
+    lines = [line for line in write_report(load_sweep(str(tmp_path)), str(tmp_path)).splitlines()
+             if line.startswith('generic loss')]
+    assert lines == [
+        "generic loss: 4.0032 at ρ = 0, 4.0032 at ρ = 0.25 (+0.0000: no change)",
+        "generic loss: 4.0032 at ρ = 0, 4.0022 at ρ = 0.5 (-0.0010: within noise: the difference is smaller than the "
+        "seed spread)",
+        "generic loss: 4.0032 at ρ = 0, 3.8005 at ρ = 0.75 (-0.2027: replay reduces forgetting of the generic domain, "
+        "beyond the seed spread (0.0064))",
+        "generic loss: 4.0032 at ρ = 0, 4.3005 at ρ = 0.875 (+0.2973: replay raises the generic loss, beyond the seed "
+        "spread (0.0064))"]
+    write_sweep(tmp_path, [dict(row, val_loss_generic=4.0 - 0.01 * row['replay_fraction'] - 0.001 * row['seed'])
+                           for row in rho_rows({0.0: [3.0], 0.5: [2.9]}, seeds=(1,))])
+    assert ("generic loss: 3.9990 at ρ = 0, 3.9940 at ρ = 0.5 (-0.0050: one seed: no spread measured, so no verdict)"
+            in write_report(load_sweep(str(tmp_path)), str(tmp_path)))
+
+
+def test_heatmap_shows_no_spread_where_none_was_measured(tmp_path):
+    """A cell of one seed, or of seeds with identical runs, has no ± (plotted.json's spread: None), not ±0."""
+    rows = rho_rows({0.0: [3.0, 3.01], 0.5: [2.9]}) + [dict(row, stage2_allocation=0.5) for row in
+                                                          rho_rows({0.0: [3.1, 3.1], 0.5: [2.95]})]
+    for row in rows:
+        row['run'] += f"_a{row['stage2_allocation']}"
+    write_sweep(tmp_path, rows)
+    assert run_plot(tmp_path).returncode == 0
+    (panel,) = json.loads((tmp_path / 'plots' / 'plotted.json').read_text())['heatmap']['panels']
+    assert panel['stage2_allocation'] == [0.5, 1.0] and panel['replay_fraction'] == [0.0, 0.5]
+    assert panel['spread'][0][1] == pytest.approx(0.005)
+    assert panel['spread'][0][0] is None and panel['spread'][1] == [None, None]
+
+
+@pytest.mark.parametrize('path, kind', [('plots', 'directory'), ('report.txt', 'file'),
+                                        ('plots/heatmap.png', 'file')])
+def test_an_output_path_of_the_wrong_kind_is_refused_before_anything_is_written(tmp_path, path, kind):
+    write_sweep(tmp_path, rho_rows({0.0: [3.0, 3.01], 0.5: [2.9, 2.91]}))
+    os.makedirs(tmp_path / 'plots', exist_ok=True)
+    (tmp_path / 'plots' / 'replay_vs_loss.png').write_bytes(b'an earlier plot')
+    if kind == 'directory':
+        shutil.rmtree(tmp_path / 'plots')
+        (tmp_path / path).write_text('a file')
+    else:
+        os.makedirs(tmp_path / path)
+    result = run_plot(tmp_path, '--report')
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"error: {tmp_path / path} exists and is not a {kind}: move it away")
+    assert not os.path.exists(tmp_path / 'plots' / 'plotted.json') and os.path.isdir(tmp_path / path) != (
+        kind == 'directory')
+    if kind == 'file':
+        assert (tmp_path / 'plots' / 'replay_vs_loss.png').read_bytes() == b'an earlier plot'
+
+
+def test_a_sweep_without_a_report_fails_before_any_plot_and_removes_a_stale_report(tmp_path):
+    """--report on a sweep with no ρ = 0 run: one error before any plot is written; a report.txt of an earlier
+    results.csv would pass for this one's, so it is removed, and the error says so."""
+    write_sweep(tmp_path, rho_rows({0.5: [2.9, 2.91]}))
+    (tmp_path / 'report.txt').write_text('an earlier report\n')
+    result = run_plot(tmp_path, '--report')
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr == (f"error: the sweep needs runs at ρ = 0 and at some ρ > 0 of one protocol for a report "
+                             f"(removed {tmp_path / 'report.txt'}, written from an earlier results.csv)\n")
+    assert not os.path.exists(tmp_path / 'report.txt') and not os.path.exists(tmp_path / 'plots')
+    result = run_plot(tmp_path, '--report')
+    assert result.returncode == 2 and result.stderr == (
+        "error: the sweep needs runs at ρ = 0 and at some ρ > 0 of one protocol for a report\n")
