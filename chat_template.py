@@ -47,12 +47,10 @@ def read_chat_template(model_dir, override=None):
     if override:
         if not os.path.isfile(override):
             raise UserError(f'--chat_template {override}: no such file')
-        with open(override, encoding='utf-8') as f:  # text mode, as transformers reads chat_template.jinja
-            return f.read(), override
+        return read_template_file(override), override
     jinja_file = os.path.join(model_dir, 'chat_template.jinja')
     if os.path.isfile(jinja_file):
-        with open(jinja_file, encoding='utf-8') as f:
-            return f.read(), jinja_file
+        return read_template_file(jinja_file), jinja_file
     config_file = os.path.join(model_dir, 'tokenizer_config.json')
     template = read_json_file(config_file).get('chat_template') if os.path.isfile(config_file) else None
     if isinstance(template, list):
@@ -61,6 +59,17 @@ def read_chat_template(model_dir, override=None):
         raise UserError(f'{model_dir} has no chat template (no chat_template.jinja, no chat_template in '
                         f'tokenizer_config.json): pass --chat_template=FILE, or use --format=text')
     return template, config_file
+
+
+def read_template_file(path):
+    try:
+        with open(path, encoding='utf-8') as f:  # text mode, as transformers reads chat_template.jinja
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise UserError(f'{path} is not UTF-8 text ({e.reason} at byte {e.start}): a chat template is a jinja '
+                        f'text file, saved as UTF-8') from None
+    except OSError as e:
+        raise UserError(f'{path} cannot be read ({e.strerror})') from None
 
 
 def special_tokens_map(model_dir, tok, config):
@@ -183,9 +192,16 @@ def chat_messages(conversation, where):
         if not isinstance(turn, dict):
             raise UserError(f'{where}: turn {i} is a {type(turn).__name__}, not an object with role and content')
         turn = {k: v for k, v in turn.items() if v is not None}
-        if not isinstance(turn.get('role'), str) or 'content' not in turn:
+        if 'role' not in turn or 'content' not in turn:
             raise UserError(f'{where}: turn {i} has no {"role" if "content" in turn else "content"} (fields: '
                             f'{", ".join(turn) or "none"}); every turn needs a role and a content')
+        for key in ('role', 'content'):  # a template would print anything else as its Python repr
+            if not isinstance(turn[key], str):
+                kind = type(turn[key]).__name__
+                hint = (' (content parts: join their text into one string)' if key == 'content' and
+                        isinstance(turn[key], list) else '')
+                raise UserError(f'{where}: turn {i} has a {key} that is {"an" if kind[0] in "aeiou" else "a"} '
+                                f'{kind}, not text{hint}')
         reasoning = next((turn[k] for k in REASONING_FIELDS if turn.get(k) is not None), None)
         if reasoning is not None:
             turn = {'thinking': reasoning, **turn, 'reasoning_content': reasoning}
@@ -206,9 +222,11 @@ def render_chat(chat, messages, add_generation_prompt=False, where='a conversati
             blocks.append(block)
             tracking.yielded += len(block)
     except jinja2.TemplateError as e:  # raise_exception(...) in the template, or a template bug
-        raise UserError(f'{where}: the chat template refused it ({type(e).__name__}: {e})') from None
+        raise UserError(f'{where}: the chat template refused it ({type(e).__name__}: {" ".join(str(e).split())})') \
+            from None
     except Exception as e:  # a template runs arbitrary expressions on the data (TypeError, KeyError, ...)
-        raise UserError(f'{where}: the chat template failed on it ({type(e).__name__}: {str(e)[:200]})') from None
+        raise UserError(f'{where}: the chat template failed on it ({type(e).__name__}: '
+                        f'{" ".join(str(e).split())[:200]})') from None
     finally:
         extension.tracking = None
     return ''.join(blocks), tracking.spans

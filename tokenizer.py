@@ -160,21 +160,31 @@ def get_tokenizer(name):
 # ---------------------------------------------------------------------------------------------------------------
 
 def special_token_text(value):
-    """tokenizer_config.json writes a special token as its text, or as {"content": text, ...} (AddedToken)."""
-    return value.get('content') if isinstance(value, dict) else value
+    """tokenizer_config.json writes a special token as its text, or as {"content": text, ...} (AddedToken); None
+    for anything else."""
+    text = value.get('content') if isinstance(value, dict) else value
+    return text if isinstance(text, str) else None
 
 
 def read_json_file(path):
+    """A model directory's JSON file (config.json, tokenizer_config.json, ...): each is a JSON object."""
     try:
         with open(path) as f:
-            return json.load(f)
+            obj = json.load(f)
     except (OSError, ValueError) as e:
         raise UserError(f'{path} is not readable JSON ({type(e).__name__}: {e})') from None
+    if not isinstance(obj, dict):
+        raise UserError(f'{path} is not a JSON object (it holds {type(obj).__name__} {json.dumps(obj)[:40]}): is it '
+                        f'the right file?')
+    return obj
 
 
 def load_tokenizer_json(path):
     """(tokenizers.Tokenizer, tokenizer_config.json as a dict or {}) of a model directory; one-line errors."""
     from tokenizers import Tokenizer
+    if os.path.isfile(path):
+        raise UserError(f'tokenizer {path} is a file, not a directory: pass the model directory that holds '
+                        f'tokenizer.json')
     if not os.path.isdir(path):
         hub = (f": it looks like a Hugging Face Hub id; download it first with `hf download {path} --local-dir DIR`"
                f" and pass --tokenizer DIR" if path.count('/') == 1 and not path.startswith(('.', '/')) else '')
@@ -186,7 +196,8 @@ def load_tokenizer_json(path):
     try:
         tok = Tokenizer.from_file(file)
     except Exception as e:  # the Rust side raises a plain Exception
-        raise UserError(f'{file} cannot be read by the tokenizers package ({str(e)[:200]})') from None
+        raise UserError(f'{file} cannot be read by the tokenizers package ({" ".join(str(e).split())[:200]})') \
+            from None
     config_file = os.path.join(path, 'tokenizer_config.json')
     return tok, (read_json_file(config_file) if os.path.isfile(config_file) else {})
 
@@ -207,6 +218,10 @@ def tokenizer_fingerprint(tok):
 def end_of_sequence(tok, config, path):
     """The id that ends a document: tokenizer_config.json's eos_token, else config.json's eos_token_id."""
     text = special_token_text(config.get('eos_token'))
+    if config.get('eos_token') is not None and text is None:
+        raise UserError(f"{os.path.join(path, 'tokenizer_config.json')}: eos_token is "
+                        f"{json.dumps(config['eos_token'])[:60]}, not a token's text (a string, or "
+                        f'{{"content": "..."}})')
     eos = tok.token_to_id(text) if text else None
     model_config = os.path.join(path, 'config.json')
     if eos is None and os.path.isfile(model_config):

@@ -24,12 +24,14 @@ import time
 import numpy as np
 
 # common first: it puts the repo root on sys.path
-from common import UserError, command_line, commit, is_prepared, read_meta, token_dtype, warn
+from common import (SOURCE_FILES, UserError, check_output, command_line, commit, is_prepared, read_meta,
+                    token_dtype, warn)
 import chat_template as chat_templates  # noqa: E402
 
 SHAREGPT_ROLES = {'human': 'user', 'gpt': 'assistant', 'system': 'system'}
 OPEN_WINDOWS = 64
-FILES = ('bin', 'mask.bin', 'starts.bin')
+FILES = SOURCE_FILES
+MAX_BLOCK_SIZE = 2**20  # Llama 4-scale contexts; the packer's open windows then hold ~400 MB
 VAL_RULE = ('by conversation: the first conversations of the input, whole, until val_tokens (tokens of kept '
             'examples, before padding) is reached; train is the conversations after them. A source that does not '
             'exceed val_tokens gives val its first ~10% of tokens instead (at least one example each).')
@@ -50,8 +52,9 @@ def conversation_of(record, messages_field, where):
     if messages_field in record:
         return record[messages_field]
     if 'conversations' not in record:
-        raise UserError(f"{where} has neither '{messages_field}' nor 'conversations' (fields: "
-                        f"{', '.join(record) or 'none'}); pass --messages_field NAME")
+        wanted = f"neither '{messages_field}' nor" if messages_field != 'conversations' else 'no'
+        raise UserError(f"{where} has {wanted} 'conversations' (fields: {', '.join(record) or 'none'}); pass "
+                        f"--messages_field NAME")
     turns = record['conversations']
     if not isinstance(turns, (list, tuple)):
         return turns  # chat_messages names the mistake
@@ -168,11 +171,19 @@ def fill_chat_splits(examples, packers, val_tokens, max_tokens, val_examples=Non
     ends = np.cumsum([len(held[i][0]) for i in kept])
     k = min(int(np.searchsorted(ends, np.ceil(0.1 * held_tokens))) + 1, len(kept) - 1)  # kept examples for val
     cut = kept[k]  # the first train example: at least one kept example stays for train
-    for split, part in (('val', held[:cut]), ('train', held[cut:])):
-        for example in part:
-            packers[split].add(*example)
+    for example in held[:cut]:
+        packers['val'].add(*example)
+    rest = held[cut:]
+    for i, example in enumerate(rest):  # --max_tokens holds here too
+        if max_tokens and train_tokens >= max_tokens:
+            rest = rest[:i]
+            break
+        packers['train'].add(*example)
+        train_tokens += len(example[0]) if example[1].any() else 0
     return notes + [f'the source has only {held_tokens:,} example tokens, not more than --val_tokens {val_tokens:,}: '
-                    f'val is its first {k} example(s) ({int(ends[k - 1]):,} tokens, ~10%), train the rest']
+                    f'val is its first {k} example(s) ({int(ends[k - 1]):,} tokens, ~10%), train ' +
+                    (f'the next {len(rest)} (--max_tokens {max_tokens:,})' if len(rest) < len(held) - cut else
+                     'the rest')]
 
 
 def prepare_chat_source(records, out, source, script, argv, tokenizer, block_size, loss_on='assistant',
@@ -184,6 +195,9 @@ def prepare_chat_source(records, out, source, script, argv, tokenizer, block_siz
     if not isinstance(block_size, int) or block_size < 1:
         raise UserError(f'--block_size must be a positive integer (the block_size train.py will use), got '
                         f'{block_size!r}')
+    if block_size > MAX_BLOCK_SIZE:
+        raise UserError(f'--block_size {block_size:,} is beyond the {MAX_BLOCK_SIZE:,} (2**20) tokens a window may '
+                        f'hold here: use the block_size train.py will use')
     if loss_on not in chat_templates.LOSS_ON:
         raise UserError(f"--loss_on must be one of {', '.join(chat_templates.LOSS_ON)}, got {loss_on!r}")
     if not os.path.isdir(tokenizer) or not os.path.isfile(os.path.join(tokenizer, 'tokenizer.json')):
@@ -200,6 +214,7 @@ def prepare_chat_source(records, out, source, script, argv, tokenizer, block_siz
         print(f'{out}: already prepared with these settings (meta.json matches); nothing to do (--force rebuilds)')
         return read_meta(out)
     dtype = token_dtype(chat['vocab_size'])
+    check_output(out, force, FILES)
     created = not os.path.isdir(out)
     os.makedirs(out, exist_ok=True)
     partial = {(s, f): os.path.join(out, f'{s}.{f}.partial') for s in ('train', 'val') for f in FILES}
@@ -221,6 +236,8 @@ def prepare_chat_source(records, out, source, script, argv, tokenizer, block_siz
         dropped = sum(c['dropped'] for c in counts.values())
         if dropped:
             notes.append(f'dropped {dropped:,} example(s) with no loss token under --loss_on={loss_on}')
+        if report.get('utf8_replaced'):
+            notes.append(f"replaced {report['utf8_replaced']:,} invalid UTF-8 sequence(s) with U+FFFD")
         truncated = sum(c['truncated'] for c in counts.values())
         if truncated:
             notes.append(f'truncated {truncated:,} example(s) longer than a window ({block_size + 1} tokens)')

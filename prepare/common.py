@@ -12,19 +12,17 @@ valid; a re-run with the same settings finds meta.json matching and does nothing
 
 Scripts import this module as `from common import ...` (they run as `python prepare/x.py`, so prepare/ is on
 sys.path); it puts the repository root on sys.path, the one place prepare/ does, so that they and it can import the
-root's modules (tokenizer.py: every tokenizer; configurator.py; layout.py). The Hub scripts' streaming is in hub.py.
+root's modules (tokenizer.py: every tokenizer; configurator.py; layout.py). The Hub scripts' streaming is in hub.py,
+the command line (Parser, token counts, the shared options; re-exported here) in cmdline.py.
 Mistakes a user can fix raise UserError: `run_main` prints it as one line and exits with status 2.
 """
-import argparse
 import codecs
 import collections
 import concurrent.futures
-import difflib
 import functools
 import json
 import os
-import re
-import shlex
+import signal
 import sys
 import time
 
@@ -33,12 +31,15 @@ from tqdm import tqdm
 
 sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root (see above)
 import layout  # noqa: E402
-from configurator import BOOLEAN_WORDS, UserError, check_rule, run_main  # noqa: E402
+from configurator import UserError, run_main  # noqa: E402
 from tokenizer import get_tokenizer, is_model_dir_tokenizer  # noqa: E402
+from cmdline import (MAX_COUNT, Parser, at_least_1, base_parser, command_line, parse_bool,  # noqa: E402,F401
+                     parse_count)
 VAL_RULE = ('by document: the first documents of the val stream (the dataset\'s validation split when it has one, '
             'else the start of the document stream), whole, until val_tokens is reached; train is the documents '
             'after them. A source smaller than that gives val its first ~10% of tokens instead.')
 SMALL_SOURCE_VAL_SHARE = 0.1
+SOURCE_FILES = ('bin', 'mask.bin', 'starts.bin')  # {split}.<these>: a text source has .bin, a chat one all three
 
 
 # the project's one error type and script runner (configurator.py); prepare scripts add their Ctrl-C promise
@@ -51,92 +52,15 @@ def warn(message):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------------------------
-
-def parse_count(text):
-    """'65536', '1_000_000', '64M', '4.3B', '2e6' -> int: token budgets are easier to read with a suffix."""
-    m = re.fullmatch(r'\s*([0-9][0-9_]*(?:\.[0-9]+)?(?:e[0-9]+)?)\s*([kKmMbBgG]?)\s*', str(text))
-    if not m:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a token count (examples: 65536, 64M, 4.3B)")
-    scale = {'': 1, 'k': 10**3, 'm': 10**6, 'b': 10**9, 'g': 10**9}[m.group(2).lower()]
-    return int(round(float(m.group(1).replace('_', '')) * scale))
-
-
-def parse_bool(text):
-    if text not in BOOLEAN_WORDS:
-        raise argparse.ArgumentTypeError(f"'{text}' is not True or False")
-    return BOOLEAN_WORDS[text]
-
-
-def at_least_1(text):
-    if not re.fullmatch(r'\s*[0-9]+\s*', text) or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"'{text}' must be a whole number, at least 1")
-    return int(text)
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse under the project's command-line convention (configurator.py): --help prints `doc`, --key value or
-    --key=value, a boolean bare or with a value (--force, --force=True), "did you mean" for an unknown option, and
-    an option's rule (add_argument(..., rule=R), a configurator.check_rule rule) checked once all are parsed; an
-    --out (or --*_out) is 'an output directory' unless it names another rule. No abbreviations: a typo is an error,
-    not a guess."""
-    def __init__(self, doc):
-        super().__init__(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-
-    def add_argument(self, *names, rule=None, **kwargs):
-        if kwargs.get('action') == 'store_true':  # a bare --flag, or --flag=True/False
-            kwargs.update(action='store', nargs='?', const=True, default=False, type=parse_bool)
-        action = super().add_argument(*names, **kwargs)
-        action.rule = rule or ('an output directory' if action.dest == 'out' or action.dest.endswith('_out') else None)
-        return action
-
-    def parse_args(self, args=None, namespace=None):
-        parsed = super().parse_args(args, namespace)
-        for action in self._actions:
-            value = getattr(parsed, action.dest, None)
-            if action.rule and value is not None:
-                check_rule(f'--{action.dest}', value, action.rule)
-        return parsed
-
-    def error(self, message):  # argparse's own mistakes exit 2 too, but with one line, like every other error
-        unknown = re.match(r'unrecognized arguments: (--[^\s=]+)', message)
-        names = [name for action in self._actions for name in action.option_strings]
-        close = difflib.get_close_matches(unknown.group(1), names, n=1) if unknown else []
-        hint = f' (did you mean {close[0]}?)' if close else ''
-        self.exit(2, f'error: {message}{hint} (see {self.prog} --help)\n')
-
-
-def base_parser(doc, tokenizer='gpt2', max_tokens='0', val_tokens='1048576', out=None):
-    """The options every prepare script shares; scripts add their own."""
-    p = Parser(doc)
-    if out is not None:  # local.py has no sensible default and requires --out itself
-        p.add_argument('--out', default=out, help='output directory (default: %(default)s)')
-    p.add_argument('--tokenizer', default=tokenizer,
-                   help="'gpt2' (tiktoken, works offline), 'bytes' (vocab 257, for CPU demos), a model directory "
-                        "with a tokenizer.json (a Hugging Face model's own tokenizer; uint32 above 65,536 tokens) or "
-                        "another tiktoken encoding such as cl100k_base (downloaded; uint32). Default: %(default)s")
-    p.add_argument('--max_tokens', type=parse_count, default=parse_count(max_tokens),
-                   help='train budget in tokens: stops after the document that reaches it; 0 = the whole source '
-                        '(default: %(default)s)')
-    p.add_argument('--val_tokens', type=parse_count, default=None if val_tokens is None else parse_count(val_tokens),
-                   help=f'val tokens, whole documents held out (default: {val_tokens or "see above"})')
-    p.add_argument('--workers', type=at_least_1, default=os.cpu_count() or 1,
-                   help='tokenizer processes (BPE tokenizers); default: all cores (%(default)s)')
-    p.add_argument('--force', action='store_true', help='rebuild even when meta.json says it is already done')
-    return p
-
-
-def command_line(script, argv):
-    """The exact command, for meta.json: how to rebuild this output."""
-    return shlex.join(['python', os.path.relpath(script)] + list(argv))
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Encoding in worker processes (the tokenizers themselves: tokenizer.py)
 # ---------------------------------------------------------------------------------------------------------------
 
 _worker_tokenizer = functools.lru_cache(maxsize=None)(get_tokenizer)  # loaded once per worker process
+
+
+def ignore_sigint():
+    """A worker process's initializer: Ctrl-C is the parent's to report (once), not a traceback per worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _encode_in_worker(name, texts):
@@ -153,7 +77,7 @@ def encode_batches(tok, text_batches, workers):
         for texts in text_batches:
             yield tok['encode'](texts)
         return
-    pool = concurrent.futures.ProcessPoolExecutor(workers)
+    pool = concurrent.futures.ProcessPoolExecutor(workers, initializer=ignore_sigint)
     pending = collections.deque()
     try:
         for texts in text_batches:
@@ -197,11 +121,13 @@ def decode_utf8(raw):
 # ---------------------------------------------------------------------------------------------------------------
 
 def read_meta(out):
-    path = os.path.join(out, 'meta.json')
-    if not os.path.isfile(path):
+    """out/meta.json as a dict; None where there is none or it is not a JSON object (then out is no source)."""
+    try:
+        with open(os.path.join(out, 'meta.json')) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return meta if isinstance(meta, dict) else None
 
 
 def is_prepared(out, settings, files=('bin',)):
@@ -210,9 +136,23 @@ def is_prepared(out, settings, files=('bin',)):
     meta = read_meta(out)
     if meta is None or meta.get('settings') != settings:
         return False
-    itemsize = np.dtype(meta['dtype']).itemsize
-    return all(os.path.isfile(p) and os.path.getsize(p) == meta[s]['tokens'] * (itemsize if f == 'bin' else 1)
-               for s in ('train', 'val') for f in files for p in [os.path.join(out, f'{s}.{f}')])
+    try:
+        itemsize = np.dtype(meta['dtype']).itemsize
+        return all(os.path.isfile(p) and os.path.getsize(p) == meta[s]['tokens'] * (itemsize if f == 'bin' else 1)
+                   for s in ('train', 'val') for f in files for p in [os.path.join(out, f'{s}.{f}')])
+    except (KeyError, TypeError, ValueError):  # an edited or damaged meta.json: rebuild
+        return False
+
+
+def check_output(out, force, files):
+    """Before anything is written: a non-empty `out` that is no source of ours holds the user's files (refused
+    unless --force), and no path this run writes may be a directory."""
+    if os.path.isdir(out) and os.listdir(out) and not force and 'settings' not in (read_meta(out) or {}):
+        raise UserError(f'{out} is not empty and holds no source prepared here (no valid meta.json): choose another '
+                        f'--out, or pass --force to write into it')
+    for name in ['meta.json'] + [f'{s}.{f}{p}' for s in ('train', 'val') for f in files for p in ('', '.partial')]:
+        if os.path.isdir(os.path.join(out, name)):
+            raise UserError(f'{os.path.join(out, name)} is a directory: remove it or choose another --out')
 
 
 def document_batches(docs, stats, sizes=None, max_chars=1 << 20, max_docs=512):
@@ -227,7 +167,7 @@ def document_batches(docs, stats, sizes=None, max_chars=1 << 20, max_docs=512):
             stats['skipped_empty'] += 1
             continue
         if not isinstance(text, str):
-            raise UserError(f'a document is a {type(text).__name__}, not text: is --text_field the text column?')
+            raise UserError(f'a document is {not_text(text)}: is --text_field the text column?')
         batch.append(text)
         chars += len(text)
         if chars >= max_chars or len(batch) >= max_docs:
@@ -235,6 +175,12 @@ def document_batches(docs, stats, sizes=None, max_chars=1 << 20, max_docs=512):
             batch, chars = [], 0
     if batch:
         yield batch_with_size(batch, sizes)
+
+
+def not_text(value):
+    """'an int, not text' (for errors about a value that should be a string)."""
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name} ({json.dumps(value, default=str)[:60]}), not text"
 
 
 def batch_with_size(batch, sizes):
@@ -255,9 +201,14 @@ def take_documents(lengths, need):
 
 def commit(out, partial, meta):
     """Move finished files into place (each path NAME.partial to NAME), meta.json last. The old meta.json goes
-    first, so there is no moment at which a meta.json describes files other than the ones beside it."""
+    first, so there is no moment at which a meta.json describes files other than the ones beside it; then the files
+    of another format the new one has not (a chat source's masks, rebuilt as text)."""
     if os.path.exists(os.path.join(out, 'meta.json')):
         os.remove(os.path.join(out, 'meta.json'))
+    written = {path.removesuffix('.partial') for path in partial}
+    for path in (os.path.join(out, f'{s}.{f}') for s in ('train', 'val') for f in SOURCE_FILES):
+        if path not in written and os.path.isfile(path):
+            os.remove(path)
     for path in partial:
         os.replace(path, path.removesuffix('.partial'))
     layout.write_json_atomic(os.path.join(out, 'meta.json'), meta, indent=2, newline=True)  # bytes sources.py hashes
@@ -356,10 +307,13 @@ def fill_splits(writer, batches, val_tokens, max_tokens):
         k, _ = take_documents(lengths, int(np.ceil(SMALL_SOURCE_VAL_SHARE * len(ids))))
         k = min(k, len(lengths) - 1)  # at least one document stays for train
         n = int(lengths[:k].sum())
+        t, m = take_documents(lengths[k:], max_tokens) if max_tokens else (len(lengths) - k, len(ids) - n)
         writer.write('val', ids[:n], k)
-        writer.write('train', ids[n:], len(lengths) - k)
+        writer.write('train', ids[n:n + m], t)
         notes.append(f'the source has only {len(ids):,} tokens, not more than --val_tokens {val_tokens:,}: '
-                     f'val is its first {k} document(s) ({n:,} tokens, ~10%), train the rest')
+                     f'val is its first {k} document(s) ({n:,} tokens, ~10%), train ' +
+                     (f'the next {t} ({m:,} tokens, --max_tokens {max_tokens:,})' if t < len(lengths) - k else
+                      'the rest'))
     return notes
 
 
@@ -399,6 +353,7 @@ def prepare_source(docs, out, source, script, argv, tokenizer='gpt2', max_tokens
         return read_meta(out)
     tok = tok or get_tokenizer(tokenizer)  # a named one only now: tiktoken may need the network to load it
     dtype = token_dtype(tok['vocab_size'])
+    check_output(out, force, ('bin',))
     created = not os.path.isdir(out)
     os.makedirs(out, exist_ok=True)
     partial = {s: os.path.join(out, f'{s}.bin.partial') for s in ('train', 'val')}

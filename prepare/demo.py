@@ -69,6 +69,8 @@ def main(argv):
     p.add_argument('--target_out', default=os.path.join('data', 'demo_target'),
                    help='target source directory (default: %(default)s)')
     args = p.parse_args(argv)
+    if os.path.abspath(args.generic_out) == os.path.abspath(args.target_out):
+        raise UserError(f'--generic_out and --target_out are the same directory ({args.target_out}): give two')
     if args.val_tokens is None:  # ~64 KB of text per source: 65536 bytes, or ~16K tokens of a BPE tokenizer
         args.val_tokens = 65536 if args.tokenizer == 'bytes' else 16384
     stdlib = sysconfig.get_paths()['stdlib']

@@ -82,10 +82,14 @@ def generic_conversations():
 def write_jsonl(path, records):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f'{path}.partial'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + '\n')
-    os.replace(tmp, path)
+    try:
+        with open(tmp, 'w', encoding='utf-8') as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False) + '\n')
+        os.replace(tmp, path)
+    finally:  # a failed write leaves no .partial behind
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def main(argv):

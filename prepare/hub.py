@@ -7,7 +7,7 @@ line, then common.prepare_source. prepare/local.py reads local files through the
 import os
 import sys
 
-from common import UserError, base_parser, prepare_source, run_main
+from common import UserError, base_parser, not_text, prepare_source, run_main
 
 
 def import_datasets():
@@ -53,12 +53,18 @@ def dataset_texts(load, text_field, where, explain):
     """The texts of a `datasets` stream that load() opens (called on first use, so nothing is read before it is
     needed). A batch without text_field is a UserError naming `where`; any other failure goes through explain(e),
     which returns the UserError to raise instead, or None to let the original error through."""
+    index = 0
     try:
         for batch in load().iter(batch_size=1000):
             if text_field not in batch:
                 raise UserError(f"{where} has no field '{text_field}' (fields: {', '.join(batch)}); pass "
                                 f'--text_field NAME')
-            yield from batch[text_field]
+            for text in batch[text_field]:
+                if text is not None and not isinstance(text, str):
+                    raise UserError(f"{where}: record {index:,} (from 0) has {not_text(text)} in '{text_field}': "
+                                    f'is --text_field the text column?')
+                index += 1
+                yield text
     except UserError:
         raise
     except Exception as e:
@@ -87,6 +93,8 @@ def hub_main(name, dataset, revision, config=None, text_field='text', split='tra
     p.add_argument('--text_field', default=text_field, help='column holding the text (default: %(default)s)')
     argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
+    if not args.dataset.strip():
+        raise UserError(f'--dataset is empty: give a Hub dataset id (default: {dataset})')
     if args.dataset != dataset:  # another dataset: the script's pins describe the default one only
         config, revision, data_dir, data_files, val_split = None, 'main', None, None, None
     config = args.config if args.config is not None else config

@@ -60,6 +60,8 @@ def main(argv):
                    help='the token that ends an assistant turn (default: found from the template)')
     argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
+    if not args.dataset.strip():
+        raise UserError(f'--dataset is empty: give a Hub dataset id (default: {DATASET})')
     if not args.tokenizer:
         raise UserError('--tokenizer=MODEL_DIR is required: the model directory whose chat template and '
                         'tokenizer.json render the conversations')

@@ -28,6 +28,7 @@ import glob
 import gzip
 import itertools
 import json
+import logging
 import lzma
 import os
 import sys
@@ -35,7 +36,7 @@ import sys
 from tqdm import tqdm
 
 import chat
-from common import INVALID_UTF8, UserError, base_parser, decode_utf8, prepare_source, run_main
+from common import INVALID_UTF8, UserError, base_parser, decode_utf8, ignore_sigint, prepare_source, run_main
 from hub import dataset_texts, import_datasets
 
 BUILDERS = {'.txt': 'text', '.text': 'text', '.md': 'text', '.jsonl': 'json', '.ndjson': 'json', '.json': 'json',
@@ -55,11 +56,17 @@ def split_name(path):
     return builder, opener or open
 
 
-def expand_inputs(patterns):
-    """Files named by --input, in order: globs and directories sorted, duplicates dropped; clear errors."""
+def expand_inputs(patterns, out):
+    """Files named by --input, in order: globs and directories sorted, duplicates dropped; clear errors. `out` may
+    not be inside an input directory, nor hold an input: a re-run would read the output (meta.json, ...) as input."""
+    inside = lambda path, folder: os.path.commonpath([os.path.realpath(path), os.path.realpath(folder)]) == \
+        os.path.realpath(folder)  # noqa: E731
     files, seen = [], set()
     for pattern in patterns:
         if os.path.isdir(pattern):
+            if inside(out, pattern):
+                raise UserError(f'--out {out} is inside --input {pattern}: a re-run would read the output as input; '
+                                f'choose an --out outside it')
             found = sorted(os.path.join(root, f) for root, _, names in os.walk(pattern) for f in names
                            if split_name(f)[0])
             if not found:
@@ -74,6 +81,11 @@ def expand_inputs(patterns):
             raise UserError(f'{pattern}: no such file')
         files += [f for f in found if not (f in seen or seen.add(f))]
     for f in files:
+        if inside(f, out):
+            raise UserError(f'--input {f} is inside --out {out}: the output would replace its own input; choose '
+                            f'another --out')
+        if not os.path.isfile(f):  # os.walk lists a broken symbolic link as a name
+            raise UserError(f'{f} is a broken symbolic link (or not a regular file): fix or remove it')
         if split_name(f)[0] is None:
             raise UserError(f'{f}: unknown file type; use .txt, .jsonl, .json or .parquet (optionally .gz/.bz2/.xz), '
                             f'or convert it to one of those')
@@ -133,7 +145,7 @@ def check_files(files, text_field, workers):
     results = []
     with tqdm(total=len(files), unit='file', desc='checking inputs', file=sys.stderr, mininterval=0.5) as bar:
         if workers > 1 and len(files) > 1:
-            with concurrent.futures.ProcessPoolExecutor(min(workers, len(files))) as pool:
+            with concurrent.futures.ProcessPoolExecutor(min(workers, len(files)), initializer=ignore_sigint) as pool:
                 for result in pool.map(check_file, files, itertools.repeat(text_field)):
                     results.append(result)
                     bar.update(1)
@@ -157,6 +169,8 @@ def input_bytes(files):
 def local_documents(files, text_field, split_paragraphs, replace_json):
     """Documents of the files, through the datasets builders, consecutive files of one type in one stream."""
     datasets = import_datasets()
+    # its error about a line that is no JSON object comes back as our one-line error: not a log line before it
+    logging.getLogger('datasets.packaged_modules.json.json').setLevel(logging.CRITICAL)
     for builder, group in itertools.groupby(files, key=lambda f: split_name(f)[0]):
         group = [os.path.abspath(f) for f in group]
         named = os.path.relpath(group[0]) + (f' (and {len(group) - 1} more)' if len(group) > 1 else '')
@@ -173,7 +187,7 @@ def local_documents(files, text_field, split_paragraphs, replace_json):
         yield from dataset_texts(
             lambda: datasets.load_dataset(builder, data_files=group, split='train', streaming=True, **kwargs),
             field, named, lambda e: UserError(f"could not read {named} with the datasets '{builder}' builder "
-                                              f'({type(e).__name__}: {str(e)[:300]})'))
+                                              f'({type(e).__name__}: {" ".join(str(e).split())[:300]})'))
 
 
 def json_records(path, opener, report):
@@ -233,7 +247,9 @@ CHAT_ONLY = ('block_size', 'loss_on', 'messages_field', 'chat_template', 'date',
 
 def main(argv):
     p = base_parser(__doc__)
-    p.add_argument('--input', nargs='+', required=True, help='files, globs (quote them) or directories')
+    p.add_argument('--input', nargs='+', action='extend', required=True,
+                   help='files, globs (quote them) or directories, several after one --input or --input repeated; '
+                        'all are read, in order')
     p.add_argument('--out', required=True, help='output directory, e.g. data/mycorpus')
     p.add_argument('--text_field', default='text', help='JSON field / parquet column with the text (default: text)')
     p.add_argument('--split_paragraphs', action='store_true',
@@ -260,7 +276,7 @@ def main(argv):
         raise UserError(f"{', '.join(given)} only apply with --format=chat")
     if args.format == 'chat':
         return chat_main(args, argv)
-    files = expand_inputs(args.input)
+    files = expand_inputs(args.input, args.out)
     # What the output depends on: the files as they are now (a changed file is a new source) and the options.
     source = dict(files=[dict(path=os.path.abspath(f), bytes=os.path.getsize(f), mtime_ns=os.stat(f).st_mtime_ns)
                          for f in files], text_field=args.text_field, split_paragraphs=args.split_paragraphs)
@@ -287,7 +303,7 @@ def chat_main(args, argv):
     if args.block_size is None:
         raise UserError('--format=chat needs --block_size=B (the block_size train.py will use): windows are packed '
                         'for it')
-    files = expand_inputs(args.input)
+    files = expand_inputs(args.input, args.out)
     messages_field = args.messages_field or 'messages'
     source = dict(files=[dict(path=os.path.abspath(f), bytes=os.path.getsize(f), mtime_ns=os.stat(f).st_mtime_ns)
                          for f in files], messages_field=messages_field)

@@ -18,6 +18,8 @@ transformers' random init (std 0.02), or drawn again with --std.
 """
 import json
 import os
+import shutil
+import tempfile
 
 from common import UserError, Parser, run_main
 
@@ -125,14 +127,29 @@ def main(argv):
     p = Parser(__doc__)
     p.add_argument('--arch', choices=['llama', 'gpt2'], default='llama')
     p.add_argument('--out', required=True, help='the model directory to write, e.g. models/tiny-llama')
-    p.add_argument('--tied', action='store_true', help='llama: tie the head to the token embedding (Llama 3.2)')
+    p.add_argument('--tied', action='store_true', help='llama: tie the head to the token embedding (Llama 3.2); '
+                                                      "gpt2's head is always tied")
     p.add_argument('--std', type=float, default=None, rule='a positive number',
                    help='draw every matrix again with this std')
     args = p.parse_args(argv)
+    if args.tied and args.arch != 'llama':
+        raise UserError("--tied only applies to --arch llama: gpt2's head is always tied to its token embedding")
     if os.path.exists(args.out) and os.listdir(args.out):
         raise UserError(f'{args.out} exists and is not empty: choose a new --out')
+    parent = os.path.dirname(os.path.abspath(args.out))
     tok, tok_config = make_tokenizer(args.arch)
-    make_model(args.arch, args.out, tok, tok_config, tied=args.tied, std=args.std)
+    os.makedirs(parent, exist_ok=True)
+    # built beside --out and renamed into place whole: an interrupted run leaves no model without a tokenizer
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f'.{os.path.basename(os.path.abspath(args.out))}.partial-')
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 is for secrets: a model directory is not one
+        make_model(args.arch, tmp, tok, tok_config, tied=args.tied, std=args.std)
+        os.replace(tmp, args.out)  # over an empty --out too (rename replaces an empty directory)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
     print(f'{args.out}: a tiny random {"LlamaForCausalLM" if args.arch == "llama" else "GPT2LMHeadModel"} with a '
           f'{tok.get_vocab_size()}-token tokenizer and a chat template (stands in for `hf download`)')
 

@@ -321,11 +321,24 @@ NOT_PREFIX_STABLE = "{{ messages | length }}{% for m in messages %}|{{ m['role']
      'no example to train on: all 3 example(s) have no loss token under --loss_on=assistant'),
     ([dict(conversations=[{'from': 'bot', 'value': 'x'}])], 'llama', [], "ShareGPT turn 0 is from 'bot'"),
     ([dict(text='x')], 'llama', [], "has neither 'messages' nor 'conversations'"),
+    ([dict(text='x')], 'llama', ['--messages_field=conversations'], "chats.jsonl:1 has no 'conversations'"),
+    ([dict(messages=[dict(role='user', content=[dict(type='text', text='hi')])])], 'llama', [],
+     'chats.jsonl:1: turn 0 has a content that is a list, not text (content parts: join their text'),
+    ([dict(messages=[dict(role='user', content={'a': 1})])], 'llama', [], 'turn 0 has a content that is a dict'),
+    ([dict(messages=[dict(role='user', content=5)])], 'llama', [], 'turn 0 has a content that is an int, not text'),
+    ([dict(conversations=[{'from': 'human', 'value': 5}])], 'llama', [], 'turn 0 has a content that is an int'),
+    ([dict(messages=[dict(role=5, content='a')])], 'llama', [], 'turn 0 has a role that is an int, not text'),
+    ([dict(messages=[dict(role='user', content='a')])], 'llama', ['--block_size=100000000000'],
+     '--block_size 100,000,000,000 is beyond the 1,048,576 (2**20) tokens'),
+    ([dict(messages=[dict(role='user', content='a')])], 'llama', ['--chat_template=NOT_UTF8'],
+     'latin1.jinja is not UTF-8 text (invalid continuation byte at byte 4)'),
 ])
 def test_bad_inputs_are_one_line_and_write_nothing(models, tmp_path, records, model, extra, message):
     template = tmp_path / 'unstable.jinja'
     template.write_text(NOT_PREFIX_STABLE)
-    extra = [e.replace('NOT_PREFIX_STABLE', str(template)) for e in extra]
+    (tmp_path / 'latin1.jinja').write_bytes('{{ "é" }}'.encode('latin-1'))
+    extra = [e.replace('NOT_PREFIX_STABLE', str(template)).replace('NOT_UTF8', str(tmp_path / 'latin1.jinja'))
+             for e in extra]
     out = tmp_path / 'out'
     argv = ['--format=chat', '--input', write_jsonl(tmp_path / 'chats.jsonl', records), '--tokenizer',
             models[model], '--block_size=32', '--out', str(out), *extra]
@@ -378,3 +391,59 @@ def test_chat_template_jinja_comes_before_tokenizer_config_and_an_override_befor
     override.write_text(TAGGED)
     chosen = chat_templates.load_chat(both, chat_template=str(override))
     assert chosen['template_text'] == TAGGED and chosen['template_source'] == str(override)
+
+
+@pytest.mark.parametrize('file, text, message', [
+    ('tokenizer_config.json', '[1, 2]', 'tokenizer_config.json is not a JSON object'),
+    ('tokenizer_config.json', '{"eos_token": 5}', 'tokenizer_config.json: eos_token is 5, not a token'),
+    ('config.json', '[1]', 'config.json is not a JSON object'),  # no eos_token: config.json is read for it
+])
+def test_a_bad_model_directory_file_is_one_line_naming_it(models, tmp_path, file, text, message):
+    import shutil
+    import tokenizer
+    model = str(tmp_path / 'model')
+    shutil.copytree(models['llama'], model)
+    if file == 'config.json':
+        with open(os.path.join(model, 'tokenizer_config.json'), 'w') as f:
+            json.dump({}, f)
+    with open(os.path.join(model, file), 'w') as f:
+        f.write(text)
+    with pytest.raises(UserError, match=message) as e:
+        tokenizer.get_tokenizer(model)
+    assert os.path.join(model, file) in str(e.value) and '\n' not in str(e.value)
+    with pytest.raises(UserError, match='is a file, not a directory'):
+        tokenizer.get_tokenizer(os.path.join(models['llama'], 'tokenizer.json'))
+
+
+def test_a_text_rebuild_of_a_chat_source_removes_its_masks_and_invalid_utf8_is_reported(models, tmp_path, capsys):
+    out, chats = str(tmp_path / 'out'), tmp_path / 'chats.jsonl'
+    records = [json.dumps(r) for r in corpus(8)]
+    bad = '\n'.join(records).replace('"content": "', '"content": "\udcff', 1)  # one invalid byte, 0xff
+    chats.write_bytes(bad.encode('utf-8', 'surrogateescape'))
+    local.main(['--format=chat', '--input', str(chats), '--tokenizer', models['llama'], '--block_size=32',
+                '--out', out])
+    assert json.load(open(os.path.join(out, 'meta.json')))['utf8_replaced'] == 1
+    assert 'warning: replaced 1 invalid UTF-8 sequence(s) with U+FFFD' in capsys.readouterr().err
+    assert 'train.mask.bin' in os.listdir(out)
+    text = write_jsonl(tmp_path / 'text.jsonl', [dict(text=f'document {i}') for i in range(4)])
+    local.main(['--input', text, '--tokenizer', 'bytes', '--val_tokens=1', '--workers=1', '--out', out])
+    assert sorted(os.listdir(out)) == ['meta.json', 'train.bin', 'val.bin']
+
+
+def test_tiny_model_interrupted_leaves_nothing_and_a_rerun_works(tmp_path, monkeypatch):
+    real = tiny_model.make_tokenizer
+    monkeypatch.setattr(tiny_model, 'make_tokenizer', lambda arch: real(arch, 280, tiny_model.training_texts()[:4]))
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+    out = tmp_path / 'models' / 'tiny'
+    monkeypatch.setattr(tiny_model, 'save_tokenizer', interrupted)  # after the weights are written
+    with pytest.raises(KeyboardInterrupt):
+        tiny_model.main(['--out', str(out)])
+    assert os.listdir(tmp_path / 'models') == []
+    monkeypatch.undo()
+    monkeypatch.setattr(tiny_model, 'make_tokenizer', lambda arch: real(arch, 280, tiny_model.training_texts()[:4]))
+    out.mkdir()  # an empty --out is fine, and replaced whole
+    tiny_model.main(['--out', str(out)])
+    assert {'config.json', 'model.safetensors', 'tokenizer.json'} <= set(os.listdir(out))
+    assert os.listdir(tmp_path / 'models') == ['tiny'] and oct(out.stat().st_mode & 0o777) != '0o700'

@@ -508,3 +508,119 @@ def test_hub_overrides_and_a_missing_text_field(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         run_script('finemath.py', monkeypatch, '--out', str(tmp_path / 'f'), '--tokenizer', 'bytes')
     assert "has no field 'text' (fields: content)" in capsys.readouterr().err
+
+
+# ---- command lines and outputs a prober got wrong --------------------------------------------------------------
+
+def one_error(capsys, main, argv):
+    """main(argv) through run_main: exit status 2 and exactly one stderr line, `error: ...`; returns that line."""
+    with pytest.raises(SystemExit) as e:
+        common.run_main(main, argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith('error: ') and '\n' not in err and 'Traceback' not in err, err
+    return err
+
+
+def test_bad_command_lines_are_one_error_line_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    import demo_chat
+    import hub
+    import tiny_model
+    monkeypatch.chdir(tmp_path)
+    good = write_jsonl(tmp_path / 'good.jsonl', [{'text': 'x'}])
+    c4 = lambda argv: hub.hub_main('c4', 'allenai/c4', 'main', argv=argv)  # noqa: E731
+    for main, argv, message in [
+            (local.main, ['--input', good, '--out', ''], '--out is empty'),
+            (c4, ['--out', ''], '--out is empty'),
+            (tiny_model.main, ['--out', ''], '--out is empty'),
+            (demo.main, ['--generic_out', ''], '--generic_out is empty'),
+            (demo_chat.main, ['--target_out', ''], '--target_out is empty'),
+            (local.main, ['--input', good, '--out', 'o', '--max_tokens', '1e400'], "'1e400' is more tokens"),
+            (local.main, ['--input', good, '--out', 'o', '--val_tokens', '1e400'], "'1e400' is more tokens"),
+            (local.main, ['--input', good, '--out', 'o', '--max_tokens', '0.4'], "'0.4' is not a whole number"),
+            (local.main, ['--input', good, '--out', 'o', '--val_tokens', '0'], '--val_tokens=0 must be at least 1'),
+            (demo.main, ['--generic_out', 'X', '--target_out', 'X/'], 'are the same directory'),
+            (c4, ['--dataset', ''], '--dataset is empty'),
+            (tiny_model.main, ['--arch', 'gpt2', '--tied', '--out', 'm'], '--tied only applies to --arch llama')]:
+        assert message in one_error(capsys, main, argv)
+    assert os.listdir(tmp_path) == ['good.jsonl']
+    assert common.parse_count('4.3B') == 4_300_000_000 and common.parse_count('1e15') == 10**15
+
+
+def test_an_unwritable_output_is_refused_before_any_output_is_written(tmp_path, capsys, monkeypatch):
+    import demo_chat
+    import tiny_model
+    locked = tmp_path / 'locked'
+    locked.mkdir()
+    if os.geteuid() == 0:  # chmod does not stop root; an immutable directory does
+        if subprocess.run(['chattr', '+i', str(locked)], capture_output=True).returncode:
+            pytest.skip('chattr +i is not available here')
+    else:
+        locked.chmod(0o555)
+    try:
+        monkeypatch.chdir(tmp_path)
+        good = write_jsonl(tmp_path / 'good.jsonl', [{'text': 'x'}])
+        for main, argv in [(local.main, ['--input', good, '--out', 'locked/x']),
+                           (demo.main, ['--generic_out', 'ok', '--target_out', 'locked/t']),
+                           (demo_chat.main, ['--target_out', 'locked/t.jsonl']),
+                           (tiny_model.main, ['--out', 'locked/m'])]:
+            assert 'cannot be written' in one_error(capsys, main, argv)
+        assert sorted(os.listdir(tmp_path)) == ['good.jsonl', 'locked'] and not os.listdir(locked)
+    finally:
+        subprocess.run(['chattr', '-i', str(locked)], capture_output=True) if os.geteuid() == 0 else \
+            locked.chmod(0o755)
+
+
+def test_inputs_broken_links_repeats_and_an_output_inside_an_input(tmp_path):
+    corp = tmp_path / 'corp'
+    corp.mkdir()
+    a, b = write_jsonl(corp / 'a.jsonl', [{'text': 'alpha'}]), write_jsonl(tmp_path / 'b.jsonl', [{'text': 'beta'}])
+    os.symlink(tmp_path / 'nowhere', corp / 'dangling.jsonl')
+    with pytest.raises(UserError, match='dangling.jsonl is a broken symbolic link'):
+        local_main(tmp_path, '--input', str(corp))
+    os.remove(corp / 'dangling.jsonl')
+    meta = local_main(tmp_path, '--input', a, '--input', b, '--val_tokens', '1')  # repeated: both are read
+    assert [os.path.basename(f['path']) for f in meta['source']['files']] == ['a.jsonl', 'b.jsonl']
+    for out in (corp, corp / 'data'):
+        with pytest.raises(UserError, match='is inside --input'):
+            local.main(['--input', str(corp), '--tokenizer', 'bytes', '--out', str(out)])
+    with pytest.raises(UserError, match='a.jsonl is inside --out'):
+        local.main(['--input', a, '--tokenizer', 'bytes', '--out', str(corp)])
+    assert sorted(os.listdir(corp)) == ['a.jsonl']
+
+
+def test_an_output_that_is_not_a_source_of_ours_is_kept_unless_forced(tmp_path):
+    out = tmp_path / 'out'
+    out.mkdir()
+    for bad in ('{bad', '[1]', '{"dtype": "bogus"}'):
+        (out / 'meta.json').write_text(bad)
+        with pytest.raises(UserError, match='holds no source prepared here'):
+            prepare(['one', 'two'], out, val_tokens=1)
+        assert os.listdir(out) == ['meta.json'] and (out / 'meta.json').read_text() == bad
+    prepare(['one', 'two'], out, val_tokens=1, force=True)
+    meta = json.loads((out / 'meta.json').read_text())
+    meta['dtype'] = 'bogus'  # ours, but edited: rebuilt, not a crash
+    (out / 'meta.json').write_text(json.dumps(meta))
+    assert prepare(['one', 'two'], out, val_tokens=1)['dtype'] == 'uint16'
+    os.remove(out / 'meta.json')
+    os.mkdir(out / 'meta.json')
+    with pytest.raises(UserError, match='meta.json is a directory'):
+        prepare(['one', 'two'], out, val_tokens=1, force=True)
+    assert sorted(os.listdir(out)) == ['meta.json', 'train.bin', 'val.bin']
+
+
+def test_max_tokens_holds_in_a_source_smaller_than_val_tokens(tmp_path, capsys):
+    meta = prepare([f'doc {i:02d} ' * 5 for i in range(40)], tmp_path / 'x', val_tokens=10**6, max_tokens=2)
+    assert (meta['val']['documents'], meta['train']['documents'], meta['train']['tokens']) == (4, 1, 36)
+    assert 'train the next 1 (' in capsys.readouterr().err
+
+
+def test_a_bad_json_line_is_one_error_line_without_the_datasets_log(tmp_path):
+    for name, text in (('numbers.jsonl', '1\n2\n'), ('string.jsonl', '"a"\n'), ('cut.jsonl', '{"text": "x"\n')):
+        (tmp_path / name).write_text(text)
+        r = run('local.py', '--input', str(tmp_path / name), '--tokenizer', 'bytes', '--out', str(tmp_path / 'o'))
+        lines = [line for line in r.stderr.replace('\r', '\n').splitlines() if line and 'checking' not in line]
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith('error: could not read'), lines
+        assert f'{name} with the datasets' in lines[0]
+    (tmp_path / 'int.jsonl').write_text('{"text": "ok"}\n{"text": 5}\n')
+    with pytest.raises(UserError, match=r"int.jsonl: record 1 \(from 0\) has an int \(5\), not text in 'text'"):
+        local_main(tmp_path, '--input', str(tmp_path / 'int.jsonl'))
