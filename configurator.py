@@ -114,15 +114,17 @@ def check_value(key, value, where, defaults=DEFAULTS):
     default = defaults[key]
     if default is None:
         return value  # keys that default to None take a number or None; their own checks live where they are used
-    if key == 'pad_vocab' and not (value == 'auto' or isinstance(value, bool)):
-        raise UserError(f"config key 'pad_vocab' in {where} must be 'auto', True or False, got {value!r}")
     if key in ('compile', 'pad_vocab'):  # 'auto' or a bool
-        ok = value == 'auto' or isinstance(value, bool)
-    elif key == 'activation_checkpointing':  # a mode's name, or an older bool (train.check_config judges it)
+        if not (value == 'auto' or isinstance(value, bool)):
+            raise UserError(f"config key '{key}' in {where} must be 'auto', True or False, got {value!r}")
+        return value
+    if key == 'activation_checkpointing':  # a mode's name, or an older bool (train.check_config judges it)
         ok = isinstance(value, (str, bool))
     elif isinstance(default, bool) or isinstance(value, bool):
         ok = isinstance(value, bool) and isinstance(default, bool)
     elif isinstance(default, float):
+        if isinstance(value, str) and value.strip().lower().lstrip('+-') in ('inf', 'infinity', 'nan'):
+            value = float(value)  # numbers, if not literals: the key's rule says what it must be instead
         ok = isinstance(value, (int, float))
         value = float(value) if ok else value
     elif isinstance(default, int):
@@ -303,7 +305,8 @@ def check_rule(name, value, rule):
             raise UserError(f"{name}={value!r} must be {what}")
     elif rule in NUMBER_RULES:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not NUMBER_RULES[rule](value):
-            raise UserError(f"{name}={value!r} must be {rule}")
+            finite = ' (a finite number)' if isinstance(value, float) and not math.isfinite(value) else ''
+            raise UserError(f"{name}={value!r} must be {rule}{finite}")
     elif rule == 'a torch device':
         check_device(name, value)
     elif rule == 'GPU indices':

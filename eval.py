@@ -21,7 +21,9 @@ string the model read), and for generation tasks generation (cut at the stop str
 
 Prints one line per task and appends its record (kind='task', as train.py logs them, with `source` and the
 checkpoint's `step`, None for a model directory) to --out: default eval.jsonl beside the checkpoint (in the run
-directory). A model directory is never written to unless asked: without --out its records are only printed.
+directory). A model directory is never written into: without --out its records are only printed, and --out or
+--log_samples inside it, or naming anything eval.py reads (the checkpoint, its run's log, summary and checkpoints, a
+task or few-shot file, the tokenizer's directory), is refused before anything is evaluated.
 Options: --key=value or --key value (--help lists them).
 """
 import ast
@@ -100,6 +102,45 @@ def open_model(source, options):
     return config, lambda: hf.load_weights(source, config), load_tokenizer(source), None, {}, ''  # no file
 
 
+def read_paths(source, task_files, tokenizer):
+    """(path, what, is_dir) of everything eval.py reads: the model directory, or the checkpoint (a sharded one a
+    directory) and its run's own records and other checkpoints, the tokenizer's directory (its chat template too),
+    every task and few-shot file."""
+    model = layout.checkpoint_at(source)
+    if os.path.isdir(model) and not checkpoint.is_ours(model):
+        return [(model, 'the model directory', True)] + input_files(task_files)
+    run = os.path.dirname(model) or '.'
+    read = [(model, 'the checkpoint being evaluated', os.path.isdir(model))]
+    read += [(os.path.join(run, f), "a file of the run", os.path.isdir(os.path.join(run, f))) for f in os.listdir(run)
+             if f in ('log.jsonl', 'summary.json', 'config.py', layout.START_RECORD) or f.startswith('ckpt')]
+    if tokenizer.get('path'):
+        read.append((tokenizer['path'], "the tokenizer's model directory", True))
+    return read + input_files(task_files)
+
+
+def input_files(task_files):
+    return [(options[k], f"task {name}'s {k}", False) for name, options, _ in task_files
+            for k in ('file', 'fewshot_file') if options[k]]
+
+
+def check_outputs(options, out, task_files, tokenizer):
+    """Before anything is computed or written: an output is none of the inputs and lies in no directory read (a
+    model directory is never written into, not even by --out), and the two outputs differ (the samples would
+    write over the records). Paths compared as the file system resolves them (./x, links)."""
+    outputs = [(path, flag) for path, flag in ((out, 'out'), (options['log_samples'], 'log_samples')) if path]
+    if len(outputs) == 2 and os.path.realpath(outputs[0][0]) == os.path.realpath(outputs[1][0]):
+        raise UserError(f"--log_samples={options['log_samples']} is also the file the records go to ({out}): "
+                        f"pass another --log_samples=FILE")
+    for path, flag in outputs:
+        real = os.path.realpath(path)
+        for read, what, is_dir in read_paths(options['source'], task_files, tokenizer):
+            inside = is_dir and os.path.commonpath([real, os.path.realpath(read)]) == os.path.realpath(read)
+            if inside or real == os.path.realpath(read):
+                where = f"inside {what} {read}" if inside else what + (f" ({read})" if read != path else '')
+                raise UserError(f"--{flag}={path} is {where}, which eval.py reads and never writes: pass "
+                                f"--{flag}=FILE elsewhere")
+
+
 def main(argv):
     options = parse_options(argv, OPTIONS, positional=['source'], usage=USAGE, rules=RULES, doc=__doc__)
     model_config, weights, tokenizer, step, run_tasks, default_out = open_model(options['source'], options)
@@ -109,6 +150,7 @@ def main(argv):
         raise UserError(f"no tasks: pass --tasks=NAME=FILE (the run's config has none). usage: {USAGE}")
     task_set = tasks.encode_task_set(task_files, tokenizer, model_config.block_size, options['batch_size'])
     out = options['out'] or default_out
+    check_outputs(options, out, task_files, tokenizer)
     for path, flag in ((out, 'out'), (options['log_samples'], 'log_samples')):
         try:
             if path:

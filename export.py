@@ -20,6 +20,7 @@ import os
 import shutil
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 import checkpoint
@@ -196,8 +197,14 @@ def export(checkpoint, to, dtype=None, tokenizer_dir='', max_shard_bytes=MAX_SHA
     template = chat_template(template_dirs) if tok_dir is not None or builtin is not None else (None, None)
     target = os.path.abspath(to).rstrip(os.sep)
     tmp, old = f"{target}.tmp{os.getpid()}", f"{target}.old{os.getpid()}"
-    os.makedirs(tmp)
+    parent = os.path.dirname(target)
+    while not os.path.isdir(parent):  # the nearest directory that exists: makedirs writes there
+        parent = os.path.dirname(parent)
+    if not os.access(parent, os.W_OK):  # the export is written beside --to, then renamed to it
+        raise UserError(f"--to={to} cannot be written: {parent} is not writable (read-only, or no permission), and "
+                        f"the export is written there first: choose another directory")
     try:
+        os.makedirs(tmp)
         tok = (hf_source or {}).get('tokenizer') or checkpoint['tokenizer_meta']
         with open(os.path.join(tmp, 'config.json'), 'w') as f:
             json.dump(hf_config(config, hf_source, tok, dtype), f, indent=2)
@@ -206,7 +213,16 @@ def export(checkpoint, to, dtype=None, tokenizer_dir='', max_shard_bytes=MAX_SHA
             write_tokenizer(tmp, tok_dir, builtin, config, template)
         if os.path.isdir(to):
             os.replace(to, old)  # empty, or replaced with --force (checked above)
-        os.replace(tmp, to)
+        try:
+            os.replace(tmp, to)
+        except OSError:
+            if os.path.isdir(old):
+                os.replace(old, to)  # what --to held stays
+            raise
+    except (OSError, SafetensorError) as e:  # a full disk, a file system gone read-only: nothing half-written stays
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)[:200]
+        raise UserError(f"cannot write the export {to} (in {tmp}): {reason}; nothing was written there: free space "
+                        f"or choose another --to") from None
     finally:
         for path in (tmp, old):
             if os.path.isdir(path):

@@ -5,6 +5,7 @@ nanoGPT's sampling call (sample.py); generate_rows decodes rows of different len
 tasks.py's generation tasks. Both take the GPT itself, which has the config and blocks they read
 (tasks.generation_model unwraps DDP and torch.compile).
 """
+import math
 import re
 import string
 
@@ -38,6 +39,8 @@ def generate_rows(model, prompts, max_new_tokens, temperature=0.0, top_k=None, e
     Returns each row's new ids. With the KV cache each step feeds one token per row; without it
     (use_cache=False, the reference the cache is tested against) every step reads the whole context again, as
     it must once a row is longer than block_size (the model then reads its last block_size tokens)."""
+    if not 0 <= temperature < math.inf:  # inf: a uniform draw; nan: every probability nan (sample.py says so first)
+        raise ValueError(f"temperature={temperature!r} must be a finite number >= 0")
     device, block = model.wte.weight.device, model.config.block_size
     width = max(len(p) for p in prompts)
     tokens = torch.zeros(len(prompts), width, dtype=torch.long, device=device)

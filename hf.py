@@ -20,6 +20,7 @@ up_proj = our mlp.fc, gate_proj = mlp.gate, down_proj = mlp.proj.
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import re
 
@@ -35,6 +36,7 @@ GELUS = {'gelu': 'gelu', 'gelu_new': 'gelu_new', 'gelu_pytorch_tanh': 'gelu_new'
 # tensors a checkpoint may hold that are no weights: GPT-2's causal-mask buffers, old Llama rotary tables
 IGNORED = re.compile(r'(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)|model\.layers\.\d+\.self_attn\.rotary_emb\.'
                      r'inv_freq')
+REQUIRED = object()  # model_config: a key of the model's shape, which config.json must give
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -75,19 +77,30 @@ def architecture_of(config, where):
 
 def model_config(hf_source, block_size, dropout=0.0):
     """The GPTConfig of a Hugging Face config.json, for a run of block_size tokens per sequence (rotary tables
-    cover only those; GPT-2 keeps its whole position table). Defaults are transformers' own for a missing key.
-    Both config layouts: 4.x (rope_theta + rope_scaling) and 5.x (rope_parameters)."""
+    cover only those; GPT-2 keeps its whole position table). Defaults are transformers' own for a missing key, but
+    the keys of the model's shape (REQUIRED: a default there is only a shape mismatch later) must be given. Both
+    config layouts: 4.x (rope_theta + rope_scaling) and 5.x (rope_parameters). Every field read is checked here,
+    type and range, so that a bad one is one line naming config.json and it, not a crash or a nan loss later."""
     config, where = hf_source['config'], os.path.join(hf_source['dir'], 'config.json')
     architecture = architecture_of(config, where)
 
-    def get(key, default, kind=int):
-        value = config.get(key, default)
+    def get(key, default, kind=int, fields=config, least=1):
+        """fields[key] (default when missing or null) of its type; a given number at least `least` (floats: more
+        than 0, finite: an epsilon, a RoPE base or factor)."""
+        value, name = fields.get(key), key if fields is config else f"{rope_key}['{key}']"
         if value is None:
-            value = default
+            if default is REQUIRED:
+                raise UserError(f"{where}: {name} is missing (the model's {'shape' if fields is config else 'RoPE'} "
+                                f"needs it): take the model's own config.json")
+            return default
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            raise UserError(f"{where}: {key}={value!r} must be {kind.__name__}")
+            raise UserError(f"{where}: {name}={value!r} must be {kind.__name__}")
+        if kind is int and value < least:
+            raise UserError(f"{where}: {name}={value!r} must be at least {least}")
+        if kind is float and not 0 < value < math.inf:
+            raise UserError(f"{where}: {name}={value!r} must be a positive finite number")
         return value
 
     def unsupported(key, value, supported):
@@ -102,18 +115,24 @@ def model_config(hf_source, block_size, dropout=0.0):
             if get(key, wanted, bool) != wanted:
                 unsupported(key, not wanted, wanted)
         positions, positions_key = get('n_positions', get('n_ctx', 1024)), 'n_positions'
-        shape = dict(arch='gpt2', n_layer=get('n_layer', 12), n_head=get('n_head', 12), n_embd=get('n_embd', 768),
-                     intermediate_size=get('n_inner', 0), bias=True, norm_eps=get('layer_norm_epsilon', 1e-5, float),
-                     n_positions=positions, activation=GELUS[activation],
-                     tie_embeddings=get('tie_word_embeddings', True, bool), vocab_size=get('vocab_size', 50257))
+        shape = dict(arch='gpt2', n_layer=get('n_layer', REQUIRED), n_head=get('n_head', REQUIRED),
+                     n_embd=get('n_embd', REQUIRED), intermediate_size=get('n_inner', 0), bias=True,
+                     norm_eps=get('layer_norm_epsilon', 1e-5, float), n_positions=positions,
+                     activation=GELUS[activation], tie_embeddings=get('tie_word_embeddings', True, bool),
+                     vocab_size=get('vocab_size', REQUIRED))
     else:
         if get('hidden_act', 'silu', str) != 'silu':
             unsupported('hidden_act', config['hidden_act'], 'silu')
         for key in ('attention_bias', 'mlp_bias'):
             if get(key, False, bool):
                 unsupported(key, True, False)
-        rope = config.get('rope_scaling') or config.get('rope_parameters') or {}  # 4.x's name first, as 5.x reads
-        rope_type = rope.get('rope_type', rope.get('type', 'default'))
+        # 4.x's name first, as 5.x reads it
+        rope_key = next((k for k in ('rope_scaling', 'rope_parameters') if config.get(k)), 'rope_scaling')
+        rope = config.get(rope_key) or {}
+        if not isinstance(rope, dict):
+            raise UserError(f"{where}: {rope_key}={rope!r} must be a dict (e.g. {{'rope_type': 'llama3', "
+                            f"'factor': 8.0, ...}}) or null")
+        rope_type = get('rope_type', get('type', 'default', str, rope), str, rope)
         if rope_type not in ('default', 'llama3'):
             unsupported('rope_type', rope_type, 'default, llama3')
         if rope.get('partial_rotary_factor', 1.0) != 1.0:
@@ -121,23 +140,20 @@ def model_config(hf_source, block_size, dropout=0.0):
         positions, positions_key = get('max_position_embeddings', 2048), 'max_position_embeddings'
         scaling = None
         if rope_type == 'llama3':
-            try:
-                scaling = dict(rope_type='llama3', factor=float(rope['factor']),
-                               low_freq_factor=float(rope['low_freq_factor']),
-                               high_freq_factor=float(rope['high_freq_factor']),
-                               original_max_position_embeddings=int(rope.get('original_max_position_embeddings',
-                                                                             positions)))
-            except (KeyError, TypeError, ValueError) as e:
-                raise UserError(f"{where}: llama3 RoPE scaling needs factor, low_freq_factor and high_freq_factor "
-                                f"({type(e).__name__}: {e})") from None
-        n_head = get('num_attention_heads', 32)
-        shape = dict(arch='llama', n_layer=get('num_hidden_layers', 32), n_head=n_head,
-                     n_embd=get('hidden_size', 4096), n_kv_head=get('num_key_value_heads', n_head),
-                     head_dim=get('head_dim', 0), intermediate_size=get('intermediate_size', 11008),
+            scaling = dict(rope_type='llama3', **{k: get(k, REQUIRED, float, rope) for k in (
+                'factor', 'low_freq_factor', 'high_freq_factor')},
+                original_max_position_embeddings=get('original_max_position_embeddings', positions, int, rope))
+            if scaling['low_freq_factor'] >= scaling['high_freq_factor']:  # the blend divides by their difference
+                raise UserError(f"{where}: {rope_key}['low_freq_factor']={scaling['low_freq_factor']} must be less "
+                                f"than {rope_key}['high_freq_factor']={scaling['high_freq_factor']}")
+        n_head = get('num_attention_heads', REQUIRED)
+        shape = dict(arch='llama', n_layer=get('num_hidden_layers', REQUIRED), n_head=n_head,
+                     n_embd=get('hidden_size', REQUIRED), n_kv_head=get('num_key_value_heads', n_head),
+                     head_dim=get('head_dim', 0), intermediate_size=get('intermediate_size', REQUIRED),
                      norm_eps=get('rms_norm_eps', 1e-6, float),
-                     rope_theta=float(rope.get('rope_theta', get('rope_theta', 10000.0, float))),
+                     rope_theta=get('rope_theta', get('rope_theta', 10000.0, float), float, rope),
                      rope_scaling=scaling, tie_embeddings=get('tie_word_embeddings', False, bool),
-                     vocab_size=get('vocab_size', 32000))
+                     vocab_size=get('vocab_size', REQUIRED))
     if block_size > positions:
         raise UserError(f"block_size={block_size} is longer than the model's context: {where} has "
                         f"{positions_key}={positions}")

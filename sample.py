@@ -68,13 +68,17 @@ def main(argv):
         raise UserError(f"checkpoint {path} not found: train first or pass --ckpt=PATH")
     saved = checkpoint.load_checkpoint(path, weights=True)  # a corrupt one is one error line; loading runs no code
     device = runtime.pick_device(options['device'])
-    model = runtime.build_model(checkpoint_model_config(saved), device, options['seed'], saved['model']).eval()
+    model_config = checkpoint_model_config(saved)
 
     name = options['tokenizer'] or tokenizer_name(saved)
     if name not in ('gpt2', 'bytes') and not os.path.isdir(name):
         raise UserError(f"tokenizer {name!r} of the run cannot be decoded here: pass --tokenizer=gpt2, bytes or a "
                         f"model directory with its tokenizer.json")
     tokenizer = get_tokenizer(name)
+    if tokenizer['vocab_size'] > model_config.vocab_size:  # its ids past the model's would index no embedding
+        raise UserError(f"tokenizer {name!r} has {tokenizer['vocab_size']} tokens, more than the "
+                        f"{model_config.vocab_size} of the model in {path}: pass the tokenizer it was trained with "
+                        f"(--tokenizer=gpt2, bytes or a model directory; default: the run's own)")
     start = options['start']
     if start.startswith('FILE:'):
         try:
@@ -93,6 +97,7 @@ def main(argv):
         if len(ids) == 0:
             raise UserError(f"--start={start!r} is no tokens in the {name} tokenizer (it adds no BOS): give a "
                             f"prompt, e.g. the default --start='\\n'")
+    model = runtime.build_model(model_config, device, options['seed'], saved['model']).eval()
     prompt = torch.tensor(ids.astype('int64'), device=device)[None]
     torch.manual_seed(options['seed'])
     # every sample in one batch, decoded with the KV cache (generate.generate_rows)

@@ -64,6 +64,8 @@ def draw_fewshot(name, options, examples, pool, same_file):
 
 
 def read_task_file(path, name='task'):
+    if os.path.isdir(path):
+        raise UserError(f"task {name}: {path} is a directory, not a task file: name the file in it ({TASK_FILE_HELP})")
     if not os.path.isfile(path):
         raise UserError(f"task {name}: {path} not found: tasks maps each task name to a task file ({TASK_FILE_HELP})")
     extension = os.path.splitext(path)[1]

@@ -43,6 +43,7 @@ forwards; for the same reason a sharded model generates every row to max_gen_tok
 are gathered, so every rank returns every number.
 """
 import difflib
+import os
 import re
 import time
 
@@ -115,7 +116,9 @@ def read_tasks(tasks, block_size=None):
                 raise UserError(f"task {name}: fewshot_file {options['fewshot_file']} is in the {pool[0]['kind']} "
                                 f"format, the task file in the {options['kind']} format: they must be the same")
         examples = examples[:options['limit']]
-        draw_fewshot(name, options, examples, pool, same_file=options['fewshot_file'] in (None, options['file']))
+        # the task file under another spelling (./x, a link) is the task file: each example left out of its own
+        same_file = options['fewshot_file'] is None or os.path.samefile(options['fewshot_file'], options['file'])
+        draw_fewshot(name, options, examples, pool, same_file)
         out.append((name, options, examples))
     return out
 
@@ -143,6 +146,9 @@ def task_options(name, spec):
         if options[key] is not None and not (isinstance(options[key], list)
                                              and all(isinstance(x, str) for x in options[key])):
             raise UserError(f"task {name}: {key}={options[key]!r} must be a string or a list of strings")
+    if options['until'] is not None and '' in options['until']:  # '' is in every text: each generation cut to ''
+        raise UserError(f"task {name}: until={options['until']!r} holds an empty stop string, which would cut every "
+                        f"generation to nothing: remove it")
     if options['num_fewshot'] < 0 or (options['limit'] is not None and options['limit'] < 1):
         raise UserError(f"task {name}: num_fewshot must be >= 0 and limit None or >= 1")
     return options

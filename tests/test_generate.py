@@ -10,6 +10,8 @@ import pytest
 import torch
 
 import hf
+import sample
+from configurator import UserError
 from generate import generate, generate_rows
 from model import GPT, GPTConfig
 
@@ -114,3 +116,16 @@ def test_past_block_size_and_sampling(arch):
     assert draws[0] == draws[1] and len({tuple(d) for d in draws[0]}) > 1
     out = generate(model, torch.tensor([[1, 2, 3]] * 2), 20, temperature=0.8, top_k=10)
     assert out.shape == (2, 23) and np.all(out[:, :3].numpy() == [[1, 2, 3]] * 2)
+
+
+@pytest.mark.parametrize('argv', [['--temperature=inf'], ['--temperature', 'nan'], ['--temperature=-inf'],
+                                  ['--temperature=1e999'], ['--temperature=-0.5']])
+def test_temperature_must_be_a_finite_number(argv):
+    """sample.py: inf and nan (no float literals) are read as the numbers they are and refused by the rule, not
+    called 'no float', before any checkpoint is read; generate_rows refuses them too (inf would draw uniformly, nan
+    fails in multinomial)."""
+    with pytest.raises(UserError, match=r"^--temperature=\S+ must be 0 or more( \(a finite number\))?$"):
+        sample.main([*argv, '--out_dir=no/such/run'])
+    model = GPT(GPTConfig(block_size=8, vocab_size=16, n_layer=1, n_head=1, n_embd=8))
+    with pytest.raises(ValueError, match='must be a finite number >= 0'):
+        generate_rows(model, [[1, 2]], 2, temperature=float(argv[-1].split('=')[-1]))

@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -251,6 +252,11 @@ def test_sample_decodes_with_the_model_tokenizer(trained):
     assert ids[0, 0] == tok['bos_token'] and ids.shape == (1, prompt.shape[1] + 24)
     assert result.stdout.split('\n---------------\n')[0] == tok['decode'](ids[0].tolist())
     assert result.stdout.startswith('<|begin_of_text|>The ')
+    # a tokenizer with more tokens than the model (gpt2's 50257, 384 here): one line before any generation
+    result = script('sample.py', run['out'], '--tokenizer=gpt2', '--device=cpu', expect_ok=False)
+    assert result.returncode == 2 and result.stderr.count('\n') == 1 and result.stdout == ''
+    assert result.stderr.startswith("error: tokenizer 'gpt2' has 50257 tokens, more than the ") and \
+        'pass the tokenizer it was trained with' in result.stderr
 
 
 # ---- from-scratch checkpoints and tokenizers ----------------------------------------------------------------------
@@ -395,6 +401,46 @@ def test_bad_inputs_fail_fast_with_one_clear_line(models, trained, broken, tmp_p
     assert f"uses 'gpt2' (fingerprint " in line and f"--tokenizer={os.path.abspath(gpt2['path'])}" in line
 
 
+LLAMA_ROPE = dict(rope_type='llama3', factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, rope_theta=1e4)
+
+
+@pytest.mark.parametrize('arch, changes, expected', [
+    ('llama', dict(rope_parameters='llama3'), "rope_parameters='llama3' must be a dict"),
+    ('llama', dict(rope_parameters=None, rope_scaling='llama3'), "rope_scaling='llama3' must be a dict"),
+    ('llama', dict(rope_parameters=None, rope_theta='abc'), "rope_theta='abc' must be float"),
+    ('llama', dict(rope_parameters=dict(LLAMA_ROPE, rope_theta=-5)), "rope_parameters['rope_theta']=-5.0 must be a "
+                                                                     "positive finite number"),
+    ('llama', dict(rope_parameters=dict(LLAMA_ROPE, factor=0)), "rope_parameters['factor']=0.0 must be a positive"),
+    ('llama', dict(rope_parameters=dict(LLAMA_ROPE, high_freq_factor=1.0)),
+     "rope_parameters['low_freq_factor']=1.0 must be less than rope_parameters['high_freq_factor']=1.0"),
+    ('llama', dict(rope_parameters={k: v for k, v in LLAMA_ROPE.items() if k != 'factor'}),
+     "rope_parameters['factor'] is missing"),
+    ('llama', dict(rms_norm_eps=-1.0), "rms_norm_eps=-1.0 must be a positive finite number"),
+    ('llama', dict(rms_norm_eps=float('nan')), "rms_norm_eps=nan must be a positive finite number"),
+    ('llama', dict(num_attention_heads=0), "num_attention_heads=0 must be at least 1"),
+    ('llama', dict(num_attention_heads=None), "num_attention_heads is missing (the model's shape needs it)"),
+    ('gpt2', dict(n_head=None), "n_head is missing (the model's shape needs it)"),
+    ('gpt2', dict(layer_norm_epsilon=0), "layer_norm_epsilon=0.0 must be a positive finite number"),
+    ('gpt2', dict(n_positions=-1), "n_positions=-1 must be at least 1"),
+])
+def test_config_fields_are_checked_in_one_line(models, tmp_path, arch, changes, expected):
+    """A config.json field of the wrong type or range (a string where RoPE's dict belongs, a RoPE base, factor or
+    epsilon <= 0 or NaN, no heads) or a missing shape key: one UserError naming config.json and the field, with no
+    warning before it, instead of a crash, a torch warning or a nan loss after out_dir was made. None: removed."""
+    path = shutil.copytree(models[arch][0], tmp_path / arch)
+    with open(path / 'config.json') as f:
+        config = json.load(f)
+    config.update(changes)
+    config = {k: v for k, v in config.items() if v is not None}
+    with open(path / 'config.json', 'w') as f:
+        json.dump(config, f)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        with pytest.raises(UserError) as caught:
+            hf.model_config(hf.open_model_dir(str(path)), BLOCK)
+    assert str(caught.value).startswith(f"{path}/config.json: ") and expected in str(caught.value)
+
+
 def test_export_and_prepare_bad_inputs(trained, tmp_path):
     run = trained['llama']
     checkpoint = torch.load(f"{run['out']}/ckpt.pt", weights_only=True)
@@ -430,6 +476,26 @@ def test_export_refuses_a_non_empty_directory_unless_forced(trained, tmp_path):
     with pytest.raises(UserError, match='holds the checkpoint'):
         export.main([run['out'], f"--to={run['out']}", '--force=True'])
     assert sorted(os.listdir(run['out'])) == before and not [p for p in os.listdir(tmp_path) if '.tmp' in p]
+
+
+def test_export_write_failures_are_one_line(trained, tmp_path, monkeypatch):
+    """A parent of --to that is not writable (refused before converting: os.access is made to say so, as root
+    passes every permission), and a disk that fills while the weights are written (safetensors' SafetensorError):
+    one UserError naming the path, --to never made, no temporary directory left."""
+    run, real_access = trained['gpt2'], os.access
+    (tmp_path / 'ro' / 'x').mkdir(parents=True)  # an empty --to, writable itself: the export is made beside it
+    monkeypatch.setattr(os, 'access', lambda path, mode: os.path.realpath(path) != str(tmp_path / 'ro')
+                        and real_access(path, mode))
+    with pytest.raises(UserError, match=f"--to={tmp_path}/ro/x cannot be written: {tmp_path}/ro is not writable"):
+        export.main([run['out'], f'--to={tmp_path}/ro/x'])
+    from safetensors import SafetensorError
+
+    def full_disk(*args, **kwargs):
+        raise SafetensorError('Error while serializing: I/O error: No space left on device (os error 28)')
+    monkeypatch.setattr(export, 'save_file', full_disk)
+    with pytest.raises(UserError, match=f"cannot write the export {tmp_path}/full .*No space left on device"):
+        export.main([run['out'], f'--to={tmp_path}/full'])
+    assert os.listdir(tmp_path) == ['ro'] and os.listdir(tmp_path / 'ro') == ['x'] and not os.listdir(tmp_path / 'ro/x')
 
 
 CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"

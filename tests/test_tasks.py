@@ -27,6 +27,7 @@ import hf
 import runtime
 import task_files
 import tasks
+from configurator import UserError
 from helpers import ROOT, copy_for_resume, one_line_failures, read_log, without_timing, write_random_source
 from model import GPT
 from tokenizer import load_tokenizer
@@ -448,12 +449,61 @@ def test_bad_task_files_fail_before_the_model(run, files, tmp_path):
          "tasks need the model's tokenizer in Hugging Face form"),
         ('a choice longer than block_size', {'t': long_choice}, [],
          "long.jsonl line 1, choice 0: the choice is 41 tokens, more than block_size=32"),
+        ('an empty stop string', {'t': dict(file=gen, until=['\n', ''])}, [],
+         "task t: until=['\\n', ''] holds an empty stop string"),
+        ('a directory', {'t': str(tmp_path)}, [], f"task t: {tmp_path} is a directory, not a task file"),
     ]
     argv = [[*run['args'], f'--tasks={spec!r}', *extra, f'--out_dir={tmp_path}/case{i}']
             for i, (_, spec, extra, _) in enumerate(cases)]
     failures, _ = one_line_failures([(name, expected) for name, _, _, expected in cases], argv, tmp_path)
     assert not failures, '\n'.join(failures)
 
+
+def test_fewshot_file_spelled_otherwise_is_still_the_task_file(files, tmp_path):
+    """fewshot_file naming the task file by another path (./, a symbolic link) is the task file: each example is
+    left out of its own shots, as with fewshot_file=None, and the pool-size check counts it out."""
+    path = files['choices']
+    os.symlink(path, tmp_path / 'link.jsonl')
+    spellings = [os.path.join(os.path.dirname(path), '.', os.path.basename(path)), str(tmp_path / 'link.jsonl')]
+    drawn = lambda fewshot_file, n=3: tasks.read_tasks({'t': dict(file=path, num_fewshot=n,
+                                                                  fewshot_file=fewshot_file)})[0][2]
+    alone = drawn(None)
+    assert all(e['record'] not in [s['record'] for s in e['shots']] for e in alone)
+    for spelled in spellings:
+        records = lambda examples: [[shot['record'] for shot in e['shots']] for e in examples]
+        assert records(drawn(spelled)) == records(alone)
+        with pytest.raises(UserError, match=f"num_fewshot={len(CHOICES)} needs {len(CHOICES) + 1} examples in "
+                                            f".*the task file itself"):
+            drawn(spelled, n=len(CHOICES))
+
+
+def test_eval_never_writes_over_what_it_reads(run, tmp_path):
+    """--out / --log_samples naming the checkpoint, a file of its run, a task or few-shot file (under any
+    spelling), anything inside the model directory, or each other: one line before anything is evaluated, and
+    every file is as it was."""
+    import eval as eval_script
+    task = shutil.copy(run['files']['choices'], tmp_path / 'task.jsonl')
+    shots = shutil.copy(run['files']['choices'], tmp_path / 'shots.jsonl')
+    os.symlink(task, tmp_path / 'link.jsonl')
+    tasks_arg = f"--tasks={dict(t=dict(file=str(task), num_fewshot=1, fewshot_file=str(shots)))!r}"
+    model, out = run['export'], run['out']
+    cases = [
+        ([model, f'--log_samples={model}/config.json'], 'inside the model directory'),
+        ([model, f'--out={model}/eval.jsonl'], 'inside the model directory'),
+        ([model, f'--log_samples={tmp_path}/link.jsonl'], "is task t's file"),
+        ([model, f'--out={tmp_path}/./shots.jsonl'], "is task t's fewshot_file"),
+        ([out, f'--out={out}/./ckpt.pt'], 'is the checkpoint being evaluated'),
+        ([f'{out}/ckpt_3.pt', f'--log_samples={out}/log.jsonl'], 'is a file of the run'),
+        ([out, f'--log_samples={out}/ckpt_3.pt'], 'is a file of the run'),
+        ([model, f'--out={tmp_path}/e.jsonl', f'--log_samples={tmp_path}/./e.jsonl'], 'is also the file the records'),
+    ]
+    digest = lambda: {os.path.join(d, f): open(os.path.join(d, f), 'rb').read()
+                      for top in (model, out, str(tmp_path)) for d, _, names in os.walk(top) for f in names}
+    before = digest()
+    for argv, expected in cases:
+        with pytest.raises(UserError, match=expected):
+            eval_script.main([*argv, tasks_arg, '--device=cpu'])
+    assert digest() == before
 
 
 # ---- generation tasks and few-shot, against the harness ---------------------------------------------------------
