@@ -38,12 +38,17 @@ def launch(run, slot, options):
 
 
 def stop_runs(signal_number, frame):
-    """On `kill` (SIGTERM): stop the runs this sweep started as Ctrl-C would (each resumes from its checkpoint when
-    the sweep is started again), then end as Ctrl-C ends every script."""
-    for proc in LAUNCHED:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            proc.wait()
+    """On `kill` (SIGTERM): pass it on to the runs this sweep started (not SIGINT: a process started in the
+    background ignores it), each resuming from its last checkpoint when the sweep is started again; then end as
+    Ctrl-C ends every script."""
+    running = [proc for proc in LAUNCHED if proc.poll() is None]
+    for proc in running:
+        proc.terminate()
+    for proc in running:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
     raise KeyboardInterrupt
 
 

@@ -211,7 +211,8 @@ def test_status_keeps_results_of_runs_whose_directories_are_gone(sweeps, tmp_pat
 
 def test_killing_a_sweep_stops_its_runs(tmp_path):
     """`kill` (SIGTERM) of a local sweep stops the train.py runs it started (they outlived it before, and a rerun
-    raced them), which end as on Ctrl-C; the sweep exits as Ctrl-C does (130)."""
+    raced them); the sweep exits as Ctrl-C does (130). Started with SIGINT ignored, as a sweep started in the
+    background from a script is (and under pytest-xdist): passing SIGINT on once left the runs going there."""
     import signal
     import time
     generic, target = make_sources(str(tmp_path / 'data'), target_base=1200, vocab=1300)
@@ -221,7 +222,8 @@ def test_killing_a_sweep_stops_its_runs(tmp_path):
                           f"grid = {{'seed': [1, 2]}}\nsweep_dir = {str(tmp_path / 'out')!r}\n")
     process = subprocess.Popen([sys.executable, 'sweep.py', str(sweep_file), '--jobs=2', '--share=False'], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=dict(os.environ, OMP_NUM_THREADS='1'))
+                               env=dict(os.environ, OMP_NUM_THREADS='1'),
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # as `sweep.py &`
     logs = [tmp_path / 'out' / name / 'log.jsonl' for name in ('seed1', 'seed2')]
     deadline = time.time() + 120
     while not all(log.is_file() and log.stat().st_size for log in logs) and time.time() < deadline:
