@@ -228,21 +228,26 @@ def accuracy_lines(runs, column, names):
     return lines + [f"{column} by ρ: {by_rho_text}"]
 
 
-def write_report(rows, sweep_dir, write=True):
+def write_report(rows, sweep_dir):
     """A short text report of a replay sweep: in each protocol (series_against_rho: runs equal but for ρ) that has
     runs without replay, every ρ against ρ = 0, the best ρ, the change in generic loss, task scores and the
     efficiency multipliers; then the training steps the sweep computed. A difference smaller than the seed spread
     (the larger min-to-max range of the two settings) is called "within noise"; where no spread was measured, no
     verdict is given. ρ is the realised one, with the one asked where rounding moved it. Runs without a final loss
-    are named, in no mean. Returns the text; write: also to SWEEP_DIR/report.txt (ValueError before that where the
-    sweep has no report, so a caller can check first)."""
+    are named, in no mean. Writes SWEEP_DIR/report.txt and returns the text; ValueError where the sweep has no
+    report, after removing a report.txt of an earlier results.csv (it would pass for this sweep's, as a stale plot
+    would)."""
     try:
         protocols = [s for s in series_against_rho(rows, 'val_loss_target') if 0.0 in s['replay_fraction']
                      and len(s['replay_fraction']) > 1]
     except Skip:
         protocols = []
     if not protocols:
-        raise ValueError("the sweep needs runs at ρ = 0 and at some ρ > 0 of one protocol for a report")
+        stale = os.path.join(sweep_dir, 'report.txt')
+        removed = f" (removed {stale}, written from an earlier results.csv)" if os.path.isfile(stale) else ''
+        if removed:
+            os.remove(stale)
+        raise ValueError("the sweep needs runs at ρ = 0 and at some ρ > 0 of one protocol for a report" + removed)
     try:
         report = efficiency_report(rows)
     except ValueError as e:
@@ -265,7 +270,7 @@ def write_report(rows, sweep_dir, write=True):
             else:
                 lines.append("efficiency: a loss lies outside the fitted range of the reference runs; not "
                              "extrapolating")
-    lines += [failed_runs(rows)] if failed_runs(rows) else []
+    lines += [failed for failed in [failed_runs(rows)] if failed]
     computed = [r['steps_computed'] for r in rows if isinstance(r.get('steps_computed'), float)]
     scratch = sum(r['max_iters'] for r in rows if isinstance(r.get('max_iters'), float))
     if computed:
@@ -273,9 +278,8 @@ def write_report(rows, sweep_dir, write=True):
         lines.append(f"compute: {sum(computed):.0f} training steps with prefix sharing instead of {scratch:.0f}"
                      + (f" ({unknown} runs did not record theirs)" if unknown else ''))
     text = '\n'.join(lines) + '\n'
-    if write:
-        with open(os.path.join(sweep_dir, 'report.txt'), 'w') as f:
-            f.write(text)
+    with open(os.path.join(sweep_dir, 'report.txt'), 'w') as f:
+        f.write(text)
     return text
 
 

@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 
-from configurator import UserError
+from configurator import UserError, kind_of
 from tokenizer import hf_tokenizer, load_tokenizer_json, read_json_file, special_token_text
 
 # A model directory's chat template, rendered exactly as transformers' (5.24.0) apply_chat_template renders it,
@@ -197,11 +197,9 @@ def chat_messages(conversation, where):
                             f'{", ".join(turn) or "none"}); every turn needs a role and a content')
         for key in ('role', 'content'):  # a template would print anything else as its Python repr
             if not isinstance(turn[key], str):
-                kind = type(turn[key]).__name__
                 hint = (' (content parts: join their text into one string)' if key == 'content' and
                         isinstance(turn[key], list) else '')
-                raise UserError(f'{where}: turn {i} has a {key} that is {"an" if kind[0] in "aeiou" else "a"} '
-                                f'{kind}, not text{hint}')
+                raise UserError(f'{where}: turn {i} has a {key} that is {kind_of(turn[key])}, not text{hint}')
         reasoning = next((turn[k] for k in REASONING_FIELDS if turn.get(k) is not None), None)
         if reasoning is not None:
             turn = {'thinking': reasoning, **turn, 'reasoning_content': reasoning}

@@ -30,6 +30,12 @@ class UserError(Exception):
     """A mistake the user can fix (bad key, bad value, missing file). Printed as one line, exit status 2."""
 
 
+def kind_of(value):
+    """A value's type with its article, for an error line: 'an int', 'a list'."""
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
 def run_main(main, argv=None, interrupted='interrupted'):
     """Run main(argv) (default: sys.argv[1:]); a UserError becomes 'error: <message>' on stderr and exit status
     2, with no traceback; Ctrl-C prints `interrupted` and exits with 130; output piped into a reader that stops
@@ -367,6 +373,12 @@ def check_path(name, path, rule):
         if not os.access(written, os.W_OK):
             raise UserError(f"{name}={path!r} cannot be written: {written} is not writable (read-only, or no "
                             f"permission)")
+
+
+def is_inside(path, directory):
+    """path is directory or lies in it, as the file system resolves both (./x, links)."""
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return os.path.commonpath([path, directory]) == directory
 
 
 def is_checkpoint(path):

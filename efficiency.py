@@ -288,7 +288,7 @@ def fit_power_law(D, L):
 def fit_caveat(fit):
     """What R² is worth: with as many budgets as parameters the curve can pass through every point (R² = 1, residuals
     0) whatever the law, so it measures nothing. '' where degrees of freedom are left."""
-    if fit.get('budgets', 4) > 3:
+    if fit['budgets'] > 3:
         return ''
     return (f"{fit['budgets']} budgets for 3 parameters: the curve can pass through every point, R² says nothing "
             "about the fit")
@@ -324,7 +324,7 @@ def efficiency(fit, L_with, L_without, D0):
     whose D_eff lies beyond the reference budgets (RANGE_TOLERANCE lets a loss just past the range through, and the
     curve need not meet the end points) is named in 'extrapolated'."""
     result = dict(with_replay=None, without_replay=None, multiplier=None, extrapolated=[])
-    low, high = fit.get('budget_range', (0, math.inf))
+    low, high = fit['budget_range']
     for side, L in (('with_replay', L_with), ('without_replay', L_without)):
         try:
             D_eff = effective_data(fit, L)
@@ -407,8 +407,9 @@ def main(argv):
         print("  multiplier D_eff(with)/D_eff(without) = "
               + ("n/a (outside the fitted range)" if c['multiplier'] is None else f"{c['multiplier']:.3f}x"
                  + multiplier_note(c, c['plain_run'], c['replay_run'])))
-    if failed_runs(rows):
-        print(failed_runs(rows))
+    failed = failed_runs(rows)
+    if failed:
+        print(failed)
 
 
 if __name__ == '__main__':

@@ -38,7 +38,7 @@ import hf
 import layout
 import runtime
 import tasks
-from configurator import UserError, parse_options, run_main
+from configurator import UserError, is_inside, parse_options, run_main
 from model import checkpoint_model_config
 from tokenizer import checkpoint_tokenizer, load_tokenizer
 
@@ -131,10 +131,11 @@ def check_outputs(options, out, task_files, tokenizer):
     if len(outputs) == 2 and os.path.realpath(outputs[0][0]) == os.path.realpath(outputs[1][0]):
         raise UserError(f"--log_samples={options['log_samples']} is also the file the records go to ({out}): "
                         f"pass another --log_samples=FILE")
+    reads = read_paths(options['source'], task_files, tokenizer)
     for path, flag in outputs:
         real = os.path.realpath(path)
-        for read, what, is_dir in read_paths(options['source'], task_files, tokenizer):
-            inside = is_dir and os.path.commonpath([real, os.path.realpath(read)]) == os.path.realpath(read)
+        for read, what, is_dir in reads:
+            inside = is_dir and is_inside(path, read)
             if inside or real == os.path.realpath(read):
                 where = f"inside {what} {read}" if inside else what + (f" ({read})" if read != path else '')
                 raise UserError(f"--{flag}={path} is {where}, which eval.py reads and never writes: pass "

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 import checkpoint
 import layout
 import runtime
-from configurator import UserError, parse_options, run_main
+from configurator import UserError, is_inside, parse_options, run_main
 from hf import hf_names, qkv_rows
 from model import checkpoint_model_config, unpadded_state_dict
 from tokenizer import EOT_TEXT, builtin_hf_tokenizer, read_json_file, tokenizer_source
@@ -159,11 +159,6 @@ def write_tokenizer(to, path, builtin, model_config, template=(None, None)):
                 json.dump(dict(config, chat_template=text), f, indent=2, ensure_ascii=False)
 
 
-def inside(path, directory):
-    path, directory = os.path.realpath(path), os.path.realpath(directory)
-    return os.path.commonpath([path, directory]) == directory
-
-
 def check_destination(to, force, reads):
     """Before anything is written: `to` is new or an empty directory, or, with force, a non-empty directory that
     holds nothing this export reads (`reads`: {what: path})."""
@@ -173,7 +168,7 @@ def check_destination(to, force, reads):
         raise UserError(f"--to={to} exists and is not an empty directory: choose a new directory"
                         + (", or pass --force=True to replace it" if os.path.isdir(to) else ''))
     for what, path in reads.items():
-        if path and inside(path, to):
+        if path and is_inside(path, to):
             raise UserError(f"--to={to} holds {what} {path}, which this export reads: choose another directory")
 
 

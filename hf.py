@@ -59,9 +59,7 @@ def open_model_dir(path):
     if not os.path.isfile(file):
         raise UserError(f"{path} has no config.json: init_from takes a Hugging Face model directory (config.json "
                         f"and model.safetensors), one of our checkpoints, or a run directory with ckpt.pt")
-    config = read_json_file(file)
-    if not isinstance(config, dict):
-        raise UserError(f"{file} is not a JSON object")
+    config = read_json_file(file)  # a JSON object, or one error line
     architecture_of(config, file)
     return dict(dir=os.path.abspath(path), config=config, tokenizer=model_tokenizer(path))
 

@@ -414,15 +414,10 @@ def main(argv):
         if os.path.lexists(path) and os.path.isdir(path) != (path == out_dir):  # checked before anything is written
             raise UserError(f"{path} exists and is not a {'directory' if path == out_dir else 'file'}: move it away, "
                             f"plot.py writes its {'plots' if path == out_dir else 'output'} there")
-    if args['report']:  # before any plot: a sweep without a report fails before it has changed anything else
-        try:
-            write_report(rows, args['sweep_dir'], write=False)
-        except ValueError as e:  # an earlier report would pass for this sweep's: removed, as stale plots are
-            stale = os.path.isfile(report_path)
-            if stale:
-                os.remove(report_path)
-            raise UserError(str(e) + (f" (removed {report_path}, written from an earlier results.csv)" if stale
-                                      else '')) from None
+    try:  # before any plot: a sweep without a report fails before it has drawn anything
+        report = write_report(rows, args['sweep_dir']) if args['report'] else ''
+    except ValueError as e:
+        raise UserError(str(e)) from None
     os.makedirs(out_dir, exist_ok=True)
     formats = ['png'] + (['pdf'] if args['pdf'] else [])
     plots = dict(zip(PLOT_NAMES, (plot_replay_vs_loss, plot_heatmap, plot_spike, plot_forgetting, plot_efficiency,
@@ -441,8 +436,7 @@ def main(argv):
             print(f"skipped {name}.png: {e}")
     with open(os.path.join(out_dir, 'plotted.json'), 'w') as f:
         json.dump(plotted, f, indent=1, default=float)  # default: numpy numbers
-    if args['report']:
-        print(write_report(rows, args['sweep_dir']), end='')
+    print(report, end='')
 
 
 if __name__ == '__main__':

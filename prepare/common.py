@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root (see above)
 import layout  # noqa: E402
-from configurator import UserError, run_main  # noqa: E402
+from configurator import UserError, kind_of, run_main  # noqa: E402
 from tokenizer import get_tokenizer, is_model_dir_tokenizer  # noqa: E402
 from cmdline import (MAX_COUNT, Parser, at_least_1, base_parser, command_line, parse_bool,  # noqa: E402,F401
                      parse_count)
@@ -178,9 +178,8 @@ def document_batches(docs, stats, sizes=None, max_chars=1 << 20, max_docs=512):
 
 
 def not_text(value):
-    """'an int, not text' (for errors about a value that should be a string)."""
-    name = type(value).__name__
-    return f"{'an' if name[0] in 'aeiou' else 'a'} {name} ({json.dumps(value, default=str)[:60]}), not text"
+    """'an int (5), not text' (for errors about a value that should be a string)."""
+    return f"{kind_of(value)} ({json.dumps(value, default=str)[:60]}), not text"
 
 
 def batch_with_size(batch, sizes):

@@ -38,6 +38,7 @@ from tqdm import tqdm
 import chat
 from common import INVALID_UTF8, UserError, base_parser, decode_utf8, ignore_sigint, prepare_source, run_main
 from hub import dataset_texts, import_datasets
+from configurator import is_inside  # the repository root is on sys.path: common.py
 
 BUILDERS = {'.txt': 'text', '.text': 'text', '.md': 'text', '.jsonl': 'json', '.ndjson': 'json', '.json': 'json',
             '.parquet': 'parquet'}
@@ -59,12 +60,10 @@ def split_name(path):
 def expand_inputs(patterns, out):
     """Files named by --input, in order: globs and directories sorted, duplicates dropped; clear errors. `out` may
     not be inside an input directory, nor hold an input: a re-run would read the output (meta.json, ...) as input."""
-    inside = lambda path, folder: os.path.commonpath([os.path.realpath(path), os.path.realpath(folder)]) == \
-        os.path.realpath(folder)  # noqa: E731
     files, seen = [], set()
     for pattern in patterns:
         if os.path.isdir(pattern):
-            if inside(out, pattern):
+            if is_inside(out, pattern):
                 raise UserError(f'--out {out} is inside --input {pattern}: a re-run would read the output as input; '
                                 f'choose an --out outside it')
             found = sorted(os.path.join(root, f) for root, _, names in os.walk(pattern) for f in names
@@ -81,7 +80,7 @@ def expand_inputs(patterns, out):
             raise UserError(f'{pattern}: no such file')
         files += [f for f in found if not (f in seen or seen.add(f))]
     for f in files:
-        if inside(f, out):
+        if is_inside(f, out):
             raise UserError(f'--input {f} is inside --out {out}: the output would replace its own input; choose '
                             f'another --out')
         if not os.path.isfile(f):  # os.walk lists a broken symbolic link as a name

@@ -64,7 +64,7 @@ def test_effective_data_inverts_the_fit_and_refuses_outside():
 
 def test_multiplier_on_a_hand_example():
     # A=1, B=1, C=0: D_eff = 1/L. With replay L=0.25 -> D_eff 4; without L=0.5 -> 2; D0 = 1 -> multiplier 2
-    fit = dict(A=1.0, B=1.0, C=0.0, loss_range=(0.1, 1.0))
+    fit = dict(A=1.0, B=1.0, C=0.0, loss_range=(0.1, 1.0), budget_range=(1.0, 10.0), budgets=5)
     result = efficiency(fit, 0.25, 0.5, 1.0)
     assert result.pop('extrapolated') == [] and result == pytest.approx(dict(with_replay=4.0, without_replay=2.0,
                                                                               multiplier=2.0))
