@@ -66,6 +66,9 @@ def open_model_dir(path):
 
 def architecture_of(config, where):
     names = config.get('architectures') or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{where}: architectures={names!r} must be a list of class names, e.g. "
+                        f"[\"LlamaForCausalLM\"]")
     name = names[0] if names else {'gpt2': 'GPT2LMHeadModel', 'llama': 'LlamaForCausalLM'}.get(config.get('model_type'))
     if name not in ARCHITECTURES:
         raise UserError(f"{where}: architecture {names[0] if names else config.get('model_type')!r} is not "
@@ -240,10 +243,10 @@ def weight_files(path):
 
 
 def read_header(file):
-    """{name: shape} of a safetensors file, from its header alone."""
+    """{name: (shape, safetensors dtype: 'F32', 'BF16', 'I64'...)} of a safetensors file, from its header alone."""
     try:
         with safe_open(file, framework='pt') as f:
-            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+            return {name: (tuple(f.get_slice(name).get_shape()), f.get_slice(name).get_dtype()) for name in f.keys()}
     except Exception as e:  # safetensors raises its own SafetensorError for a torn or foreign file
         raise UserError(f"{file} is not a readable safetensors file ({type(e).__name__}: {str(e)[:160]})") from None
 
@@ -252,9 +255,10 @@ def check_weights(path, config):
     """Before any compute: every tensor the model needs is in the directory with the shape config.json implies,
     and no tensor is left over (a leftover means config.json and the weights disagree). Reads headers only."""
     files = weight_files(path)
-    shapes = {}
+    header = {}
     for file in sorted(set(files.values())):
-        shapes.update(read_header(file))
+        header.update(read_header(file))
+    shapes = {name: shape for name, (shape, _) in header.items()}
     prefix = gpt2_prefix(shapes)
     used = set()
     for name, shape in our_shapes(config).items():
@@ -268,6 +272,9 @@ def check_weights(path, config):
             if shapes[hf] != want:
                 raise UserError(f"{path}: tensor {hf} in {os.path.basename(files[hf])} has shape {list(shapes[hf])}, "
                                 f"but config.json implies {list(want)}")
+            if not header[hf][1].startswith(('F', 'BF')):  # load_state_dict would cast integers to floats silently
+                raise UserError(f"{path}: tensor {hf} in {os.path.basename(files[hf])} holds {header[hf][1]} "
+                                f"values, not floating point: these are not a model's weights")
             used.add(hf)
     left = sorted(n for n in shapes if n not in used and not IGNORED.fullmatch(n)
                   and not (n == 'lm_head.weight' and config.tied))

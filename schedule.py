@@ -123,9 +123,9 @@ def make_plan(config, target_windows=None, generic_windows=None, generic_offset=
     e = c['target_epochs'] if U > 0 else 0
     T = U * e  # target slots in the whole run, counting repeats
     N = mixed_steps(c, S, T) if derive_steps else c['max_iters']
-    check_fits(T, N * S)
-    generic_total = N * S - T
     generic_offset = c['generic_offset'] if generic_offset is None else generic_offset
+    check_fits(T, N * S, generic_offset)
+    generic_total = N * S - T
     plan = dict(N=N, S=S, U=U, e=e, T=T, gamma=T / (N * S), generic_total=generic_total, generic_offset=generic_offset,
                 target_windows=target_windows, generic_windows=generic_windows,
                 **{k: c[k] for k in ('eval_interval', 'spike_eval_interval', 'spike_eval_steps', 'data_seed',
@@ -393,6 +393,15 @@ def evals_at(plan, k):
                              and (k - s['start']) % max(1, plan['spike_eval_interval']) == 0 for s in plan['stages'])
 
 
+def eval_steps(plan):
+    """Every k with evals_at(plan, k), in order: evals_at over the only candidates (not all N + 1 step counts)."""
+    N, every, gap = plan['N'], plan['eval_interval'], max(1, plan['spike_eval_interval'])
+    candidates = {N, *(range(0, N + 1, every) if every > 0 else ())}
+    for s in plan['stages']:
+        candidates.update(range(s['start'], min(N, s['start'] + plan['spike_eval_steps']) + 1, gap))
+    return sorted(k for k in candidates if evals_at(plan, k))
+
+
 # ---- 4. Prefix hashes: two runs whose hashes agree at k reach the same state after k steps (sweep.py forks) ----
 
 # Keys whose whole effect on training is captured by the per-step records below (composition, ids, LR, optimizer
@@ -513,7 +522,10 @@ def check_derived_steps(c, T):
                         f"below 1 (it is {c['replay_fraction']!r}), or max_iters")
 
 
-def check_fits(T, slots):
+def check_fits(T, slots, generic_offset):
+    if slots + generic_offset >= 2**63:  # step_batch counts sequences in numpy int64s
+        raise UserError(f"max_iters * batch_size * gradient_accumulation_steps = {slots} slots (after generic_offset="
+                        f"{generic_offset}) pass numpy's int64 counters (2**63 - 1): lower them")
     if T > slots:
         raise UserError(f"target_tokens//block_size * target_epochs = {T} target sequences do not fit in "
                         f"max_iters * batch_size * gradient_accumulation_steps = {slots} slots")
@@ -705,7 +717,7 @@ def summarize(config, plan):
                generic_epochs=plan.get('generic_epochs'), mode=plan['mode'],
                lr_schedule=plan['stages'][0]['schedule']['lr_schedule'],
                lr_at_key_steps={t: lr_at(plan, t) for t in key_steps},
-               eval_steps=[k for k in range(N + 1) if evals_at(plan, k)], stages=stage_table(plan),
+               eval_steps=eval_steps(plan), stages=stage_table(plan),
                replay_share=None if replay is None else 1 - replay)
     return out
 

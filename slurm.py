@@ -424,8 +424,9 @@ def last_error(out_dir, job_id, folder):
 
 
 def status(runs, order, sweep_dir):
-    """Print each run's state: finished, running, pending, failed, cancelled, blocked or not submitted, with its
-    job, last logged step and, when it failed, the last error line."""
+    """Print each run's state: finished, running, pending, failed, cancelled, blocked, not submitted or (steps
+    logged without a job: a local run) unfinished, with its job, last logged step and, when it failed, the last
+    error line."""
     registry = read_registry(sweep_dir)
     known = [job['job_id'] for job in registry['jobs']]
     if known:
@@ -440,9 +441,11 @@ def status(runs, order, sweep_dir):
         open_segment = next((s for s in mine if current[s['key']][0] != 'done'), None)
         seg = open_segment or mine[-1]
         state, job, slurm_state = current[seg['key']]
-        state = 'finished' if open_segment is None else (state or 'not submitted')
-        counts[state] = counts.get(state, 0) + 1
         step = layout.last_step(run['config']['out_dir'])
+        # no job of its own but steps logged: a local run, stopped or still going (this cannot tell which)
+        unfinished = 'unfinished' if step is not None and not job else 'not submitted'
+        state = 'finished' if open_segment is None else (state or unfinished)
+        counts[state] = counts.get(state, 0) + 1
         logged += min(step or 0, run['steps'])
         detail = f"steps {seg['start']}..{seg['stop']}" if len(mine) > 1 and job else ''
         if state == 'failed':

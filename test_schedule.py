@@ -409,6 +409,28 @@ def test_fraction_out_of_range(key, value):
         plan_of(400, 8, 100, 4, **{key: value, others[0]: fine[others[0]]})
 
 
+@pytest.mark.parametrize('kw', [dict(batch_size=2**100), dict(max_iters=2**62), dict(generic_offset=2**63 - 100)])
+def test_counts_past_int64_are_user_errors(kw):
+    # step_batch counts sequences in numpy int64s: past them a run failed mid-training with a numpy traceback
+    with pytest.raises(UserError, match="int64 counters"):
+        schedule.make_plan(cfg(400, 8, 100, 4, replay_fraction=0.5, stage2_allocation=1, **kw))
+
+
+@pytest.mark.parametrize('kw', [dict(), dict(eval_interval=0), dict(eval_interval=7, spike_eval_steps=5),
+                                dict(spike_eval_steps=30, spike_eval_interval=0), dict(spike_eval_steps=500),
+                                dict(stages=[dict(steps=100, target=0), dict(steps=0, target=0, spike_evals=True),
+                                             dict(target=400, schedule='restart')], replay_fraction=None,
+                                     stage2_allocation=None, spike_eval_steps=10, spike_eval_interval=3)])
+def test_eval_steps_equal_the_scan(kw):
+    plan = schedule.make_plan(cfg(400, 8, 100, 4, **{'replay_fraction': 0.5, 'stage2_allocation': 1, **kw}))
+    assert schedule.eval_steps(plan) == [k for k in range(plan['N'] + 1) if schedule.evals_at(plan, k)]
+
+
+def test_eval_steps_of_a_huge_plan_are_quick():
+    plan = schedule.make_plan(cfg(10**12, 8, 100, 4, replay_fraction=0.5, stage2_allocation=1, eval_interval=0))
+    assert schedule.eval_steps(plan)[-1] == 10**12  # scanning every step count took hours
+
+
 def test_target_tokens_below_one_block():
     with pytest.raises(UserError, match='target_tokens.*block_size'):
         schedule.make_plan({**DEFAULTS, 'target_tokens': 100, 'block_size': 256, 'replay_fraction': 0.5,

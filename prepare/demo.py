@@ -26,6 +26,7 @@ import sys
 import sysconfig
 
 from common import UserError, base_parser, decode_utf8, prepare_source, run_main, warn
+from configurator import is_inside  # the repository root is on sys.path: common.py
 
 SEED = 1337
 SKIP_DIRS = {'pydoc_data', 'site-packages', 'dist-packages', '__pycache__', 'test', 'tests', 'idle_test'}
@@ -71,6 +72,10 @@ def main(argv):
     args = p.parse_args(argv)
     if os.path.abspath(args.generic_out) == os.path.abspath(args.target_out):
         raise UserError(f'--generic_out and --target_out are the same directory ({args.target_out}): give two')
+    for inner, outer in (('target_out', 'generic_out'), ('generic_out', 'target_out')):
+        if is_inside(getattr(args, inner), getattr(args, outer)):  # replacing the outer one would delete it
+            raise UserError(f'--{inner}={getattr(args, inner)} lies inside --{outer}={getattr(args, outer)}: give '
+                            f'two separate directories')
     if args.val_tokens is None:  # ~64 KB of text per source: 65536 bytes, or ~16K tokens of a BPE tokenizer
         args.val_tokens = 65536 if args.tokenizer == 'bytes' else 16384
     stdlib = sysconfig.get_paths()['stdlib']

@@ -422,6 +422,7 @@ LLAMA_ROPE = dict(rope_type='llama3', factor=8.0, low_freq_factor=1.0, high_freq
     ('gpt2', dict(n_head=None), "n_head is missing (the model's shape needs it)"),
     ('gpt2', dict(layer_norm_epsilon=0), "layer_norm_epsilon=0.0 must be a positive finite number"),
     ('gpt2', dict(n_positions=-1), "n_positions=-1 must be at least 1"),
+    ('gpt2', dict(architectures='GPT2LMHeadModel'), "architectures='GPT2LMHeadModel' must be a list of class names"),
 ])
 def test_config_fields_are_checked_in_one_line(models, tmp_path, arch, changes, expected):
     """A config.json field of the wrong type or range (a string where RoPE's dict belongs, a RoPE base, factor or
@@ -439,6 +440,23 @@ def test_config_fields_are_checked_in_one_line(models, tmp_path, arch, changes, 
         with pytest.raises(UserError) as caught:
             hf.model_config(hf.open_model_dir(str(path)), BLOCK)
     assert str(caught.value).startswith(f"{path}/config.json: ") and expected in str(caught.value)
+
+
+@pytest.mark.parametrize('dtype, refused', [(torch.int32, True), (torch.float16, False), (torch.bfloat16, False)])
+def test_weights_that_are_not_floating_point_are_refused(models, tmp_path, dtype, refused):
+    """Integer tensors were cast to floats by load_state_dict without a word; half precision loads as it is."""
+    from safetensors.torch import load_file, save_file
+    path = shutil.copytree(models['gpt2'][0], tmp_path / 'gpt2')
+    tensors = load_file(path / 'model.safetensors')
+    tensors['transformer.h.0.mlp.c_fc.weight'] = tensors['transformer.h.0.mlp.c_fc.weight'].to(dtype)
+    save_file(tensors, path / 'model.safetensors', metadata={'format': 'pt'})
+    config = hf.model_config(hf.open_model_dir(str(path)), BLOCK)
+    if refused:
+        with pytest.raises(UserError, match="tensor transformer.h.0.mlp.c_fc.weight in model.safetensors holds I32 "
+                                            "values, not floating point"):
+            hf.check_weights(str(path), config)
+    else:
+        hf.check_weights(str(path), config)
 
 
 def test_export_and_prepare_bad_inputs(trained, tmp_path):

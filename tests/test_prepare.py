@@ -539,6 +539,8 @@ def test_bad_command_lines_are_one_error_line_before_anything_is_written(tmp_pat
             (local.main, ['--input', good, '--out', 'o', '--max_tokens', '0.4'], "'0.4' is not a whole number"),
             (local.main, ['--input', good, '--out', 'o', '--val_tokens', '0'], '--val_tokens=0 must be at least 1'),
             (demo.main, ['--generic_out', 'X', '--target_out', 'X/'], 'are the same directory'),
+            (demo.main, ['--generic_out', 'X', '--target_out', 'X/t'], '--target_out=X/t lies inside --generic_out=X'),
+            (demo.main, ['--generic_out', 'T/g', '--target_out', 'T'], '--generic_out=T/g lies inside --target_out=T'),
             (c4, ['--dataset', ''], '--dataset is empty'),
             (tiny_model.main, ['--arch', 'gpt2', '--tied', '--out', 'm'], '--tied only applies to --arch llama')]:
         assert message in one_error(capsys, main, argv)

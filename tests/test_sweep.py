@@ -209,6 +209,22 @@ def test_status_keeps_results_of_runs_whose_directories_are_gone(sweeps, tmp_pat
     assert 'gathered 3 finished runs' in run_sweep(sweep_file, f'--sweep_dir={copy}', '--status=True')
 
 
+def test_status_calls_a_stopped_local_run_unfinished(sweeps, tmp_path):
+    """A local run that logged steps but did not finish has no job: it is 'unfinished', not 'not submitted'."""
+    import shutil
+    root, _, _, sweep_file = sweeps
+    copy = tmp_path / 'shared'
+    shutil.copytree(root / 'shared', copy)
+    stopped = sorted(p.name for p in copy.iterdir() if (p / 'summary.json').is_file())[0]
+    for name in os.listdir(copy / stopped):
+        if name not in ('log.jsonl', 'config.py'):
+            os.remove(copy / stopped / name)
+    (copy / 'results.csv').unlink()
+    line = next(l for l in run_sweep(sweep_file, f'--sweep_dir={copy}', '--status=True').splitlines()
+                if l.strip().startswith(stopped + ' '))
+    assert line.split()[1] == 'unfinished', line
+
+
 def test_killing_a_sweep_stops_its_runs(tmp_path):
     """`kill` (SIGTERM) of a local sweep stops the train.py runs it started (they outlived it before, and a rerun
     raced them); the sweep exits as Ctrl-C does (130). Started with SIGINT ignored, as a sweep started in the
