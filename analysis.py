@@ -25,9 +25,9 @@ import numpy as np
 
 import layout
 from configurator import UserError
-from efficiency import (SCHEDULE_KNOBS, derived_keys, describe, efficiency, efficiency_report, failed_runs, fit_caveat,
-                        format_value, multiplier_note, realised_rho, rho_text, schedule_text, seed_average,
-                        spread_verdict, varying_keys)
+from efficiency import (C_BOUND_NOTE, SCHEDULE_KNOBS, derived_keys, describe, efficiency, efficiency_report,
+                        failed_runs, fit_caveat, format_value, multiplier_note, realised_rho, reference_rho_note,
+                        rho_text, schedule_text, seed_average, spread_verdict, varying_keys)
 
 LOSS_UNIT = 'nats/token'
 ACC_METRICS = ('acc', 'acc_norm')  # task accuracy: results.csv columns <metric>_<task>
@@ -283,6 +283,17 @@ def write_report(rows, sweep_dir):
     return text
 
 
+def runner_up_note(target, best, names):
+    """'; the next best, ρ = .., is .. behind: <verdict>' where the best ρ is not ahead beyond the seed spread (a
+    lowest mean alone is not a best ρ), else ''."""
+    if len(target) < 2:
+        return ''
+    second = min((rho for rho in target if rho != best), key=lambda rho: target[rho]['mean'])
+    verdict = spread_verdict(target[second], target[best], short=True)
+    gap = target[second]['mean'] - target[best]['mean']
+    return '' if 'beyond' in verdict else f"; the next best, ρ = {names[second]}, is {gap:.4f} behind: {verdict}"
+
+
 def protocol_lines(rows, series, report):
     """write_report's lines for one protocol: every ρ against ρ = 0 (target loss, generic loss, task scores, the
     efficiency multiplier where the reference fit holds) and the best ρ."""
@@ -306,7 +317,8 @@ def protocol_lines(rows, series, report):
     lines += [f"target loss by ρ: {by_rho}",
               f"best ρ: {names[best]} (target loss {target[best]['mean']:.4f}" + (
                   f"; over {target[best]['n']} of its {target[best]['n'] + len(target[best]['missing'])} runs, no "
-                  f"final loss from {', '.join(target[best]['missing'])}" if target[best]['missing'] else '') + ")"]
+                  f"final loss from {', '.join(target[best]['missing'])}" if target[best]['missing'] else '')
+              + runner_up_note(target, best, names) + ")"]
     for rho in compared if 0.0 in generic else []:
         if rho in generic:  # reduces or raises only where the difference beats the seed spread, as the target loss
             change = generic[rho]['mean'] - generic[0.0]['mean']
@@ -323,9 +335,10 @@ def protocol_lines(rows, series, report):
             lines += accuracy_lines(runs, column, names)
     if not isinstance(report, ValueError):
         fit = report['fit']
+        notes = [note for note in (fit_caveat(fit), C_BOUND_NOTE if fit['C_at_zero'] else '',
+                                   reference_rho_note(report, rows)) if note]
         lines.append(f"efficiency fit over the reference runs: L(D) = {fit['A']:.4g}·D^-{fit['B']:.4g} + "
-                     f"{fit['C']:.4g} (R² = {fit['r2']:.3f}" + (f"; {fit_caveat(fit)}" if fit_caveat(fit) else '')
-                     + ")")
+                     f"{fit['C']:.4g} (R² = {fit['r2']:.3f}" + ''.join(f"; {note}" for note in notes) + ")")
         for rho in compared:
             fixed = efficiency(fit, target[rho]['mean'], base['mean'], base['settings']['target_tokens'])
             lines.append(f"target-data efficiency of ρ = {names[rho]} over ρ = {names[0.0]}: " +
@@ -351,12 +364,7 @@ def gather(runs, sweep_dir):
         out = run['config']['out_dir']
         if not os.path.isfile(os.path.join(out, 'summary.json')):
             continue
-        try:
-            row, evals, task_evals, stage_table, choice_tasks = gathered_run(run, out, extra)
-        except (ValueError, KeyError, TypeError, AttributeError) as e:  # not JSON, or not what train.py writes
-            raise UserError(f"{out}: its summary.json, log.jsonl or started.json is not what train.py and sweep.py "
-                            f"write ({type(e).__name__}: {e}): remove its summary.json and start the sweep again to "
-                            f"redo the run") from None
+        row, evals, task_evals, stage_table, choice_tasks = read_finished(run, out, extra)
         rows.append((row, evals, task_evals, stage_table))
         task_names.update(choice_tasks)
     with open(os.path.join(sweep_dir, 'results.csv'), 'w', newline='') as f:
@@ -372,13 +380,28 @@ def gather(runs, sweep_dir):
     return len(rows)
 
 
+def read_finished(run, out, extra):
+    """gathered_run, or one error line where the run's files are not what train.py and sweep.py write."""
+    try:
+        return gathered_run(run, out, extra)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # not JSON, or not what train.py writes
+        raise UserError(f"{out}: its summary.json, log.jsonl or started.json is not what train.py and sweep.py "
+                        f"write ({type(e).__name__}: {e}): remove its summary.json and start the sweep again to "
+                        f"redo the run") from None
+
+
 def gathered_run(run, out, extra):
     """One finished run's results.csv row, evals, task evals, stage table (plan['stages']: where each stage starts,
     its LR restart and optimizer reset) and multiple-choice tasks, from out/summary.json and out/log.jsonl."""
     with open(os.path.join(out, 'summary.json')) as f:
         summary = json.load(f)
+    records = []
     with open(os.path.join(out, 'log.jsonl')) as f:
-        records = [json.loads(line) for line in f]
+        for number, line in enumerate(f, 1):
+            try:
+                records.append(json.loads(line))
+            except ValueError as e:  # the parser's own position is within the line: say which line
+                raise ValueError(f"log.jsonl line {number}: {e}") from None
     evals = [[r['step'], r['val_loss_target'], r['val_loss_generic']] for r in records if r['kind'] == 'eval']
     task_evals = {}  # task -> [[step, acc, acc_norm], ...], a generation task's [[step, {filter: exact_match}]]
     for r in records:

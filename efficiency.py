@@ -90,12 +90,22 @@ def load_sweep(sweep_dir):
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or REQUIRED_COLUMNS)]  # empty: no runs
         if missing:
             raise ValueError(not_a_results_file(csv_path, f"no column {', '.join(missing)}"))
+        first_line = {}  # run -> the line that has it
         for row in reader:
+            where = f"line {reader.line_num}, run {row.get('run')}"
+            extra = row.pop(None, [])  # DictReader's cells past the header; None: cells short of it
+            if extra or None in row.values():  # a cut-off row lost its last cells (a loss may be cut short too)
+                cells = sum(v is not None for v in row.values()) + len(extra)
+                raise ValueError(not_a_results_file(csv_path, f"{where}: {cells} cells, the header has "
+                                                              f"{len(reader.fieldnames)}"))
+            if row['run'] in first_line:  # a run twice would count as one more seed
+                raise ValueError(not_a_results_file(csv_path, f"{where}: the run is on line {first_line[row['run']]} "
+                                                              f"too"))
+            first_line[row['run']] = reader.line_num
             try:
-                rows.append({k: parse_cell(k, v) for k, v in row.items() if k is not None})
+                rows.append({k: parse_cell(k, v) for k, v in row.items()})
             except ValueError as e:
-                raise ValueError(not_a_results_file(csv_path, f"line {reader.line_num}, run {row.get('run')}: {e}")
-                                 ) from None
+                raise ValueError(not_a_results_file(csv_path, f"{where}: {e}")) from None
     except csv.Error as e:
         raise ValueError(not_a_results_file(csv_path, e)) from None
     evals, lines = {}, read_results_file(jsonl_path).splitlines() if os.path.isfile(jsonl_path) else []
@@ -110,6 +120,9 @@ def load_sweep(sweep_dir):
             wrong = malformed(*evals[str(record['run'])])
             if wrong:
                 raise ValueError(not_a_results_file(jsonl_path, f"line {number}, run {record['run']}: {wrong}"))
+    absent = [str(row.get('run')) for row in rows if str(row.get('run')) not in evals]
+    if lines and absent:  # its curves would be drawn from the other seeds alone
+        raise ValueError(not_a_results_file(jsonl_path, f"no record of run {absent[0]}, which results.csv has"))
     for row in rows:
         row['evals'], row['task_evals'], row['stage_table'] = evals.get(str(row.get('run')), ([], {}, []))
     return rows
@@ -294,6 +307,16 @@ def fit_caveat(fit):
             "about the fit")
 
 
+C_BOUND_NOTE = "C at its bound 0: the unconstrained fit wanted C < 0"
+
+
+def reference_rho_note(report, rows):
+    """'reference runs at ρ = ...' where they replay (the paper's spread their target over the whole run, at
+    ρ = 1 − γ): D_eff is then counted in that recipe's data; '' for reference runs without replay."""
+    rho = realised_rho(rows, {name for point in report['reference'] for name in point['runs']})
+    return f"reference runs at ρ = {rho:.4g}" if rho else ''
+
+
 def multiplier_note(result, base, other):
     """The caveats an efficiency result's multiplier carries, ' (...)': a D_eff beyond the reference budgets, and
     whether the loss difference behind it beats the seed spread (base, other: its seed_average entries)."""
@@ -389,7 +412,8 @@ def main(argv):
     print(f"reference fit L(D) = A·D^-B + C (D: unique target tokens; C by least squares in loss space), "
           f"R² = {fit['r2']:.4f}" + (f" ({caveat})" if caveat else '') +
           f"\n  A = {fit['A']:.6g}   B = {fit['B']:.6g}   C = {fit['C']:.6g}"
-          + ("   (C at its bound 0: the unconstrained fit wanted C < 0)" if fit['C_at_zero'] else ''))
+          + (f"   ({C_BOUND_NOTE})" if fit['C_at_zero'] else '')
+          + (f"\n  {reference_rho_note(report, rows)}" if reference_rho_note(report, rows) else ''))
     print(f"  {'D':>14} {'seeds':>5} {'L mean':>9} {'fitted':>9} {'residual':>9}")
     for point, residual in zip(report['reference'], fit['residuals']):
         print(f"  {format_value(point['settings']['target_tokens']):>14} {point['n']:>5} {point['mean']:>9.4f} "

@@ -315,6 +315,13 @@ def read_registry(sweep_dir):
             and all(isinstance(job, dict) for job in registry['jobs'])):
         raise UserError(f"{path} is JSON but not a sweep's job registry (an object whose 'jobs' is a list of "
                         f"objects): restore it, or move it away to start the registry anew")
+    fields = dict(job_id=str, run=str, start=int, stop=int, after=list)  # what status and submit read of a job
+    for i, job in enumerate(registry['jobs']):
+        wrong = [k for k, kind in fields.items() if not isinstance(job.get(k), kind) or isinstance(job.get(k), bool)]
+        if wrong:
+            raise UserError(f"{path}: jobs[{i}] has no {wrong[0]} of the kind submit writes "
+                            f"({fields[wrong[0]].__name__}): restore the file, or move it away to start the registry "
+                            f"anew")
     return registry
 
 

@@ -51,6 +51,7 @@ SLURM, max_iters / 16 of the forking run, since every fork point costs its paren
 """
 import csv
 import itertools
+import json
 import os
 import signal
 
@@ -58,7 +59,7 @@ import layout
 import schedule
 import slurm
 from launch import execute, rho_note, stop_runs
-from analysis import gather, replay_of
+from analysis import gather, read_finished, replay_of
 from configurator import (DEFAULTS, UserError, check_rules, check_value, load_config, parse_value, print_help_if_asked,
                           read_config_file, run_main, split_argv)
 from sources import split_sizes
@@ -278,10 +279,18 @@ def plan_sweep(sweep, options, cli_overrides):
     hashes = []
     for run in runs:
         config = run['config']
-        plan = schedule.make_plan(config, *split_sizes(config))
+        if config['stop_after']:  # its runs would end unfinished, and the sweep waits for finished ones
+            raise UserError(f"sweep run {run['name']} sets stop_after={config['stop_after']}: a sweep runs every run "
+                            f"to its end; drop it (kill or Ctrl-C stops a sweep, and the same command resumes it)")
+        try:
+            plan = schedule.make_plan(config, *split_sizes(config))
+        except UserError as e:
+            raise UserError(f"sweep run {run['name']}: {e}") from None
         hashes.append(schedule.prefix_hashes(config, plan) if options['share'] else [run['name']])
         run.update(swept=swept, done=os.path.isfile(os.path.join(config['out_dir'], 'summary.json')),
                    steps=plan['N'], rho=replay_of(schedule.summarize(config, plan)))
+        if run['done']:
+            check_finished(run)
     # every fork point splits a SLURM job in two (one more wait in the queue): there, fork only where it saves much
     min_fork = [options['min_fork_step'] or (max(1, r['steps'] // 16) if options['launcher'] == 'slurm' else 1)
                 for r in runs]
@@ -306,6 +315,36 @@ def plan_sweep(sweep, options, cli_overrides):
             steps = runs[parent[i]]['config']['checkpoint_steps']
             runs[parent[i]]['config']['checkpoint_steps'] = sorted(set(steps) | {fork_step[i]})
     return runs, order
+
+
+# keys that say where a run's files go or how it is computed, not what it computes: a finished run is reused
+# whatever they are now (resume_from and init_from='resume' are how a fork starts)
+NOT_RESULTS = set(schedule.IO_KEYS) - {'init_from'} | {
+    'overwrite', 'log_interval', 'log_batch_ids', 'device', 'compile', 'backend', 'parallel',
+    'activation_checkpointing', 'dist_timeout_s'}
+
+
+def check_finished(run):
+    """A finished run is reused only as what this sweep asks of it (its config.py, as sweep.py wrote it at its
+    start, against the run's config now), and its files must be readable: both before anything runs."""
+    out = run['config']['out_dir']
+    read_finished(run, out, [])  # one error line where summary.json or log.jsonl is broken
+    path = os.path.join(out, 'config.py')
+    if not os.path.isfile(path):
+        return  # not started by sweep.py: nothing to compare with
+    try:
+        then = {**DEFAULTS, **read_config_file(path)}
+    except UserError:
+        raise UserError(f"{path} is not the config sweep.py wrote for run {run['name']}: restore it, or remove "
+                        f"{out} to redo the run") from None
+    same = lambda a, b: json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+    changed = [f"{k} {then.get(k)!r} -> {v!r}" for k, v in run['config'].items()
+               if k not in NOT_RESULTS and not same(then.get(k), v)]
+    if changed:
+        raise UserError(f"sweep run {run['name']} finished with other settings than this sweep gives it now "
+                        f"({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}): its results would be "
+                        f"reported as this sweep's; restore the settings, give this sweep another sweep_dir, or "
+                        f"remove {out} to redo the run")
 
 
 def gathered_runs(sweep_dir):

@@ -601,6 +601,11 @@ def test_devices_and_registries_are_validated(world, tmp_path):
         code, _, stderr = call(sweep.main, [world['sweep_file'], f'--sweep_dir={sweep_dir}', '--status'])
         assert code == 2 and len(stderr.splitlines()) == 1 and "is JSON but not a sweep's job registry" in stderr, \
             stderr
+    for text, field in (('{"jobs": [{}]}', 'job_id'), ('{"jobs": [{"job_id": "1", "run": "r"}]}', 'start'),
+                        ('{"jobs": [{"job_id": "1", "run": "r", "start": 0, "stop": true, "after": []}]}', 'stop')):
+        (sweep_dir / 'jobs.json').write_text(text)  # hand-edited: each was a KeyError traceback in --status
+        code, _, stderr = call(sweep.main, [world['sweep_file'], f'--sweep_dir={sweep_dir}', '--status'])
+        assert code == 2 and len(stderr.splitlines()) == 1 and f"jobs[0] has no {field} of the kind" in stderr, stderr
 
 
 def test_hub_chat_checks_everything_before_it_reaches_the_hub(world, monkeypatch):

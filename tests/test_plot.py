@@ -474,7 +474,8 @@ def test_a_failed_run_is_named_and_its_one_seed_measures_no_spread(tmp_path):
             "no verdict") in lines
     assert ("target loss, replay     (ρ = 0.75): 3.5050 ± 0.0050 (min 3.5000, max 3.5100, 2 seeds); no final value "
             "from r0.75_s3 (failed, diverged or unfinished)") in lines
-    assert "best ρ: 0.5 (target loss 3.4550; over 1 of its 2 runs, no final loss from r0.5_s2)" in lines
+    assert ("best ρ: 0.5 (target loss 3.4550; over 1 of its 2 runs, no final loss from r0.5_s2; the next best, ρ = 0, "
+            "is 0.0200 behind: no spread measured)") in lines  # a lowest mean over one seed is not a best ρ
     assert "runs with no final val_loss_target (failed, diverged or unfinished; in no mean): r0.5_s2, r0.75_s3" in lines
     assert 'beyond the seed spread' not in '\n'.join(lines[:4])
     (series,) = json.loads((tmp_path / 'plots' / 'plotted.json').read_text())['replay_vs_loss']['series']
@@ -551,3 +552,38 @@ def test_a_sweep_without_a_report_fails_before_any_plot_and_removes_a_stale_repo
     result = run_plot(tmp_path, '--report')
     assert result.returncode == 2 and result.stderr == (
         "error: the sweep needs runs at ρ = 0 and at some ρ > 0 of one protocol for a report\n")
+
+
+def test_cut_duplicated_or_unmatched_results_rows_are_refused(tmp_path):
+    """A row cut short (its last loss cut to '3.7'), a run twice (one more seed) and a run that results.jsonl lacks
+    (curves from the other seeds alone) were read silently: each is one line naming the file and the line."""
+    rows = rho_rows({0.0: [3.47, 3.48], 0.5: [3.45, 3.46]})
+    for case, edit, expected in [
+            ('cut', lambda text: text.rstrip('\n').rsplit(',', 3)[0] + '\n', "line 5, run r0.5_s2: 20 cells, the "
+                                                                                "header has 23"),
+            ('twice', lambda text: text + text.splitlines()[2] + '\n', "line 6, run r0.0_s2: the run is on line 3"),
+            ('unmatched', None, "results.jsonl is not a results file (no record of run r0.5_s2, which results.csv "
+                                "has)")]:
+        write_sweep(tmp_path / case, rows)
+        if edit:
+            (tmp_path / case / 'results.csv').write_text(edit((tmp_path / case / 'results.csv').read_text()))
+        else:
+            jsonl = tmp_path / case / 'results.jsonl'
+            jsonl.write_text(''.join(jsonl.read_text().splitlines(keepends=True)[:3]))
+        result = run_plot(tmp_path / case, '--report')
+        assert result.returncode == 2 and expected in result.stderr, (case, result.stderr)
+        assert len(result.stderr.splitlines()) == 1 and not (tmp_path / case / 'report.txt').exists()
+
+
+def test_the_report_says_when_reference_runs_replay_and_when_c_is_at_its_bound(tmp_path):
+    """Reference runs that replay make D_eff count that recipe's data; a fit that pinned C at 0 says so in the
+    report as efficiency.py does (the report dropped it)."""
+    rows = [dict(row, rho_realised=0.5) for row in reference_rows([[4.0, 3.9, 3.8, 3.7, 3.6]])]  # C wants < 0
+    rows += rho_rows({0.0: [3.9, 3.91], 0.5: [3.86, 3.87]})
+    write_sweep(tmp_path, rows)
+    fit_line = next(line for line in run_plot(tmp_path, '--report') and (tmp_path / 'report.txt').read_text()
+                    .splitlines() if line.startswith('efficiency fit'))
+    assert fit_line.endswith("; C at its bound 0: the unconstrained fit wanted C < 0; reference runs at ρ = 0.5)"), \
+        fit_line
+    assert "reference runs at ρ = 0.5" in subprocess.run([sys.executable, os.path.join(ROOT, 'efficiency.py'),
+                                                          str(tmp_path)], capture_output=True, text=True).stdout

@@ -225,6 +225,30 @@ def test_status_calls_a_stopped_local_run_unfinished(sweeps, tmp_path):
     assert line.split()[1] == 'unfinished', line
 
 
+def test_finished_runs_are_reused_only_as_the_sweep_now_asks(sweeps, tmp_path):
+    """A changed setting reused every finished run silently (results under the new settings' name); stop_after
+    made runs end unfinished (a traceback); a torn log.jsonl was found only after the other runs had trained. Each
+    is one line before anything runs."""
+    import shutil
+    root, _, _, sweep_file = sweeps
+    copy = tmp_path / 'shared'
+    shutil.copytree(root / 'shared', copy)
+    (copy / 'results.csv').unlink()
+    before = sorted(str(p) for p in copy.rglob('*'))
+    changed = run_sweep(sweep_file, f'--sweep_dir={copy}', '--learning_rate=0.5', expect_ok=False)
+    assert changed.returncode == 2 and "finished with other settings than this sweep gives it now (learning_rate " \
+        in changed.stderr and len(changed.stderr.splitlines()) == 1, changed.stderr
+    stopped = run_sweep(sweep_file, f'--sweep_dir={copy}', '--stop_after=3', expect_ok=False)
+    assert stopped.returncode == 2 and "sets stop_after=3: a sweep runs every run to its end" in stopped.stderr
+    victim = next(p for p in sorted(copy.iterdir()) if (p / 'summary.json').is_file())
+    with open(victim / 'log.jsonl', 'a') as f:
+        f.write('{"kind": "eval", "st')
+    torn = run_sweep(sweep_file, f'--sweep_dir={copy}', '--status=True', expect_ok=False)
+    assert torn.returncode == 2 and f"{victim}: its summary.json, log.jsonl" in torn.stderr and "log.jsonl line " \
+        in torn.stderr, torn.stderr
+    assert sorted(str(p) for p in copy.rglob('*')) == before
+
+
 def test_killing_a_sweep_stops_its_runs(tmp_path):
     """`kill` (SIGTERM) of a local sweep stops the train.py runs it started (they outlived it before, and a rerun
     raced them); the sweep exits as Ctrl-C does (130). Started with SIGINT ignored, as a sweep started in the
