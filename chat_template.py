@@ -1,12 +1,12 @@
 """
 chat_template.py: chat templates, rendered as transformers renders them, and the loss mask of a conversation.
 """
-import contextlib
 import datetime
 import hashlib
 import json
 import os
 import re
+import sys
 
 import numpy as np
 
@@ -30,10 +30,13 @@ from tokenizer import hf_tokenizer, load_tokenizer_json, read_json_file, special
 #
 # Loss masks (1 = the token is a training label). With `{% generation %}` tags in the template: every token that
 # overlaps a tagged span of characters, mapped through the tokenizer's character offsets exactly as
-# return_assistant_tokens_mask=True does. Without tags: assistant turn k is the characters between the rendering of
-# messages[:k] with add_generation_prompt=True and that of messages[:k+1], cut right after the last end-of-turn token
-# in it (so a newline the template writes after the turn is not trained on), mapped through the same offsets;
-# every such rendering must be a string prefix of the whole conversation's (checked, else the example is refused).
+# return_assistant_tokens_mask=True does; a span whose characters are not the text its tags wrapped (tags inside a
+# macro or a {% set %} block, counted from the wrong place there too) is refused. Without tags: assistant turn k
+# is the characters between the rendering of messages[:k] with add_generation_prompt=True and that of
+# messages[:k+1], cut right after the last end-of-turn token in it (so a newline the template writes after the turn
+# is not trained on), mapped through the same offsets;
+# every such rendering must be a string prefix of the whole conversation's (checked, else the example is refused);
+# a template that ignores add_generation_prompt puts the assistant header into the turn (a warning says so).
 CHAT_DATE = '2024-07-26'  # strftime_now's fixed date (Llama 3.1's template defaults its date_string to this day)
 LOSS_ON = ('assistant', 'last_assistant', 'all')
 NAMED_SPECIAL_TOKENS = ('bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token')
@@ -49,7 +52,7 @@ def read_chat_template(model_dir, override=None):
             raise UserError(f'--chat_template {override}: no such file')
         return read_template_file(override), override
     jinja_file = os.path.join(model_dir, 'chat_template.jinja')
-    if os.path.isfile(jinja_file):
+    if os.path.isfile(jinja_file):  # transformers reads it before tokenizer_config.json, empty or not
         return read_template_file(jinja_file), jinja_file
     config_file = os.path.join(model_dir, 'tokenizer_config.json')
     template = read_json_file(config_file).get('chat_template') if os.path.isfile(config_file) else None
@@ -64,12 +67,16 @@ def read_chat_template(model_dir, override=None):
 def read_template_file(path):
     try:
         with open(path, encoding='utf-8') as f:  # text mode, as transformers reads chat_template.jinja
-            return f.read()
+            text = f.read()
     except UnicodeDecodeError as e:
         raise UserError(f'{path} is not UTF-8 text ({e.reason} at byte {e.start}): a chat template is a jinja '
                         f'text file, saved as UTF-8') from None
     except OSError as e:
         raise UserError(f'{path} cannot be read ({e.strerror})') from None
+    if not text.strip():  # it would render every conversation as nothing
+        raise UserError(f'{path} is empty (a chat template file holds a jinja template): fill it in or pass '
+                        f'another --chat_template=FILE, or use --format=text')
+    return text
 
 
 def special_tokens_map(model_dir, tok, config):
@@ -94,9 +101,9 @@ class _GenerationSpans:
     """What the `{% generation %}` extension records while a template renders: the characters yielded so far by
     the template's top-level generator and the (start, end) of each tagged span. A span starts where the output
     yielded so far ends, as transformers counts it (so tags inside a buffered block, a macro say, count as they do
-    there)."""
+    there, and misplaced_span refuses them), and each span's text."""
     def __init__(self):
-        self.yielded, self.spans = 0, []
+        self.yielded, self.spans, self.texts = 0, [], []
 
 
 def _sandbox(date):
@@ -124,6 +131,7 @@ def _sandbox(date):
             if self.tracking is not None:
                 start = self.tracking.yielded
                 self.tracking.spans.append((start, start + len(text)))
+                self.tracking.texts.append(text)
             return text
 
     class Namespace(jinja2.utils.Namespace):
@@ -207,8 +215,9 @@ def chat_messages(conversation, where):
     return messages
 
 
-def render_chat(chat, messages, add_generation_prompt=False, where='a conversation'):
-    """(rendered text, tagged character spans) of messages with the chat's template."""
+def render_chat(chat, messages, add_generation_prompt=False, where='a conversation', check_tags=False):
+    """(rendered text, tagged character spans) of messages with the chat's template. check_tags: refuse spans
+    whose characters are not the text the tags wrapped (misplaced_span)."""
     import jinja2
     tracking = _GenerationSpans()
     extension = chat['template'].generation_extension
@@ -227,7 +236,23 @@ def render_chat(chat, messages, add_generation_prompt=False, where='a conversati
                         f'{" ".join(str(e).split())[:200]})') from None
     finally:
         extension.tracking = None
-    return ''.join(blocks), tracking.spans
+    text = ''.join(blocks)
+    if check_tags:
+        misplaced_span(chat, text, tracking, where)
+    return text, tracking.spans
+
+
+def misplaced_span(chat, text, tracking, where):
+    """A tagged span is counted from the output the template's top level has yielded (as transformers counts it),
+    so tags inside a macro, a {% set %} block or a {% filter %} block, whose output is buffered, get offsets that
+    do not hold the text they wrapped: the mask would miss the reply (transformers' misses it too). Refused."""
+    for (start, end), tagged in zip(tracking.spans, tracking.texts):
+        if text[start:end] != tagged:
+            raise UserError(f"{where}: the {{% generation %}} tags of {chat['template_source']} do not mark the "
+                            f'reply: they wrap {tagged[:40]!r}, but the characters they are counted at '
+                            f'({start} to {end}) hold {text[start:end][:40]!r}, as with tags inside a macro, a '
+                            f'{{% set %}} block or a {{% filter %}} block (transformers masks these wrong too); put '
+                            f'the tags in the template\'s top level (--chat_template=FILE), or use --loss_on=all')
 
 
 def spans_to_mask(offsets, spans):
@@ -271,37 +296,56 @@ def encode_chat(chat, conversation, loss_on='assistant', where='a conversation',
     loss. use_tags: None = the template's generation tags where it has them, else the prefix method; False forces
     the prefix method (tests). last_assistant: the last tagged span, or the last assistant turn."""
     messages = chat_messages(conversation, where)
-    text, tagged = render_chat(chat, messages, where=where)
+    tags = loss_on != 'all' and (chat['generation_tags'] if use_tags is None else use_tags)
+    text, tagged = render_chat(chat, messages, where=where, check_tags=tags)
+    try:
+        text.encode('utf-8')
+    except UnicodeEncodeError as e:  # JSON's "\ud800" escape parses to a lone surrogate, which the tokenizer refuses
+        raise UserError(f'{where}: the conversation holds a lone surrogate (U+{ord(text[e.start]):04X}, a JSON '
+                        f'\\u escape that is half of a pair), which is not text: fix or drop it') from None
     encoding = chat['tokenizer'].encode(text, add_special_tokens=False)
     ids = np.array(encoding.ids, dtype=np.uint32)
     if loss_on == 'all':
         mask = np.ones(len(ids), dtype=np.uint8)
     else:
-        tags = chat['generation_tags'] if use_tags is None else use_tags
         spans = tagged if tags else assistant_spans(chat, messages, text, where)
         mask = spans_to_mask(encoding.offsets, spans[-1:] if loss_on == 'last_assistant' else spans)
     mask[:1] = 0
     return ids, mask
 
 
+EOT_PROBE = [dict(role='user', content='Hi'), dict(role='assistant', content='Hello')]
+EOT_PROBE_NAME = "the end-of-turn probe (a user 'Hi' and an assistant 'Hello')"
+
+
 def end_of_turn_token(chat):
     """The token that ends an assistant turn: the special token of the tokenizer that ends last within the
     rendering of a probe turn (Llama 3: <|eot_id|>, ChatML: <|im_end|>, Mistral: </s>); None if none does."""
-    messages = [dict(role='user', content='Hi'), dict(role='assistant', content='Hello')]
-    before, _ = render_chat(chat, messages[:1], add_generation_prompt=True,
-                            where='the end-of-turn probe (user "Hi", assistant "Hello"); pass --end_of_turn')
-    through, _ = render_chat(chat, messages, where='the end-of-turn probe; pass --end_of_turn')
+    before, _ = render_chat(chat, EOT_PROBE[:1], add_generation_prompt=True, where=EOT_PROBE_NAME)
+    through, _ = render_chat(chat, EOT_PROBE, where=EOT_PROBE_NAME)
+    if not through.strip():
+        raise UserError(f'{EOT_PROBE_NAME}: the chat template renders nothing for it')
     turn = through[len(before):] if through.startswith(before) else through
     specials = [t.content for t in chat['tokenizer'].get_added_tokens_decoder().values() if t.special]
     found = [(turn.rfind(s) + len(s), len(s), s) for s in specials if s and s in turn]
     return max(found)[2] if found else None
 
 
+def ignores_generation_prompt(chat):
+    """Whether the template renders a user turn the same with add_generation_prompt as without (then the prefix
+    method counts the assistant header as part of the reply); None where it refuses that turn alone."""
+    try:
+        return render_chat(chat, EOT_PROBE[:1], add_generation_prompt=True)[0] == render_chat(chat, EOT_PROBE[:1])[0]
+    except UserError:
+        return None
+
+
 def load_chat(model_dir, chat_template=None, date=CHAT_DATE, end_of_turn=None):
     """A model directory's chat tokenizer as a dict: tokenizer (tokenizers.Tokenizer that matches special tokens),
     template (compiled), template_text, template_sha256, template_source, special_tokens (the template's variables),
-    generation_tags (bool), end_of_turn (text or None), pad_token_id, date, and the fields of hf_tokenizer
-    (name, path, fingerprint, vocab_size, eot_token, bos_token)."""
+    generation_tags (bool), end_of_turn (text or None), end_of_turn_failure (why the probe found none, where the
+    template failed on it), pad_token_id, date, and the fields of hf_tokenizer (name, path, fingerprint,
+    vocab_size, eot_token, bos_token)."""
     info = hf_tokenizer(model_dir)  # checks the directory and its tokenizer.json, and names the EOS
     tok, config = load_tokenizer_json(model_dir)  # a second object: hf_tokenizer's encodes specials as text
     tok.no_truncation()
@@ -312,14 +356,17 @@ def load_chat(model_dir, chat_template=None, date=CHAT_DATE, end_of_turn=None):
                 template=compile_chat_template(text, date, where=source), template_source=os.path.abspath(source),
                 template_sha256=hashlib.sha256(text.encode('utf-8')).hexdigest(), date=date,
                 special_tokens=special_tokens_map(model_dir, tok, config),
-                generation_tags=bool(GENERATION_TAG.search(text)), end_of_turn=None)
+                generation_tags=bool(GENERATION_TAG.search(text)), end_of_turn=None,
+                end_of_turn_failure=None)
     if end_of_turn is not None:
         if tok.token_to_id(end_of_turn) is None:
             raise UserError(f'--end_of_turn {end_of_turn!r} is not a token of {model_dir}')
         chat['end_of_turn'] = end_of_turn
     else:
-        with contextlib.suppress(UserError):  # a template that refuses the probe: tags need none, else see below
+        try:
             chat['end_of_turn'] = end_of_turn_token(chat)
+        except UserError as e:  # a template that refuses the probe: tags need none, else require_end_of_turn says
+            chat['end_of_turn_failure'] = str(e)
     pad = chat['special_tokens'].get('pad_token')
     chat['pad_token_id'] = tok.token_to_id(pad) if pad is not None and tok.token_to_id(pad) is not None \
         else info['eot_token']
@@ -327,7 +374,18 @@ def load_chat(model_dir, chat_template=None, date=CHAT_DATE, end_of_turn=None):
 
 
 def require_end_of_turn(chat, loss_on):
-    """The prefix method cuts each turn after the end-of-turn token: it must be known."""
-    if loss_on != 'all' and not chat['generation_tags'] and chat['end_of_turn'] is None:
+    """The prefix method cuts each turn after the end-of-turn token: it must be known. Once per run (prepare calls
+    it once), a warning where the template ignores add_generation_prompt: the mask is kept as the method gives it."""
+    if loss_on == 'all' or chat['generation_tags']:
+        return
+    if chat['end_of_turn'] is None and chat['end_of_turn_failure']:
+        raise UserError(f"cannot tell the chat template's end-of-turn token: {chat['template_source']} failed on "
+                        f"{chat['end_of_turn_failure']}; pass --end_of_turn=TOKEN, or fix the template")
+    if chat['end_of_turn'] is None:
         raise UserError(f"cannot tell the chat template's end-of-turn token (its rendering of a user 'Hi' and an "
                         f"assistant 'Hello' ends in no special token): pass --end_of_turn=TOKEN")
+    if ignores_generation_prompt(chat):
+        print(f"warning: {chat['template_source']} ignores add_generation_prompt (it renders a conversation the same "
+              f"with and without it), so each assistant turn's role header is trained on as part of the reply; to "
+              f"avoid it, use a template that writes a generation prompt, or one with {{% generation %}} tags "
+              f"(--chat_template=FILE)", file=sys.stderr)

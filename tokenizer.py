@@ -230,7 +230,16 @@ def end_of_sequence(tok, config, path):
     if not isinstance(eos, int):
         raise UserError(f'{path}: cannot tell the end-of-sequence token (no eos_token in tokenizer_config.json, no '
                         f'eos_token_id in config.json); documents need one between them')
+    if not 0 <= eos < vocab_size(tok):  # it ends (and pads) every document: an id the token files cannot hold
+        raise UserError(f"{model_config}: eos_token_id {eos} is not a token of {os.path.join(path, 'tokenizer.json')} "
+                        f'(its ids are 0 to {vocab_size(tok) - 1}): set eos_token_id to the end-of-sequence '
+                        f"token's id, or name that token as eos_token in tokenizer_config.json")
     return eos
+
+
+def vocab_size(tok):
+    """One more than the largest id of a tokenizers.Tokenizer, added tokens included."""
+    return max(tok.get_vocab(with_added_tokens=True).values()) + 1
 
 
 def hf_tokenizer(path):
@@ -252,7 +261,7 @@ def hf_tokenizer(path):
 
     path = os.path.abspath(path)
     return dict(name=os.path.basename(os.path.normpath(path)), path=path, fingerprint=tokenizer_fingerprint(tok),
-                vocab_size=max(tok.get_vocab(with_added_tokens=True).values()) + 1, eot_token=eos,
+                vocab_size=vocab_size(tok), eot_token=eos,
                 bos_token=added_before[0] if added_before else None, encode=encode,
                 decode=lambda ids: tok.decode([int(i) for i in ids], skip_special_tokens=False))
 

@@ -19,6 +19,7 @@ Mistakes a user can fix raise UserError: `run_main` prints it as one line and ex
 import codecs
 import collections
 import concurrent.futures
+import contextlib
 import functools
 import json
 import os
@@ -40,6 +41,8 @@ VAL_RULE = ('by document: the first documents of the val stream (the dataset\'s 
             'after them. A source smaller than that gives val its first ~10% of tokens instead.')
 SMALL_SOURCE_VAL_SHARE = 0.1
 SOURCE_FILES = ('bin', 'mask.bin', 'starts.bin')  # {split}.<these>: a text source has .bin, a chat one all three
+EMPTY_VAL_SPLIT = ('the validation split has no {what}: val.bin would be empty, which train.py refuses; {change}; '
+                   'nothing was written')
 
 
 # the project's one error type and script runner (configurator.py); prepare scripts add their Ctrl-C promise
@@ -153,6 +156,33 @@ def check_output(out, force, files):
     for name in ['meta.json'] + [f'{s}.{f}{p}' for s in ('train', 'val') for f in files for p in ('', '.partial')]:
         if os.path.isdir(os.path.join(out, name)):
             raise UserError(f'{os.path.join(out, name)} is a directory: remove it or choose another --out')
+
+
+def missing_dirs(out):
+    """`out` and the directories above it that do not exist yet (os.makedirs would make them), deepest first."""
+    made, path = [], os.path.abspath(out)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        made.append(path)
+        path = os.path.dirname(path)
+    return made
+
+
+def remove_empty(dirs):
+    """Remove those of `dirs` (deepest first) that are empty directories: what a failed first run made."""
+    for path in dirs:
+        if os.path.isdir(path) and not os.listdir(path):
+            os.rmdir(path)
+
+
+@contextlib.contextmanager
+def removed_on_failure(out):
+    """A failed (or interrupted) run into a/b/out leaves no trace, not even the a/ and a/b/ it made."""
+    made = missing_dirs(out)
+    try:
+        yield
+    except BaseException:
+        remove_empty(made)
+        raise
 
 
 def document_batches(docs, stats, sizes=None, max_chars=1 << 20, max_docs=512):
@@ -353,7 +383,7 @@ def prepare_source(docs, out, source, script, argv, tokenizer='gpt2', max_tokens
     tok = tok or get_tokenizer(tokenizer)  # a named one only now: tiktoken may need the network to load it
     dtype = token_dtype(tok['vocab_size'])
     check_output(out, force, ('bin',))
-    created = not os.path.isdir(out)
+    made = missing_dirs(out)
     os.makedirs(out, exist_ok=True)
     partial = {s: os.path.join(out, f'{s}.bin.partial') for s in ('train', 'val')}
     stats, report, t0 = dict(skipped_empty=0), {} if report is None else report, time.time()
@@ -371,6 +401,9 @@ def prepare_source(docs, out, source, script, argv, tokenizer='gpt2', max_tokens
             writer = SplitWriter(dict(train=ftrain, val=fval), tok, dtype,
                                  max_tokens + val_tokens if max_tokens else None, out, progress)
             notes = fill_val_from(writer, batches(val_docs), val_tokens) if val_docs is not None else []
+            if val_docs is not None and not writer.tokens('val'):
+                raise UserError(EMPTY_VAL_SPLIT.format(what='documents (or only empty ones)',
+                                                       change='pass a --revision whose validation split has text'))
             notes += fill_splits(writer, batches(docs), 0 if val_docs is not None else val_tokens, max_tokens)
             notes = report.get('notes', []) + notes + size_notes(writer.counts, max_tokens)
         seconds = time.time() - t0
@@ -390,8 +423,7 @@ def prepare_source(docs, out, source, script, argv, tokenizer='gpt2', max_tokens
         for path in partial.values():
             if os.path.exists(path):
                 os.remove(path)
-        if created and not os.listdir(out):  # a failed first run leaves no trace, not even an empty directory
-            os.rmdir(out)
+        remove_empty(made)  # a failed first run leaves no trace, not even the directories it made for --out
     for note in notes:
         warn(note)
     counts = writer.counts

@@ -16,7 +16,7 @@ import os
 import sys
 
 import chat
-from common import UserError, base_parser, run_main
+from common import EMPTY_VAL_SPLIT, UserError, base_parser, removed_on_failure, run_main
 from hub import hub_error, import_datasets
 
 DATASET, REVISION, SPLIT = 'teknium/OpenHermes-2.5', 'main', 'train'
@@ -35,6 +35,27 @@ def hub_records(path, split, load):
         if err is None:
             raise
         raise err from None
+
+
+def with_a_val_example(records, args):
+    """The --val_split stream, refused at its end where it held no example with a loss token (val.bin would be
+    empty). Records are encoded here only until the first one with a loss token: a good split costs one."""
+    loaded, found, count = None, False, 0
+    for where, record in records:
+        count += 1
+        if not found:
+            loaded = loaded or chat.chat_templates.load_chat(args.tokenizer, args.chat_template, args.date,
+                                                             args.end_of_turn)
+            _, mask, _ = next(chat.encode_examples([(where, record)], loaded, args.block_size, args.loss_on,
+                                                   args.messages_field))
+            found = bool(mask.any())
+        yield where, record
+    if not found:
+        what = (f'examples (--val_split {args.val_split} of {args.dataset} is empty)' if not count else
+                f'example with a loss token under --loss_on={args.loss_on} (none of the {count:,} of --val_split '
+                f'{args.val_split} has one)')
+        raise UserError(EMPTY_VAL_SPLIT.format(what=what, change='pass another --val_split, or leave it out to hold '
+                                                                 'val out of the start of --split'))
 
 
 def main(argv):
@@ -65,16 +86,22 @@ def main(argv):
     if not args.tokenizer:
         raise UserError('--tokenizer=MODEL_DIR is required: the model directory whose chat template and '
                         'tokenizer.json render the conversations')
+    if args.val_split == args.split:
+        raise UserError(f'--val_split {args.val_split} is --split itself: its conversations would be in val and in '
+                        f'train; pass another validation split, or leave --val_split out to hold val out of the '
+                        f'start of --split')
     load = {k: v for k, v in dict(name=args.config, revision=args.revision, data_dir=args.data_dir).items()
             if v is not None}
     source = dict(hub=args.dataset, config=args.config, revision=args.revision, data_dir=args.data_dir,
                   split=args.split, val_split=args.val_split, messages_field=args.messages_field)
-    val_records = hub_records(args.dataset, args.val_split, load) if args.val_split else None
-    return chat.prepare_chat_source(
-        hub_records(args.dataset, args.split, load), args.out, source, __file__, argv, args.tokenizer,
-        args.block_size, loss_on=args.loss_on, messages_field=args.messages_field, chat_template=args.chat_template,
-        date=args.date, end_of_turn=args.end_of_turn, max_tokens=args.max_tokens, val_tokens=args.val_tokens,
-        force=args.force, val_records=val_records)
+    val_records = with_a_val_example(hub_records(args.dataset, args.val_split, load), args) if args.val_split \
+        else None
+    with removed_on_failure(args.out):
+        return chat.prepare_chat_source(
+            hub_records(args.dataset, args.split, load), args.out, source, __file__, argv, args.tokenizer,
+            args.block_size, loss_on=args.loss_on, messages_field=args.messages_field,
+            chat_template=args.chat_template, date=args.date, end_of_turn=args.end_of_turn,
+            max_tokens=args.max_tokens, val_tokens=args.val_tokens, force=args.force, val_records=val_records)
 
 
 if __name__ == '__main__':

@@ -36,7 +36,8 @@ import sys
 from tqdm import tqdm
 
 import chat
-from common import INVALID_UTF8, UserError, base_parser, decode_utf8, ignore_sigint, prepare_source, run_main
+from common import (INVALID_UTF8, UserError, base_parser, decode_utf8, ignore_sigint, prepare_source,
+                    removed_on_failure, run_main, warn)
 from hub import dataset_texts, import_datasets
 from configurator import is_inside  # the repository root is on sys.path: common.py
 
@@ -60,7 +61,7 @@ def split_name(path):
 def expand_inputs(patterns, out):
     """Files named by --input, in order: globs and directories sorted, duplicates dropped; clear errors. `out` may
     not be inside an input directory, nor hold an input: a re-run would read the output (meta.json, ...) as input."""
-    files, seen = [], set()
+    files, seen = [], {}
     for pattern in patterns:
         if os.path.isdir(pattern):
             if is_inside(out, pattern):
@@ -78,7 +79,13 @@ def expand_inputs(patterns, out):
             found = [pattern]
         else:
             raise UserError(f'{pattern}: no such file')
-        files += [f for f in found if not (f in seen or seen.add(f))]
+        for f in found:  # one file under two spellings (a/../a, a symbolic link) is read once, as the first
+            real = os.path.realpath(f)
+            if real not in seen:
+                seen[real] = f
+                files.append(f)
+            elif seen[real] != f:
+                warn(f'--input {f} is the same file as {seen[real]}: read once')
     for f in files:
         if is_inside(f, out):
             raise UserError(f'--input {f} is inside --out {out}: the output would replace its own input; choose '
@@ -106,6 +113,25 @@ def count_invalid_utf8(path, opener=open, chunk=1 << 24):
                 return INVALID_UTF8[0] - before, size
 
 
+READ_ERRORS = (OSError, EOFError, lzma.LZMAError)  # a corrupt or truncated file, compressed or not
+
+
+def cannot_read(path, e):
+    return f'{path} cannot be read ({e})'
+
+
+class TooDeep(ValueError):
+    pass
+
+
+def parse_json(text):
+    """json.loads, with nesting too deep for Python's parser (a RecursionError) as invalid JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise TooDeep('nested too deeply') from None
+
+
 def check_file(path, text_field):
     """(invalid UTF-8 sequences, error or None) for one input, from its raw bytes: the builders replace invalid
     bytes but cannot count them, and they report a missing field without naming the file."""
@@ -122,15 +148,17 @@ def check_file(path, text_field):
         return 0, (f'{path} has no rows' if meta.num_rows == 0 else None)
     try:
         invalid, size = count_invalid_utf8(path, opener)
-    except (OSError, EOFError, lzma.LZMAError) as e:
-        return 0, f'{path} cannot be read ({e})'
+    except READ_ERRORS as e:
+        return 0, cannot_read(path, e)
     if size == 0:
         return 0, f'{path} is empty'
     if builder == 'json':
         with opener(path, 'rt', encoding='utf-8', errors='replace') as f:
             first = next((line for line in f if line.strip()), '')
         try:
-            record = json.loads(first)
+            record = parse_json(first)
+        except TooDeep as e:  # pyarrow's JSON reader crashes on such a line (a segmentation fault): refused here
+            return invalid, f'{path} is not valid JSON (its first record is {e})'
         except ValueError:
             record = None  # a JSON array or a pretty-printed file: the field is checked while reading
         if isinstance(record, dict) and text_field not in record:
@@ -191,7 +219,15 @@ def local_documents(files, text_field, split_paragraphs, replace_json):
 
 def json_records(path, opener, report):
     """(where, record) of a JSON lines file (read line by line) or a JSON array (read whole), told apart by the
-    first character, as parsed by json; where is path:line or path[index]. Invalid UTF-8 is replaced, counted."""
+    first character, as parsed by json; where is path:line or path[index]. A UTF-8 byte-order mark in front is
+    dropped (as utf-8-sig does); invalid UTF-8 is replaced, counted; a corrupt compressed file is one line."""
+    try:
+        yield from _json_records(path, opener, report)
+    except READ_ERRORS as e:
+        raise UserError(cannot_read(path, e)) from None
+
+
+def _json_records(path, opener, report):
     def decoded(raw):
         text, invalid = decode_utf8(raw)
         report['utf8_replaced'] = report.get('utf8_replaced', 0) + invalid
@@ -199,22 +235,29 @@ def json_records(path, opener, report):
 
     with opener(path, 'rb') as f:
         head = f.read(1 << 16)
-        if head.lstrip().startswith(b'['):
+        bom = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
+        if head[bom:].lstrip().startswith(b'['):
             try:
-                records = json.loads(decoded(head + f.read()))
+                records = parse_json(decoded((head + f.read())[bom:]))
             except ValueError as e:
                 raise UserError(f'{path} is not valid JSON ({e})') from None
             yield from ((f'{path}[{i}]', r) for i, r in enumerate(records))
             return
         f.seek(0)
+        first = True
         for number, raw in enumerate(f, 1):
-            line = decoded(raw)
+            line = decoded(raw[bom:] if number == 1 else raw)
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = parse_json(line)
             except ValueError as e:
-                raise UserError(f'{path}:{number} is not valid JSON ({e})') from None
+                # a first line like "{" that the parser ran out of: a pretty-printed document, not JSON Lines
+                spread = first and line.lstrip().startswith('{') and getattr(e, 'pos', 0) >= len(line.rstrip())
+                hint = (': the file looks like one JSON document spread over several lines, but a JSON input must '
+                        'have one JSON object per line (JSON Lines), or be a JSON array') if spread else ''
+                raise UserError(f'{path}:{number} is not valid JSON ({e}){hint}') from None
+            first = False
             yield f'{path}:{number}', record
 
 
@@ -307,11 +350,12 @@ def chat_main(args, argv):
     source = dict(files=[dict(path=os.path.abspath(f), bytes=os.path.getsize(f), mtime_ns=os.stat(f).st_mtime_ns)
                          for f in files], messages_field=messages_field)
     report = dict(notes=[])
-    chat.prepare_chat_source(chat_records(files, report), args.out, source, __file__, argv, args.tokenizer,
-                             args.block_size, loss_on=args.loss_on or 'assistant', messages_field=messages_field,
-                             chat_template=args.chat_template, date=args.date or chat.chat_templates.CHAT_DATE,
-                             end_of_turn=args.end_of_turn, max_tokens=args.max_tokens, val_tokens=args.val_tokens,
-                             force=args.force, report=report)
+    with removed_on_failure(args.out):
+        chat.prepare_chat_source(chat_records(files, report), args.out, source, __file__, argv, args.tokenizer,
+                                 args.block_size, loss_on=args.loss_on or 'assistant', messages_field=messages_field,
+                                 chat_template=args.chat_template, date=args.date or chat.chat_templates.CHAT_DATE,
+                                 end_of_turn=args.end_of_turn, max_tokens=args.max_tokens,
+                                 val_tokens=args.val_tokens, force=args.force, report=report)
 
 
 if __name__ == '__main__':

@@ -447,3 +447,232 @@ def test_tiny_model_interrupted_leaves_nothing_and_a_rerun_works(tmp_path, monke
     tiny_model.main(['--out', str(out)])
     assert {'config.json', 'model.safetensors', 'tokenizer.json'} <= set(os.listdir(out))
     assert os.listdir(tmp_path / 'models') == ['tiny'] and oct(out.stat().st_mode & 0o777) != '0o700'
+
+
+# ---- inputs and templates that used to slip through: one line each, and nothing on disk ----------------------
+
+CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}"
+          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+MACRO_TAGS = ("{% macro turn(m) %}<|im_start|>{{ m.role }}\n{% if m.role == 'assistant' %}{% generation %}"
+              "{{ m.content }}<|im_end|>{% endgeneration %}{% else %}{{ m.content }}<|im_end|>{% endif %}\n"
+              "{% endmacro %}{% for m in messages %}{{ turn(m) }}{% endfor %}")
+SET_BLOCK_TAGS = ("{% for m in messages %}{% if m.role == 'assistant' %}{% set body %}{% generation %}{{ m.content }}"
+                  "<|im_end|>{% endgeneration %}{% endset %}<|im_start|>assistant\n{{ body }}\n{% else %}"
+                  "<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}")
+
+
+def chat_argv(model, out, *inputs, extra=()):
+    return ['--format=chat', '--input', *map(str, inputs), '--tokenizer', model, '--block_size=32',
+            '--val_tokens=60', '--out', str(out), *extra]
+
+
+def binaries(out):
+    return {f: open(os.path.join(out, f), 'rb').read() for f in sorted(os.listdir(out)) if 'bin' in f}
+
+
+def refused(argv, tmp_path):
+    """The UserError of local.main(argv), whose --out is under tmp_path/nest/ (not there before): checks that the
+    message is one line and that the failed run left nothing, not even the parents it made."""
+    assert not (tmp_path / 'nest').exists()
+    with pytest.raises(UserError) as e:
+        local.main(argv)
+    assert '\n' not in str(e.value) and not (tmp_path / 'nest').exists()
+    return str(e.value)
+
+
+def test_one_file_under_two_spellings_is_read_once(models, tmp_path, capsys):
+    data = write_jsonl(tmp_path / 'chats.jsonl', corpus(12))
+    other = os.path.join(str(tmp_path), '..', tmp_path.name, 'chats.jsonl')
+    os.symlink(data, tmp_path / 'link.jsonl')
+    local.main(chat_argv(models['llama'], tmp_path / 'once', data))
+    local.main(chat_argv(models['llama'], tmp_path / 'thrice', data, other, tmp_path / 'link.jsonl'))
+    err = capsys.readouterr().err
+    assert f'warning: --input {other} is the same file as {data}: read once' in err
+    assert binaries(tmp_path / 'once') == binaries(tmp_path / 'thrice')  # no val conversation in train too
+    assert [f['path'] for f in json.load(open(tmp_path / 'thrice' / 'meta.json'))['source']['files']] == [data]
+
+
+@pytest.mark.parametrize('val_split, message', [
+    ('train', '--val_split train is --split itself: its conversations would be in val and in train'),
+    ('empty', 'the validation split has no examples (--val_split empty of x/y is empty): val.bin would be empty, '
+              'which train.py refuses; pass another --val_split'),
+    ('prompts', 'the validation split has no example with a loss token under --loss_on=assistant (none of the 3 of '
+                '--val_split prompts has one)'),
+])
+def test_hub_chat_refuses_a_val_split_that_is_train_or_gives_no_example(models, tmp_path, monkeypatch, val_split,
+                                                                        message):
+    import hub_chat
+
+    def stand_in(path, split, **kwargs):
+        rows = dict(empty=0, prompts=3).get(split, 6)
+        reply = [] if split == 'prompts' else [dict(role='assistant', content='an answer')]
+        return iter([dict(messages=[dict(role='user', content=f'{split} {i}')] + reply) for i in range(rows)])
+
+    monkeypatch.setattr(datasets, 'load_dataset', stand_in)
+    monkeypatch.setattr(datasets.config, 'TORCH_AVAILABLE', datasets.config.TORCH_AVAILABLE)
+    monkeypatch.setattr(datasets.config, 'HF_UPDATE_DOWNLOAD_COUNTS', datasets.config.HF_UPDATE_DOWNLOAD_COUNTS)
+    out = tmp_path / 'nest' / 'out'
+    with pytest.raises(UserError) as e:
+        hub_chat.main(['--dataset', 'x/y', '--split', 'train', '--val_split', val_split, '--tokenizer',
+                       models['llama'], '--block_size=40', '--val_tokens=30', '--out', str(out)])
+    assert message in str(e.value) and not (tmp_path / 'nest').exists()
+
+
+def test_a_template_that_ignores_add_generation_prompt_warns_once_and_keeps_the_mask(models, tmp_path, capsys):
+    template = tmp_path / 'no_prompt.jinja'
+    template.write_text(CHATML[:CHATML.index('{% if add_generation_prompt')])
+    data = write_jsonl(tmp_path / 'chats.jsonl', corpus(12))
+    local.main(chat_argv(models['tagged'], tmp_path / 'out', data, extra=['--chat_template', str(template)]))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if 'add_generation_prompt' in line]
+    assert warnings == [f'warning: {template} ignores add_generation_prompt (it renders a conversation the same with '
+                        f"and without it), so each assistant turn's role header is trained on as part of the reply; "
+                        f'to avoid it, use a template that writes a generation prompt, or one with '
+                        f'{{% generation %}} tags (--chat_template=FILE)']
+    ours = chat_templates.load_chat(models['tagged'], chat_template=str(template))
+    ids, mask = chat_templates.encode_chat(ours, [dict(role='user', content='Hi'), dict(role='assistant',
+                                                                                        content='Hello')])
+    # the mask stays what the prefix method gives: the header in it
+    assert ours['tokenizer'].decode(ids[mask == 1].tolist(), skip_special_tokens=False) == \
+        '<|im_start|>assistant\nHello<|im_end|>'
+    local.main(chat_argv(models['llama'], tmp_path / 'llama', data))  # a template with a generation prompt
+    assert 'add_generation_prompt' not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('template', [MACRO_TAGS, SET_BLOCK_TAGS], ids=['macro', 'set_block'])
+def test_generation_tags_transformers_counts_from_the_wrong_place_are_refused(models, tmp_path, template):
+    path = tmp_path / 'tags.jinja'
+    path.write_text(template)
+    conversation = [dict(role='user', content='Hi'), dict(role='assistant', content='Hello there')]
+    hf = hf_tokenizer(models['tagged'])
+    expected = hf.apply_chat_template(conversation, chat_template=template, tokenize=True, return_dict=True,
+                                      return_assistant_tokens_mask=True)
+    masked = [i for i, m in zip(expected['input_ids'], expected['assistant_masks']) if m]
+    assert 'Hello there' not in hf.decode(masked)  # transformers' mask misses the reply: why it is refused
+    ours = chat_templates.load_chat(models['tagged'], chat_template=str(path))
+    with pytest.raises(UserError, match=r'^x:1: the \{% generation %\} tags of .*tags.jinja do not mark the reply: '
+                                        r"they wrap 'Hello there<\|im_end\|>'"):
+        chat_templates.encode_chat(ours, conversation, where='x:1')
+    ids, _ = chat_templates.encode_chat(ours, conversation, loss_on='all')  # tags play no part there
+    assert ids.tolist() == expected['input_ids']
+
+
+@pytest.mark.parametrize('eos', [600, 70000, -1])
+def test_an_eos_token_id_outside_the_vocabulary_is_one_line_before_anything_is_written(models, tmp_path, eos):
+    import shutil
+    model = str(tmp_path / 'model')
+    shutil.copytree(models['llama'], model)
+    with open(os.path.join(model, 'tokenizer_config.json')) as f:
+        config = {k: v for k, v in json.load(f).items() if k != 'eos_token'}  # config.json's id is read instead
+    with open(os.path.join(model, 'tokenizer_config.json'), 'w') as f:
+        json.dump(config, f)
+    with open(os.path.join(model, 'config.json'), 'w') as f:
+        json.dump(dict(eos_token_id=eos), f)
+    message = f'{model}/config.json: eos_token_id {eos} is not a token of {model}/tokenizer.json (its ids are 0 to '
+    chats = write_jsonl(tmp_path / 'chats.jsonl', corpus(8))
+    assert message in refused(chat_argv(model, tmp_path / 'nest' / 'out', chats), tmp_path)
+    text = write_jsonl(tmp_path / 'text.jsonl', [dict(text='a document')] * 4)
+    assert message in refused(['--input', text, '--tokenizer', model, '--val_tokens=1', '--workers=1', '--out',
+                               str(tmp_path / 'nest' / 'out')], tmp_path)
+
+
+def test_a_lone_surrogate_is_one_line_naming_its_line(models, tmp_path):
+    data = tmp_path / 'chats.jsonl'
+    data.write_text(json.dumps(corpus(1)[0]) + '\n' +
+                    '{"messages": [{"role": "user", "content": "a\\ud800b"}, {"role": "assistant", "content": "x"}]}\n')
+    assert refused(chat_argv(models['llama'], tmp_path / 'nest' / 'out', data), tmp_path).startswith(
+        f'{data}:2: the conversation holds a lone surrogate (U+D800, a JSON \\u escape that is half of a pair)')
+
+
+def test_corrupt_compressed_inputs_give_the_text_modes_line_in_chat_mode(models, tmp_path):
+    import bz2
+    import gzip
+    import lzma
+    good = ''.join(json.dumps(r) + '\n' for r in corpus(40)).encode()
+    inputs = {'fake.jsonl.gz': b'no gzip here'}
+    for ext, module in (('gz', gzip), ('xz', lzma), ('bz2', bz2)):
+        inputs[f'trunc.jsonl.{ext}'] = module.compress(good)[:-40]
+    for name, data in inputs.items():
+        (tmp_path / name).write_bytes(data)
+        out = tmp_path / 'nest' / 'out'
+        text = refused(['--input', str(tmp_path / name), '--tokenizer', 'bytes', '--workers=1', '--out', str(out)],
+                       tmp_path)
+        assert text.startswith(f'{tmp_path / name} cannot be read (')
+        assert refused(chat_argv(models['llama'], out, tmp_path / name), tmp_path) == text
+
+
+def test_json_nested_too_deeply_is_invalid_json(models, tmp_path):
+    deep = '{"messages": ' + '[' * 100000 + ']' * 100000 + '}\n'
+    lines = tmp_path / 'deep.jsonl'
+    lines.write_text(json.dumps(corpus(1)[0]) + '\n' + deep)
+    out = tmp_path / 'nest' / 'out'
+    assert refused(chat_argv(models['llama'], out, lines), tmp_path) == \
+        f'{lines}:2 is not valid JSON (nested too deeply)'
+    array = tmp_path / 'deep.json'
+    array.write_text('[' + deep + ']')
+    assert refused(chat_argv(models['llama'], out, array), tmp_path) == f'{array} is not valid JSON (nested too deeply)'
+    lines.write_text(deep.replace('messages', 'text'))  # text mode: its first record is checked before pyarrow reads
+    assert refused(['--input', str(lines), '--tokenizer', 'bytes', '--workers=1', '--out', str(out)], tmp_path) == \
+        f'{lines} is not valid JSON (its first record is nested too deeply)'
+
+
+SYSTEM_FIRST = "{% if messages[0]['role'] != 'system' %}{{ raise_exception('need system first') }}{% endif %}" + CHATML
+
+
+@pytest.mark.parametrize('template, message', [
+    ('{{ messages[0].content.foo() }}' + CHATML,
+     "the chat template refused it (UndefinedError: 'str object' has no attribute 'foo')"),
+    ('{{ 1 / 0 }}' + CHATML, 'the chat template failed on it (ZeroDivisionError: division by zero)'),
+    (SYSTEM_FIRST, 'the chat template refused it (TemplateError: need system first)'),
+    ('{% if false %}x{% endif %}', 'the chat template renders nothing for it'),
+])
+def test_a_template_that_fails_the_end_of_turn_probe_says_how(models, tmp_path, template, message):
+    path = tmp_path / 'probe.jinja'
+    path.write_text(template)
+    data = write_jsonl(tmp_path / 'chats.jsonl', corpus(8))
+    assert refused(chat_argv(models['tagged'], tmp_path / 'nest' / 'out', data, extra=['--chat_template', str(path)]),
+                   tmp_path) == (f"cannot tell the chat template's end-of-turn token: {path} failed on the "
+                                 f"end-of-turn probe (a user 'Hi' and an assistant 'Hello'): {message}; pass "
+                                 f"--end_of_turn=TOKEN, or fix the template")
+    if template == SYSTEM_FIRST:  # data the template takes, with the token named: the hint works
+        system = [dict(messages=[dict(role='system', content='Be brief.')] + r['messages']) for r in corpus(8)]
+        local.main(chat_argv(models['tagged'], tmp_path / 'out', write_jsonl(tmp_path / 's.jsonl', system),
+                             extra=['--chat_template', str(path), '--end_of_turn=<|im_end|>', '--block_size=256']))
+
+
+def test_a_template_ending_in_no_special_token_and_empty_templates(models, tmp_path):
+    import shutil
+    data = write_jsonl(tmp_path / 'chats.jsonl', corpus(8))
+    plain = tmp_path / 'plain.jinja'
+    plain.write_text('{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}')
+    assert refused(chat_argv(models['tagged'], tmp_path / 'nest' / 'out', data, extra=['--chat_template', str(plain)]),
+                   tmp_path) == ("cannot tell the chat template's end-of-turn token (its rendering of a user 'Hi' and "
+                                 "an assistant 'Hello' ends in no special token): pass --end_of_turn=TOKEN")
+    empty = tmp_path / 'empty.jinja'
+    empty.write_text(' \n')
+    model = str(tmp_path / 'model')
+    shutil.copytree(models['llama'], model)
+    open(os.path.join(model, 'chat_template.jinja'), 'w').close()
+    for argv, path in ((chat_argv(models['tagged'], tmp_path / 'nest' / 'out', data,
+                                  extra=['--chat_template', str(empty)]), str(empty)),
+                       (chat_argv(model, tmp_path / 'nest' / 'out', data), f'{model}/chat_template.jinja')):
+        assert refused(argv, tmp_path) == (f'{path} is empty (a chat template file holds a jinja template): fill it '
+                                           f'in or pass another --chat_template=FILE, or use --format=text')
+
+
+def test_a_byte_order_mark_is_dropped_and_a_pretty_printed_object_asks_for_json_lines(models, tmp_path):
+    import codecs
+    records = corpus(12)
+    plain = write_jsonl(tmp_path / 'plain.jsonl', records)
+    (tmp_path / 'bom.jsonl').write_bytes(codecs.BOM_UTF8 + open(plain, 'rb').read())
+    (tmp_path / 'bom.json').write_bytes(codecs.BOM_UTF8 + json.dumps(records).encode())
+    made = []
+    for name in ('plain.jsonl', 'bom.jsonl', 'bom.json'):
+        local.main(chat_argv(models['llama'], tmp_path / name.replace('.', '_'), tmp_path / name))
+        made.append(binaries(tmp_path / name.replace('.', '_')))
+    assert made[0] == made[1] == made[2]
+    pretty = tmp_path / 'pretty.json'
+    pretty.write_text(json.dumps(records[0], indent=2))
+    assert refused(chat_argv(models['llama'], tmp_path / 'nest' / 'out', pretty), tmp_path) == (
+        f'{pretty}:1 is not valid JSON (Expecting property name enclosed in double quotes: line 2 column 1 (char 2)): '
+        f'the file looks like one JSON document spread over several lines, but a JSON input must have one JSON object '
+        f'per line (JSON Lines), or be a JSON array')

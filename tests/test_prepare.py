@@ -330,6 +330,25 @@ def test_budgets_larger_than_the_source_prepare_what_there_is(tmp_path, capsys):
     assert not (tmp_path / 'y').exists() and not (tmp_path / 'z').exists()
 
 
+def test_an_empty_validation_stream_is_an_error_and_a_failed_run_removes_the_parents_it_made(tmp_path):
+    (tmp_path / 'kept').mkdir()
+    for val_docs in ([], ['', None]):  # a validation split with no documents, or only empty ones
+        with pytest.raises(UserError, match=r'^the validation split has no documents \(or only empty ones\): val.bin '
+                                            r'would be empty, which train.py refuses; pass a --revision whose '
+                                            r'validation split has text; nothing was written$'):
+            prepare(['a document', 'another'], tmp_path / 'kept' / 'a' / 'b' / 'out', val_tokens=5,
+                    val_docs=iter(val_docs))
+        assert os.listdir(tmp_path / 'kept') == []  # a/b/out and the a/, a/b/ made for it are gone; kept/ stays
+    prepare(['a document', 'another'], tmp_path / 'kept' / 'a' / 'out', val_tokens=5)
+    assert sorted(os.listdir(tmp_path / 'kept' / 'a' / 'out')) == ['meta.json', 'train.bin', 'val.bin']
+
+
+def test_one_file_under_two_spellings_is_one_input(tmp_path):
+    data = write_jsonl(tmp_path / 'd.jsonl', [dict(text='x')])
+    other = os.path.join(str(tmp_path), '..', tmp_path.name, 'd.jsonl')
+    assert local.expand_inputs([data, other, str(tmp_path), str(tmp_path / '*.jsonl')], 'out') == [data]
+
+
 def crashing(docs, after, error=RuntimeError):
     yield from docs[:after]
     raise error('the machine went down')
