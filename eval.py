@@ -61,14 +61,21 @@ def parse_tasks(text):
     """--tasks text -> {name: file}."""
     if text.startswith('{'):
         try:
-            return ast.literal_eval(text)
-        except (ValueError, SyntaxError):
+            tree = ast.parse(text, mode='eval').body
+            names = [ast.literal_eval(key) for key in tree.keys] if isinstance(tree, ast.Dict) else []
+            tasks = ast.literal_eval(tree)
+        except (ValueError, SyntaxError, TypeError):
             raise UserError(f"--tasks={text} is not a Python dict of task names to files") from None
-    out = {}
-    for item in filter(None, text.split(',')):
-        name, path = item.split('=', 1) if '=' in item else (os.path.splitext(os.path.basename(item))[0], item)
-        out[name] = path
-    return out
+    else:
+        names, tasks = [], {}
+        for item in filter(None, text.split(',')):
+            name, path = item.split('=', 1) if '=' in item else (os.path.splitext(os.path.basename(item))[0], item)
+            names.append(name)
+            tasks[name] = path
+    twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if twice is not None:  # the later one replaced the earlier, which was never scored
+        raise UserError(f"--tasks names task {twice!r} twice: give each task its own name, NAME=FILE")
+    return tasks
 
 
 def context_length(hf_source):

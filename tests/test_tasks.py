@@ -715,3 +715,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize('text', ['a/mc.jsonl,b/mc.jsonl', 'x=a.jsonl,x=b.jsonl', "{'x': 'a.jsonl', 'x': 'b.jsonl'}"])
+def test_a_task_name_given_twice_is_refused(text):
+    """Two tasks of one name: the later replaced the earlier in the dict, which was never scored, without a word."""
+    import eval as eval_script
+    from configurator import UserError
+    with pytest.raises(UserError, match="--tasks names task '(mc|x)' twice"):
+        eval_script.parse_tasks(text)
+    assert eval_script.parse_tasks('a/mc.jsonl,b/other.jsonl') == {'mc': 'a/mc.jsonl', 'other': 'b/other.jsonl'}
