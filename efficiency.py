@@ -408,12 +408,12 @@ def main(argv):
         report = efficiency_report(rows)
     except (ValueError, OSError) as e:
         raise UserError(str(e)) from None
-    fit, caveat = report['fit'], fit_caveat(report['fit'])
+    fit, caveat, reference_note = report['fit'], fit_caveat(report['fit']), reference_rho_note(report, rows)
     print(f"reference fit L(D) = A·D^-B + C (D: unique target tokens; C by least squares in loss space), "
           f"R² = {fit['r2']:.4f}" + (f" ({caveat})" if caveat else '') +
           f"\n  A = {fit['A']:.6g}   B = {fit['B']:.6g}   C = {fit['C']:.6g}"
           + (f"   ({C_BOUND_NOTE})" if fit['C_at_zero'] else '')
-          + (f"\n  {reference_rho_note(report, rows)}" if reference_rho_note(report, rows) else ''))
+          + (f"\n  {reference_note}" if reference_note else ''))
     print(f"  {'D':>14} {'seeds':>5} {'L mean':>9} {'fitted':>9} {'residual':>9}")
     for point, residual in zip(report['reference'], fit['residuals']):
         print(f"  {format_value(point['settings']['target_tokens']):>14} {point['n']:>5} {point['mean']:>9.4f} "

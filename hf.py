@@ -246,7 +246,8 @@ def read_header(file):
     """{name: (shape, safetensors dtype: 'F32', 'BF16', 'I64'...)} of a safetensors file, from its header alone."""
     try:
         with safe_open(file, framework='pt') as f:
-            return {name: (tuple(f.get_slice(name).get_shape()), f.get_slice(name).get_dtype()) for name in f.keys()}
+            slices = {name: f.get_slice(name) for name in f.keys()}
+            return {name: (tuple(s.get_shape()), s.get_dtype()) for name, s in slices.items()}
     except Exception as e:  # safetensors raises its own SafetensorError for a torn or foreign file
         raise UserError(f"{file} is not a readable safetensors file ({type(e).__name__}: {str(e)[:160]})") from None
 
